@@ -1,0 +1,110 @@
+# msgd: `make` builds build/msgd; `make test` installs what is missing, builds,
+# and runs the unit and integration suites, plain and under ASan+UBSan.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+
+CC ?= cc
+BUILD ?= build
+SAN ?=
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wwrite-strings -Wformat=2 -Wvla -Wundef -Wcast-qual \
+        -Wnull-dereference -Wimplicit-fallthrough
+OPT := -O2
+ifeq ($(SAN),asan)
+  OPT := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(SAN),tsan)
+  OPT := -O1 -fsanitize=thread -fno-omit-frame-pointer
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs inih libsystemd 2>/dev/null)
+CFLAGS ?=
+LDFLAGS ?=
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -g $(OPT) -MMD -MP -Isrc $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(OPT) $(LDFLAGS)
+LIBS = -lev $(PKG_LIBS) -pthread
+
+SRCS := $(wildcard src/*.c)
+OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+
+TIMEOUT_SCALE_asan := 3
+TIMEOUT_SCALE_tsan := 6
+TIMEOUT_SCALE := $(or $(TIMEOUT_SCALE_$(SAN)),1)
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+.PHONY: all run test tsan check unit integration deps install uninstall clean
+
+all: $(BUILD)/msgd
+
+$(BUILD)/msgd: $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(LIBS)
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+deps:
+	@bash scripts/deps.sh
+
+run: deps
+	$(MAKE) all
+	./$(BUILD)/msgd -c conf/msgd.ini
+
+# The suites on one build (BUILD/SAN select it). Results go to BUILD/results.
+check: $(BUILD)/msgd $(UNIT_BINS)
+	@rm -f $(BUILD)/results
+	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS)
+	@$(SAN_ENV) MSGD_BIN=$(BUILD)/msgd MSGD_TEST_TIMEOUT_SCALE=$(TIMEOUT_SCALE) \
+	  MSGD_RESULTS=$(BUILD)/results python3 tests/integration/run.py
+
+unit: $(UNIT_BINS)
+	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS)
+
+integration: $(BUILD)/msgd
+	@$(SAN_ENV) MSGD_BIN=$(BUILD)/msgd MSGD_TEST_TIMEOUT_SCALE=$(TIMEOUT_SCALE) \
+	  python3 tests/integration/run.py
+
+test: deps
+	$(MAKE) check BUILD=build
+	$(MAKE) check BUILD=build-asan SAN=asan
+	@bash tests/total.sh build/results build-asan/results
+
+tsan: deps
+	$(MAKE) check BUILD=build-tsan SAN=tsan CC=gcc
+	@bash tests/total.sh build-tsan/results
+
+install: $(BUILD)/msgd
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/msgd $(DESTDIR)$(PREFIX)/bin/msgd
+	install -d $(DESTDIR)$(SYSCONFDIR)/msgd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini ]; then \
+	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini"; \
+	else install -m 0644 conf/msgd.ini $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini; fi
+	@for u in $(wildcard systemd/*.service systemd/*.socket); do \
+	  install -d $(DESTDIR)$(UNITDIR) && install -m 0644 $$u $(DESTDIR)$(UNITDIR)/; done
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/msgd
+	@for u in $(notdir $(wildcard systemd/*.service systemd/*.socket)); do \
+	  rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"
+
+clean:
+	rm -rf build build-asan build-tsan
+
+-include $(OBJS:.o=.d) $(UNIT_BINS:=.d)

@@ -1,0 +1,59 @@
+/* acceptor: the accept side of the main loop. Opens the listeners named by
+ * the configuration, accepts in a capped loop, enforces max_connections, and
+ * hands each fd round robin to a reactor. Main thread only. */
+#ifndef MSGD_ACCEPTOR_H
+#define MSGD_ACCEPTOR_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "pipeline.h"
+#include "reactor.h"
+#include "stats.h"
+
+struct acceptor;
+
+struct listener {
+    int fd;
+    const struct proto *proto;
+    char name[NET_NAME_LEN];           /* the bound address, real port included */
+    ev_io watcher;
+    struct acceptor *owner;
+};
+
+struct acceptor {
+    struct ev_loop *loop;
+    struct listener *ls;
+    int nls;
+    struct reactor *reactors;
+    int nreactors;
+    unsigned next;                     /* round-robin position */
+    struct stats_registry *reg;
+    uint64_t max_connections;
+    int paused;                        /* listeners stopped after EMFILE/ENFILE */
+    ev_timer resume_timer;
+    struct log_ratelimit rl_fd, rl_max;
+};
+
+/* Opens every listener of cfg (msg, echo, admin). Returns 0, or -errno with
+ * the reason in err (nothing left open). */
+int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_t errlen);
+
+/* Starts accepting on loop, handing connections to the reactors. */
+void acceptor_start(struct acceptor *a, struct ev_loop *loop, struct reactor *reactors,
+                    int nreactors, struct stats_registry *reg, uint64_t max_connections);
+
+/* Stops accepting (the sockets stay open). */
+void acceptor_stop(struct acceptor *a);
+
+/* Closes the listening sockets (and unlinks unix socket paths). */
+void acceptor_close(struct acceptor *a);
+
+/* Writes "msg=ADDR[,ADDR] echo=ADDR admin=ADDR" for the open listeners. */
+void acceptor_describe(const struct acceptor *a, char *out, size_t outlen);
+
+#endif

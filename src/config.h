@@ -1,0 +1,83 @@
+/* config: the INI file (CONFIG.md) parsed and checked into a struct config.
+ * Base layer: no logging, no exits; every problem is reported as text. */
+#ifndef MSGD_CONFIG_H
+#define MSGD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_ADDRS 16        /* addresses per listener */
+#define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
+#define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
+#define CONFIG_DEFAULT_PATH "/etc/msgd/msgd.ini"
+
+enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
+
+/* One listener's addresses, each kept as written ("HOST:PORT", "[V6]:PORT" or
+ * "unix:/path"), already checked for form. n == 0 means the listener is off. */
+struct config_listen {
+    int n;
+    char addr[CONFIG_MAX_ADDRS][CONFIG_ADDR_LEN];
+};
+
+/* Every key of CONFIG.md. Durations are in milliseconds, sizes in bytes.
+ * A struct config owns its heap parts (tokens); free it with config_free(). */
+struct config {
+    /* [server] */
+    int reactors;              /* 0..256, 0 = one per CPU (resolved by the caller) */
+    int workers;               /* 1..256 */
+    uint32_t worker_queue;     /* 1..1000000 */
+    uint32_t max_connections;  /* 1..10000000 */
+    int backlog;               /* 1..65535 */
+    char user[64];             /* empty = none */
+    /* [msg], [echo], [admin] */
+    struct config_listen msg_listen;
+    uint64_t max_frame;        /* 64..256M */
+    struct config_listen echo_listen;
+    struct config_listen admin_listen;
+    /* [timeouts] */
+    uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
+    uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */
+    uint64_t drain_ms;         /* 0..600000 */
+    /* [limits] */
+    uint64_t out_high_water;
+    uint64_t out_low_water;    /* < out_high_water */
+    uint64_t out_hard_limit;   /* >= out_high_water + max_frame + 16 */
+    uint32_t max_subscriptions;
+    /* [auth] */
+    int ntokens;
+    char **tokens;             /* ntokens strings, heap; NULL when none */
+    /* [log] */
+    enum config_log_level log_level;
+    /* [diagnostics] */
+    bool delay_command;
+};
+
+/* Fills c with the defaults of CONFIG.md. Allocates nothing. Thread-safe. */
+void config_defaults(struct config *c);
+
+/* Reads and checks the file at path into *c (defaults first, then the file).
+ * Every problem found is appended to err as one line "PATH:LINE: what is wrong\n"
+ * (or "PATH: what is wrong\n" when it has no line: a missing file, keys that
+ * disagree), truncated to errlen. Returns 0 when the file is good, otherwise
+ * the number of problems (> 0). On failure *c is freed and left with defaults.
+ * Thread-safe (no globals). */
+int config_load(const char *path, struct config *c, char *err, size_t errlen);
+
+/* Frees what c owns and resets its pointers. Safe on a defaulted config. */
+void config_free(struct config *c);
+
+/* Deep-copies src into *dst (which must not own anything). Returns 0 or -ENOMEM. */
+int config_copy(struct config *dst, const struct config *src);
+
+/* Parsers for the value syntax of CONFIG.md, exposed for tests and reuse.
+ * Each returns 0 and stores the value, or -EINVAL. */
+int config_parse_duration_ms(const char *s, uint64_t *ms); /* "1.5s", "100ms", "2m", "1h", "30" */
+int config_parse_size(const char *s, uint64_t *bytes);     /* "64", "16K", "1m", "2G" */
+int config_parse_bool(const char *s, bool *v);             /* on/off, yes/no, true/false, 1/0 */
+int config_parse_log_level(const char *s, enum config_log_level *lvl);
+/* Checks one address's form: HOST:PORT (port 0..65535), [IPV6]:PORT, unix:/path. */
+int config_check_addr(const char *s);
+
+#endif

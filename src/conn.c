@@ -1,0 +1,423 @@
+/* conn: one connection's I/O. Reads with readv into the input buffer plus a
+ * stack buffer, feeds whole frames to the protocol, writes the output with
+ * back-pressure, and gives each connection a bounded turn. Reactor thread only. */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "stats.h"
+
+#define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
+#define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
+#define CONN_FRAMES_PER_TURN 1024       /* frames handled per connection per loop turn */
+#define CONN_KEEP_BUFFER (16 * 1024)    /* an emptied buffer bigger than this is freed */
+#define CONN_LINGER_READS 4             /* reads that drain input before a close */
+
+enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
+
+static void settle(struct conn *c);
+
+/* ---- watcher and backlog bookkeeping ---- */
+
+static void update_events(struct conn *c)
+{
+    int want = 0;
+    if (!(c->state & (CONN_PAUSED | CONN_PEER_EOF)) && !(c->pl.flags & PIPELINE_CLOSE))
+        want |= EV_READ;
+    if (buffer_readable(&c->pl.out) > 0)
+        want |= EV_WRITE;
+    if (want == c->events)
+        return;
+    struct ev_loop *loop = c->host->loop;
+    if (c->events)
+        ev_io_stop(loop, &c->io);
+    if (want) {
+        ev_io_set(&c->io, c->fd, want);
+        ev_io_start(loop, &c->io);
+    }
+    c->events = want;
+}
+
+static void backlog_push(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    if (c->state & CONN_IN_BACKLOG)
+        return;
+    c->state |= CONN_IN_BACKLOG;
+    c->backlog_next = NULL;
+    if (h->backlog_tail)
+        h->backlog_tail->backlog_next = c;
+    else
+        h->backlog = c;
+    h->backlog_tail = c;
+    if (!ev_is_active(&h->backlog_idle))
+        ev_idle_start(h->loop, &h->backlog_idle);
+}
+
+static struct conn *backlog_pop(struct conn_host *h)
+{
+    struct conn *c = h->backlog;
+    if (!c)
+        return NULL;
+    h->backlog = c->backlog_next;
+    if (!h->backlog)
+        h->backlog_tail = NULL;
+    c->state &= ~(uint32_t)CONN_IN_BACKLOG;
+    return c;
+}
+
+static void backlog_remove(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    struct conn *prev = NULL;
+    for (struct conn *it = h->backlog; it; prev = it, it = it->backlog_next) {
+        if (it != c)
+            continue;
+        if (prev)
+            prev->backlog_next = c->backlog_next;
+        else
+            h->backlog = c->backlog_next;
+        if (h->backlog_tail == c)
+            h->backlog_tail = prev;
+        break;
+    }
+    c->state &= ~(uint32_t)CONN_IN_BACKLOG;
+}
+
+/* ---- input ---- */
+
+/* Feeds the whole frames at p to the protocol until the input runs out or a
+ * cap is reached. Returns the bytes consumed; everything after a violation is
+ * consumed (discarded). Sets CONN_MORE when it stopped with frames possibly left. */
+static size_t process(struct conn *c, const uint8_t *p, size_t n)
+{
+    struct pipeline *pl = &c->pl;
+    uint64_t high = c->host->env.cfg->out_high_water;
+    size_t off = 0;
+    unsigned frames = 0;
+    c->state &= ~(uint32_t)CONN_MORE;
+    while (off < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
+        if (frames == CONN_FRAMES_PER_TURN || buffer_readable(&pl->out) > high) {
+            c->state |= CONN_MORE;
+            break;
+        }
+        long r = pl->proto->split(pl, p + off, n - off);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            pl->proto->violation(pl, r);
+            off = n;
+            break;
+        }
+        pl->proto->handle(pl, p + off, (size_t)r);
+        off += (size_t)r;
+        frames++;
+    }
+    stats_add(c->host->env.stats, STATS_FRAMES_IN, frames);
+    return off;
+}
+
+/* Processes what the input buffer holds. */
+static void process_buffered(struct conn *c)
+{
+    size_t used = process(c, buffer_peek(&c->in), buffer_readable(&c->in));
+    buffer_consume(&c->in, used);
+    buffer_shrink(&c->in, CONN_KEEP_BUFFER);
+}
+
+/* One read: into the input buffer's free room (only when it already holds a
+ * partial frame) and a 64 KiB stack buffer, so one syscall can bring many
+ * frames, and an idle connection's input buffer stays unallocated. */
+static void on_readable(struct conn *c)
+{
+    uint8_t extra[CONN_READ_EXTRA];
+    struct iovec iov[2];
+    int iovcnt = 0;
+    size_t room = 0;
+    bool buffered = buffer_readable(&c->in) > 0;
+    if (buffered) {
+        if (buffer_writable(&c->in) < CONN_READ_MIN && buffer_reserve(&c->in, CONN_READ_MIN) < 0) {
+            conn_close(c);
+            return;
+        }
+        room = buffer_writable(&c->in);
+        iov[iovcnt++] = (struct iovec){buffer_tail(&c->in), room};
+    }
+    iov[iovcnt++] = (struct iovec){extra, sizeof extra};
+    ssize_t n = readv(c->fd, iov, iovcnt);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        stats_add(c->host->env.stats, STATS_CLOSED_RESET, 1);
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        c->state |= CONN_PEER_EOF;
+        settle(c);
+        return;
+    }
+    c->bytes_in += (uint64_t)n;
+    stats_add(c->host->env.stats, STATS_BYTES_IN, (uint64_t)n);
+    timer_activity(&c->host->timer, &c->te);
+    if (buffered) {
+        size_t first = (size_t)n < room ? (size_t)n : room;
+        buffer_commit(&c->in, first);
+        if ((size_t)n > first && buffer_append(&c->in, extra, (size_t)n - first) < 0) {
+            conn_close(c);
+            return;
+        }
+        process_buffered(c);
+    } else {
+        size_t used = process(c, extra, (size_t)n);
+        if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED)) &&
+            buffer_append(&c->in, extra + used, (size_t)n - used) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    settle(c);
+}
+
+/* ---- output ---- */
+
+/* Writes as much output as the socket takes. Returns 0, or -1 when the
+ * connection broke and was closed. */
+static int flush(struct conn *c)
+{
+    struct buffer *out = &c->pl.out;
+    while (buffer_readable(out) > 0) {
+        size_t len = buffer_readable(out);
+        ssize_t w = send(c->fd, buffer_peek(out), len, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            stats_add(c->host->env.stats, STATS_CLOSED_RESET, 1);
+            conn_close(c);
+            return -1;
+        }
+        c->bytes_out += (uint64_t)w;
+        stats_add(c->host->env.stats, STATS_BYTES_OUT, (uint64_t)w);
+        buffer_consume(out, (size_t)w);
+        if ((size_t)w < len)
+            break; /* the socket is full; EV_WRITE says when it has room */
+    }
+    buffer_shrink(out, CONN_KEEP_BUFFER);
+    return 0;
+}
+
+/* Closes after the last reply: shuts the write side, then drains what the
+ * peer already sent, so close() does not answer unread input with a RST that
+ * could destroy the replies still in flight. */
+static void close_gracefully(struct conn *c)
+{
+    uint8_t sink[4096];
+    shutdown(c->fd, SHUT_WR);
+    for (int i = 0; i < CONN_LINGER_READS; i++)
+        if (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+            break;
+    conn_close(c);
+}
+
+/* Decides what happens next after input was processed or output drained:
+ * flush, enforce the output limits, pause or resume reading, schedule another
+ * turn, or close. */
+static void settle(struct conn *c)
+{
+    struct pipeline *pl = &c->pl;
+    const struct config *cfg = c->host->env.cfg;
+    if (pl->flags & PIPELINE_FAILED) {
+        conn_close(c);
+        return;
+    }
+    if (flush(c) < 0)
+        return;
+    size_t pending = pipeline_pending(pl);
+    bool owes_nothing = pipeline_idle(pl);
+    if (pending > cfg->out_hard_limit) {
+        stats_add(c->host->env.stats, STATS_CLOSED_HARD_LIMIT, 1);
+        conn_close(c);
+        return;
+    }
+    if (pl->flags & PIPELINE_CLOSE) {
+        if (owes_nothing) {
+            close_gracefully(c);
+            return;
+        }
+    } else if (!(c->state & CONN_PAUSED) && pending > cfg->out_high_water) {
+        c->state |= CONN_PAUSED;
+        stats_add(c->host->env.stats, STATS_READ_PAUSES, 1);
+    } else if ((c->state & CONN_PAUSED) && pending < cfg->out_low_water) {
+        c->state &= ~(uint32_t)CONN_PAUSED;
+        if (buffer_readable(&c->in) > 0)
+            c->state |= CONN_MORE;
+    }
+    if (c->host->env.draining && owes_nothing && !(c->state & CONN_MORE)) {
+        close_gracefully(c); /* rule 6: closed as soon as it owes nothing */
+        return;
+    }
+    bool more = (c->state & CONN_MORE) && !(c->state & CONN_PAUSED) &&
+                !(pl->flags & PIPELINE_CLOSE);
+    if (more)
+        backlog_push(c);
+    else if ((c->state & CONN_PEER_EOF) && owes_nothing && !(c->state & CONN_PAUSED)) {
+        /* Half-closed and owed nothing more: any partial frame left is dropped. */
+        conn_close(c);
+        return;
+    }
+    update_events(c);
+}
+
+void conn_drain(struct conn *c, uint32_t ms_left)
+{
+    if (c->pl.proto->goaway)
+        c->pl.proto->goaway(&c->pl, ms_left);
+    else
+        pipeline_close_after_flush(&c->pl);
+    settle(c);
+}
+
+void conn_kick(struct conn *c)
+{
+    settle(c);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct conn *c = w->data;
+    if (revents & EV_READ)
+        on_readable(c); /* it settles, which flushes too */
+    else if (revents & EV_WRITE)
+        settle(c);
+}
+
+/* Gives every connection that was left with input one more turn. */
+static void backlog_check_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)revents;
+    struct conn_host *h = w->data;
+    /* Only those queued now: a connection put back gets its turn next time. */
+    struct conn *last = h->backlog_tail;
+    for (struct conn *c; last && (c = backlog_pop(h)) != NULL;) {
+        bool was_last = c == last;
+        process_buffered(c);
+        settle(c);
+        if (was_last)
+            break;
+    }
+    if (!h->backlog)
+        ev_idle_stop(loop, &h->backlog_idle);
+}
+
+static void backlog_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    /* Nothing to do: being active keeps the loop from blocking while the
+     * backlog waits for its ev_check turn. */
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
+
+/* ---- heartbeat and idle ---- */
+
+#define CONN_OF_ENTRY(e) ((struct conn *)((char *)(e) - offsetof(struct conn, te)))
+
+static void heartbeat_cb(struct timer *t, struct timer_entry *e)
+{
+    (void)t;
+    struct conn *c = CONN_OF_ENTRY(e);
+    if (c->pl.flags & PIPELINE_CLOSE)
+        return;
+    c->pl.proto->heartbeat(&c->pl);
+    stats_add(c->host->env.stats, STATS_HEARTBEATS, 1);
+    settle(c);
+}
+
+static void idle_cb(struct timer *t, struct timer_entry *e)
+{
+    struct conn *c = CONN_OF_ENTRY(e);
+    timer_remove(t, e);
+    stats_add(c->host->env.stats, STATS_CLOSED_IDLE, 1);
+    if (c->pl.proto->idle)
+        c->pl.proto->idle(&c->pl);
+    if (flush(c) < 0)
+        return;
+    close_gracefully(c); /* whatever the socket did not take is dropped */
+}
+
+static ev_tstamp ms_to_s(uint64_t ms) { return (ev_tstamp)ms / 1000.0; }
+
+void conn_host_reload(struct conn_host *h)
+{
+    timer_set_intervals(&h->timer, ms_to_s(h->env.cfg->heartbeat_ms),
+                        ms_to_s(h->env.cfg->idle_ms));
+}
+
+/* ---- lifetime ---- */
+
+void conn_host_init(struct conn_host *h, struct ev_loop *loop)
+{
+    timer_init(&h->timer, loop, ms_to_s(h->env.cfg->heartbeat_ms), ms_to_s(h->env.cfg->idle_ms),
+               heartbeat_cb, idle_cb);
+    h->loop = loop;
+    h->backlog = h->backlog_tail = NULL;
+    ev_check_init(&h->backlog_check, backlog_check_cb);
+    h->backlog_check.data = h;
+    ev_check_start(loop, &h->backlog_check);
+    ev_idle_init(&h->backlog_idle, backlog_idle_cb);
+    h->backlog_idle.data = h;
+}
+
+void conn_host_stop(struct conn_host *h)
+{
+    timer_stop(&h->timer);
+    ev_check_stop(h->loop, &h->backlog_check);
+    ev_idle_stop(h->loop, &h->backlog_idle);
+}
+
+struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, uint64_t id)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->id = id;
+    c->fd = fd;
+    c->host = h;
+    c->pl.proto = proto;
+    c->pl.env = &h->env;
+    c->pl.conn_id = id;
+    c->created = ev_now(h->loop);
+    ev_io_init(&c->io, io_cb, fd, EV_READ);
+    c->io.data = c;
+    ev_io_start(h->loop, &c->io);
+    c->events = EV_READ;
+    timer_add(&h->timer, &c->te, proto->heartbeat != NULL);
+    return c;
+}
+
+void conn_close(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    if (c->events)
+        ev_io_stop(h->loop, &c->io);
+    if (c->state & CONN_IN_BACKLOG)
+        backlog_remove(c);
+    timer_remove(&h->timer, &c->te);
+    close(c->fd);
+    h->closed(h, c);
+    buffer_free(&c->in);
+    pipeline_free(&c->pl);
+    free(c);
+}

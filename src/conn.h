@@ -1,0 +1,82 @@
+/* conn: one connection: its fd, its watcher, its input buffer and pipeline,
+ * read/write with back-pressure and per-turn caps. Everything here belongs to
+ * one reactor thread: no function may be called from any other thread. */
+#ifndef MSGD_CONN_H
+#define MSGD_CONN_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "buffer.h"
+#include "pipeline.h"
+#include "timer.h"
+
+struct conn;
+
+/* The part of a reactor that its connections share. Owned by the reactor
+ * thread; conn.c runs the backlog (connections whose input still holds whole
+ * frames after their turn) from an ev_check watcher, with an ev_idle watcher
+ * active while the backlog is not empty so the loop does not block. */
+struct conn_host {
+    struct ev_loop *loop;
+    struct pipeline_env env;
+    struct conn *backlog;              /* FIFO, linked through backlog_next */
+    struct conn *backlog_tail;
+    ev_check backlog_check;
+    ev_idle backlog_idle;
+    struct timer timer;                /* heartbeats and idle timeouts */
+    /* Called once per connection as it closes, before it is freed, so the
+     * reactor can release its slot. */
+    void (*closed)(struct conn_host *h, struct conn *c);
+};
+
+enum conn_state {
+    CONN_PAUSED = 1u << 0,       /* reading stopped: output above high water */
+    CONN_PEER_EOF = 1u << 1,     /* the peer shut down its write side */
+    CONN_IN_BACKLOG = 1u << 2,   /* on host->backlog */
+};
+
+struct conn {
+    uint64_t id;                 /* reactor, slot, generation (reactor.h) */
+    int fd;
+    uint32_t state;              /* enum conn_state */
+    int events;                  /* EV_READ/EV_WRITE the watcher has now */
+    struct conn_host *host;
+    ev_io io;
+    struct buffer in;            /* unprocessed input (empty most of the time) */
+    struct pipeline pl;          /* protocol state and output */
+    struct timer_entry te;       /* heartbeat and idle deadlines */
+    struct conn *backlog_next;
+    ev_tstamp created;
+    uint64_t bytes_in, bytes_out;
+};
+
+/* Sets up host's watchers on loop; h->env must be set (its cfg gives the
+ * heartbeat and idle intervals). Reactor thread, before any connection. */
+void conn_host_init(struct conn_host *h, struct ev_loop *loop);
+
+/* Applies h->env.cfg's heartbeat and idle intervals to every connection. */
+void conn_host_reload(struct conn_host *h);
+
+/* Stops host's watchers. Every connection must be closed first. */
+void conn_host_stop(struct conn_host *h);
+
+/* Takes over fd (non-blocking already) as a connection speaking proto, and
+ * starts reading. Returns the connection, or NULL (fd closed) when out of
+ * memory. */
+struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, uint64_t id);
+
+/* Closes the socket at once, calls host->closed, frees the connection. */
+void conn_close(struct conn *c);
+
+/* Starts the drain for c: the protocol's GOAWAY (or, without one, a close
+ * once flushed); c closes as soon as it owes nothing. h->env.draining must be
+ * set. c may be freed on return. */
+void conn_drain(struct conn *c, uint32_t ms_left);
+
+/* Acts on new output produced outside the connection's own callbacks (a
+ * worker's result): writes it, or closes when the connection owes nothing
+ * more and is done. c may be freed on return. */
+void conn_kick(struct conn *c);
+
+#endif

@@ -1,0 +1,77 @@
+/* main: the command line (CONFIG.md): -c FILE, -t, -V, -h. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#ifndef MSGD_VERSION
+#define MSGD_VERSION "0.1.0"
+#endif
+
+#define ERR_TEXT_MAX 8192
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: msgd [-c FILE] [-t] [-V] [-h]\n"
+            "  -c FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+            "  -t        check the configuration and exit\n"
+            "  -V        print the version and exit\n"
+            "  -h        print this help and exit\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = CONFIG_DEFAULT_PATH;
+    int check_only = 0;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check_only = 1; break;
+        case 'V': printf("msgd %s\n", MSGD_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "msgd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    struct config cfg;
+    char *err = calloc(1, ERR_TEXT_MAX);
+    if (!err) {
+        fprintf(stderr, "msgd: out of memory\n");
+        return 1;
+    }
+    int problems = config_load(path, &cfg, err, ERR_TEXT_MAX);
+    if (problems != 0) {
+        fputs(err, stderr);
+        free(err);
+        return 1;
+    }
+    free(err);
+    if (check_only) {
+        fprintf(stderr, "%s: ok\n", path);
+        config_free(&cfg);
+        return 0;
+    }
+    log_init((enum log_level)cfg.log_level);
+    log_info("msgd %s starting with %s", MSGD_VERSION, path);
+    int rc = server_run(&cfg, path);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,32 @@
+/* net: sockets. Address parsing, listening sockets, socket options and
+ * names. Returns -errno; setup functions also say why in err. */
+#ifndef MSGD_NET_H
+#define MSGD_NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define NET_NAME_LEN 128   /* enough for "unix:/108 bytes" and "[v6]:port" */
+
+/* Parses "HOST:PORT", "[IPV6]:PORT" or "unix:/path" into *ss (numeric hosts
+ * and "localhost"; no DNS). Returns 0 or -EINVAL. Thread-safe. */
+int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Opens a non-blocking, close-on-exec listening socket on text's address with
+ * SO_REUSEADDR (and unlinks a stale unix socket first; unix sockets get mode
+ * 0660). Returns the fd, or -errno with the reason in err. Main thread. */
+int net_listen(const char *text, int backlog, char *err, size_t errlen);
+
+/* Writes fd's local address (with the port the kernel chose) as text. */
+int net_local_name(int fd, char *out, size_t outlen);
+
+/* Writes fd's peer address as text. */
+int net_peer_name(int fd, char *out, size_t outlen);
+
+/* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
+void net_format(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen);
+
+/* Sets TCP_NODELAY on a TCP socket; a no-op (0) for other families. */
+int net_set_nodelay(int fd);
+
+#endif

@@ -1,0 +1,127 @@
+/* pipeline: one connection's codec chain seen from the protocol side:
+ * splitter -> decoder/handler -> encoder -> output buffer. The connection
+ * (conn.c) owns the socket and feeds the chain; protocols and commands see
+ * only the pipeline, so they never touch a socket. Reactor thread only. */
+#ifndef MSGD_PIPELINE_H
+#define MSGD_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buffer.h"
+
+struct config;
+struct stats;
+struct stats_registry;
+struct pipeline;
+struct worker_pool;
+
+/* What a reactor lends to every pipeline it runs. Owned by the reactor;
+ * pipelines only point at it. */
+struct pipeline_env {
+    const struct config *cfg;          /* the reactor's live configuration */
+    struct stats *stats;               /* the reactor's counters */
+    const struct stats_registry *all;  /* every counter, for STATS */
+    int reactor;                       /* the reactor's index */
+    struct worker_pool *pool;          /* the reactor's workers */
+    bool draining;                     /* the server is stopping (rule 6) */
+};
+
+/* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
+ * Adding a protocol is one file that defines one of these plus one row in
+ * the acceptor's protocol table. */
+struct proto {
+    const char *name;
+    bool counted;      /* counts against max_connections */
+    /* Splitter. Looks at n unprocessed bytes at p: returns the length of the
+     * first whole frame (> 0), 0 when more bytes are needed, or a negative
+     * protocol error code when the stream breaks the protocol. */
+    long (*split)(struct pipeline *pl, const uint8_t *p, size_t n);
+    /* Decodes and handles one whole frame of len bytes (as split returned). */
+    void (*handle)(struct pipeline *pl, const uint8_t *frame, size_t len);
+    /* Encodes the refusal for split's error (negative code); the connection
+     * is then closed once its output is flushed. */
+    void (*violation)(struct pipeline *pl, long code);
+    /* Optional: the push for a silent connection's heartbeat (NULL: none). */
+    void (*heartbeat)(struct pipeline *pl);
+    /* Optional: the last word before an idle connection is closed. */
+    void (*idle)(struct pipeline *pl);
+    /* Optional: the notice that the server is stopping in ms milliseconds.
+     * Without it the connection is closed once its output is flushed. */
+    void (*goaway)(struct pipeline *pl, uint32_t ms);
+};
+
+enum pipeline_flags {
+    PIPELINE_CLOSE = 1u << 0,   /* close once the output is flushed; read no more */
+    PIPELINE_FAILED = 1u << 1,  /* out of memory: close now */
+};
+
+/* A reply slot held for order: either a worker job not back yet, or replies
+ * encoded while an earlier job was still out. */
+struct pipeline_slot {
+    struct pipeline_slot *next;
+    uint32_t seq;                /* the job's sequence number (job slots) */
+    bool waiting;                /* a job slot whose result has not come back */
+    struct buffer bytes;         /* encoded replies, in order */
+};
+
+struct pipeline {
+    const struct proto *proto;
+    const struct pipeline_env *env;
+    uint64_t conn_id;
+    uint32_t flags;              /* enum pipeline_flags */
+    bool authed;                 /* msg: an AUTH succeeded (rule 5) */
+    uint8_t auth_failures;       /* msg: wrong tokens so far */
+    struct buffer out;           /* encoded bytes waiting for the socket */
+    /* Replies held for order (rule 1). Empty (NULL) unless a worker job is
+     * out, so inline-only traffic goes straight to out and pays nothing. */
+    struct pipeline_slot *slots_head, *slots_tail;
+    uint32_t jobs_pending;       /* job slots still waiting */
+    uint32_t next_seq;           /* the next job's sequence number */
+    size_t held_bytes;           /* bytes held in slots */
+};
+
+/* Queues n bytes of encoded reply in request order: straight to out when no
+ * job is pending, else behind the pending jobs. On allocation failure marks
+ * the pipeline PIPELINE_FAILED. Reactor thread only. */
+void pipeline_write(struct pipeline *pl, const void *p, size_t n);
+
+/* The same for two pieces (a header and a payload, say). Reactor thread only. */
+void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
+
+/* Queues a server push (PING, MESSAGE, GOAWAY) straight to out: pushes may
+ * go between replies. Reactor thread only. */
+void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
+
+/* Holds a place in the reply order for a worker job and returns its sequence
+ * number, or -ENOMEM. Reactor thread only. */
+long pipeline_reserve(struct pipeline *pl);
+
+/* Gives back the place just reserved (the job could not be queued). */
+void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
+
+/* Delivers job seq's encoded reply (its buffer is taken over and emptied)
+ * and moves every reply now in order to out. Returns 0, or -ENOENT when no
+ * slot has that number. Reactor thread only. */
+int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply);
+
+/* Bytes not yet written: out plus the held replies. */
+static inline size_t pipeline_pending(const struct pipeline *pl)
+{
+    return buffer_readable(&pl->out) + pl->held_bytes;
+}
+
+/* True when the connection owes nothing: no output, no job out. */
+static inline bool pipeline_idle(const struct pipeline *pl)
+{
+    return buffer_readable(&pl->out) == 0 && pl->slots_head == NULL;
+}
+
+/* Frees the held slots and the output. Reactor thread only. */
+void pipeline_free(struct pipeline *pl);
+
+/* Asks for the connection to be closed once everything queued is sent. */
+static inline void pipeline_close_after_flush(struct pipeline *pl) { pl->flags |= PIPELINE_CLOSE; }
+
+#endif

@@ -1,0 +1,167 @@
+/* proto_msg: the msg protocol's splitter, decoder, dispatch and encoders. */
+#include "proto_msg.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "commands.h"
+#include "config.h"
+#include "msg.h"
+#include "stats.h"
+
+#define ERR_TEXT_MAX 256
+
+static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
+{
+    const struct config *cfg = pl->env->cfg;
+    uint32_t max = (uint32_t)cfg->max_frame;
+    if (cfg->ntokens > 0 && !pl->authed && max > PROTO_MSG_PREAUTH_MAX)
+        max = PROTO_MSG_PREAUTH_MAX;
+    struct msg_header h;
+    return msg_split(p, n, max, &h);
+}
+
+/* Sends a worker command to the reactor's pool, holding its place in the
+ * reply order. A full queue is answered OVERLOADED at once. */
+static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
+                       const uint8_t *payload, size_t len)
+{
+    long seq = pipeline_reserve(pl);
+    struct worker_job *job =
+        seq < 0 ? NULL : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, payload, len);
+    if (!job) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        pl->flags |= PIPELINE_FAILED;
+        return;
+    }
+    int rc = worker_submit(pl->env->pool, job);
+    if (rc == 0)
+        return;
+    worker_job_free(job);
+    pipeline_unreserve(pl, (uint32_t)seq);
+    if (rc == -EAGAIN)
+        proto_msg_error(pl, cmd, MSG_ERR_OVERLOADED, "worker queue full, retry later");
+    else
+        proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
+}
+
+static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
+{
+    uint32_t cmd = msg_get_u32(frame + 8);
+    const uint8_t *payload = frame + MSG_HEADER_LEN;
+    size_t plen = len - MSG_HEADER_LEN;
+    if (cmd & MSG_FLAG_REPLY) {
+        /* A client's reply: the answer to a server PING is life (the
+         * connection already noted the bytes); anything else is dropped. */
+        if (cmd != (MSG_FLAG_REPLY | MSG_CMD_PING))
+            stats_add(pl->env->stats, STATS_REPLIES_DROPPED, 1);
+        return;
+    }
+    if (pl->env->draining && cmd != MSG_CMD_PING) {
+        proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
+        return;
+    }
+    const struct cmd_def *def = commands_find(cmd);
+    if (!def) {
+        proto_msg_error(pl, cmd, MSG_ERR_UNKNOWN_COMMAND, "unknown command");
+        return;
+    }
+    if (def->needs_auth && !pl->authed && pl->env->cfg->ntokens > 0) {
+        proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "AUTH first");
+        return;
+    }
+    if (def->where == CMD_INLINE) {
+        def->fn(pl, cmd, payload, plen);
+        return;
+    }
+    if (def->fn(pl, cmd, payload, plen) == 0)
+        submit_job(pl, def, cmd, payload, plen);
+}
+
+static void msg_violation_cb(struct pipeline *pl, long code)
+{
+    uint32_t c = (uint32_t)-code;
+    const char *text = c == MSG_ERR_BAD_MAGIC ? "bad magic"
+                     : c == MSG_ERR_BAD_VERSION ? "bad version"
+                     : c == MSG_ERR_TOO_LARGE ? "frame too large"
+                     : "protocol violation";
+    stats_add(pl->env->stats, STATS_CLOSED_VIOLATION, 1);
+    proto_msg_conn_error(pl, c, text);
+}
+
+/* A silent connection's heartbeat: a server PING (rule 2), as a push. */
+static void msg_heartbeat_cb(struct pipeline *pl)
+{
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, MSG_CMD_PING, 0);
+    pipeline_push2(pl, h, sizeof h, NULL, 0);
+    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+}
+
+static void msg_idle_cb(struct pipeline *pl)
+{
+    uint8_t payload[64];
+    size_t n = msg_error_payload(payload, sizeof payload, MSG_ERR_IDLE_TIMEOUT, "idle timeout");
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, MSG_CONN_ERROR, (uint32_t)n);
+    pipeline_push2(pl, h, sizeof h, payload, n);
+    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+    stats_add(pl->env->stats, (enum stats_id)(STATS_ERRORS + MSG_ERR_IDLE_TIMEOUT), 1);
+}
+
+/* The drain notice (rule 6): u32 milliseconds left, then a reason. */
+static void msg_goaway_cb(struct pipeline *pl, uint32_t ms)
+{
+    static const char reason[] = "server shutting down";
+    uint8_t payload[4 + sizeof reason - 1];
+    msg_put_u32(payload, ms);
+    memcpy(payload + 4, reason, sizeof reason - 1);
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, MSG_CMD_GOAWAY, sizeof payload);
+    pipeline_push2(pl, h, sizeof h, payload, sizeof payload);
+    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+}
+
+const struct proto proto_msg = {
+    .name = "msg",
+    .counted = true,
+    .split = msg_split_cb,
+    .handle = msg_handle_cb,
+    .violation = msg_violation_cb,
+    .heartbeat = msg_heartbeat_cb,
+    .idle = msg_idle_cb,
+    .goaway = msg_goaway_cb,
+};
+
+void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len)
+{
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, MSG_FLAG_REPLY | (cmd & MSG_CMD_MASK), (uint32_t)len);
+    pipeline_write2(pl, h, sizeof h, payload, len);
+    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+}
+
+/* Encodes an error frame with command word word. */
+static void write_error(struct pipeline *pl, uint32_t word, uint32_t code, const char *text)
+{
+    uint8_t payload[ERR_TEXT_MAX];
+    size_t n = msg_error_payload(payload, sizeof payload, code, text);
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, word, (uint32_t)n);
+    pipeline_write2(pl, h, sizeof h, payload, n);
+    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+    if (code <= MSG_ERR_MAX)
+        stats_add(pl->env->stats, (enum stats_id)(STATS_ERRORS + code), 1);
+}
+
+void proto_msg_error(struct pipeline *pl, uint32_t cmd, uint32_t code, const char *text)
+{
+    write_error(pl, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (cmd & MSG_CMD_MASK), code, text);
+}
+
+void proto_msg_conn_error(struct pipeline *pl, uint32_t code, const char *text)
+{
+    write_error(pl, MSG_CONN_ERROR, code, text);
+    pipeline_close_after_flush(pl);
+}

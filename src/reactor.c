@@ -1,0 +1,371 @@
+/* reactor: one sub-reactor thread: its loop, its mailbox, its connection
+ * slots. Everything but reactor_start/_post_conn/_stop runs on its thread. */
+#include "reactor.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+
+enum reactor_msg_kind {
+    REACTOR_MSG_CONN = 1,    /* struct reactor_conn_msg: adopt an accepted fd */
+    REACTOR_MSG_RESULT,      /* struct worker_job: a finished job */
+    REACTOR_MSG_CONFIG,      /* struct reactor_config_msg: a reload */
+    REACTOR_MSG_DRAIN,       /* struct reactor_drain_msg: start the drain */
+    REACTOR_MSG_STOP,        /* close everything and leave the loop */
+};
+
+struct reactor_drain_msg {
+    struct mailbox_item item;          /* kind REACTOR_MSG_DRAIN */
+    uint32_t ms;
+};
+
+struct reactor_config_msg {
+    struct mailbox_item item;          /* kind REACTOR_MSG_CONFIG */
+    struct config cfg;
+};
+
+struct reactor_conn_msg {
+    struct mailbox_item item;          /* kind REACTOR_MSG_CONN */
+    int fd;
+    const struct proto *proto;
+};
+
+static struct mailbox_item stop_msgs[REACTOR_MAX]; /* one preallocated STOP each */
+
+static int slot_alloc(struct reactor *r, uint32_t *slot)
+{
+    if (r->free_head == UINT32_MAX) {
+        uint32_t n = r->nslots ? r->nslots * 2 : 64;
+        if (n > 0xFFFFFFFu)
+            return -ENOSPC;
+        struct reactor_slot *s = realloc(r->slots, sizeof *s * n);
+        if (!s)
+            return -ENOMEM;
+        for (uint32_t i = r->nslots; i < n; i++)
+            s[i] = (struct reactor_slot){NULL, 0, i + 1 < n ? i + 1 : UINT32_MAX};
+        r->free_head = r->nslots;
+        r->slots = s;
+        r->nslots = n;
+    }
+    *slot = r->free_head;
+    r->free_head = r->slots[*slot].next_free;
+    return 0;
+}
+
+static void slot_release(struct reactor *r, uint32_t slot)
+{
+    r->slots[slot].conn = NULL;
+    r->slots[slot].gen = (r->slots[slot].gen + 1) & 0xFFFFFFFu;
+    r->slots[slot].next_free = r->free_head;
+    r->free_head = slot;
+}
+
+/* Tells the main thread once a drain has closed every connection. */
+static void check_drained(struct reactor *r)
+{
+    if (!r->host.env.draining || r->nconns > 0 || atomic_load(&r->drained))
+        return;
+    atomic_store(&r->drained, 1);
+    ev_timer_stop(r->loop, &r->drain_timer);
+    if (r->main_loop && r->drained_async)
+        ev_async_send(r->main_loop, r->drained_async);
+}
+
+static void conn_closed_cb(struct conn_host *h, struct conn *c)
+{
+    struct reactor *r = (struct reactor *)((char *)h - offsetof(struct reactor, host));
+    slot_release(r, CONN_ID_SLOT(c->id));
+    r->nconns--;
+    check_drained(r);
+    stats_add(h->env.stats, STATS_CONN_CURRENT, (uint64_t)-1);
+    if (c->pl.proto->counted)
+        atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
+    log_debug("reactor %d: connection %016llx closed (in %llu, out %llu bytes)", r->index,
+              (unsigned long long)c->id, (unsigned long long)c->bytes_in,
+              (unsigned long long)c->bytes_out);
+}
+
+static void adopt(struct reactor *r, struct reactor_conn_msg *m)
+{
+    uint32_t slot;
+    if (slot_alloc(r, &slot) < 0) {
+        log_warn("reactor %d: no slot for a new connection, closing it", r->index);
+        close(m->fd);
+        if (m->proto->counted)
+            atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
+        return;
+    }
+    net_set_nodelay(m->fd);
+    uint64_t id = CONN_ID(r->index, slot, r->slots[slot].gen);
+    struct conn *c = conn_open(&r->host, m->fd, m->proto, id);
+    if (!c) {
+        slot_release(r, slot);
+        if (m->proto->counted)
+            atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
+        return;
+    }
+    r->slots[slot].conn = c;
+    r->nconns++;
+    stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
+    stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
+}
+
+/* The connection with this id, or NULL when it has gone (its slot is free or
+ * holds a newer generation). */
+static struct conn *conn_by_id(struct reactor *r, uint64_t id)
+{
+    uint32_t slot = CONN_ID_SLOT(id);
+    if (slot >= r->nslots || !r->slots[slot].conn || r->slots[slot].conn->id != id)
+        return NULL;
+    return r->slots[slot].conn;
+}
+
+static void deliver(struct reactor *r, struct worker_job *job)
+{
+    struct conn *c = conn_by_id(r, job->conn_id);
+    if (!c || pipeline_complete(&c->pl, job->seq, &job->result) < 0) {
+        stats_add(r->host.env.stats, STATS_RESULTS_DROPPED, 1);
+    } else {
+        stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
+        conn_kick(c);
+    }
+    worker_job_free(job);
+}
+
+static void apply_config(struct reactor *r, struct reactor_config_msg *m)
+{
+    config_free(&r->cfg);
+    r->cfg = m->cfg; /* takes over its heap parts; pipelines point at r->cfg */
+    m->cfg.tokens = NULL;
+    m->cfg.ntokens = 0;
+    conn_host_reload(&r->host);
+    worker_set_limit(&r->pool, r->cfg.worker_queue);
+}
+
+static void free_item(struct mailbox_item *it)
+{
+    switch (it->kind) {
+    case REACTOR_MSG_CONN:
+        close(((struct reactor_conn_msg *)it)->fd);
+        free(it);
+        break;
+    case REACTOR_MSG_RESULT:
+        worker_job_free((struct worker_job *)it);
+        break;
+    case REACTOR_MSG_CONFIG:
+        config_free(&((struct reactor_config_msg *)it)->cfg);
+        free(it);
+        break;
+    case REACTOR_MSG_DRAIN:
+        free(it);
+        break;
+    default:
+        break; /* STOP is preallocated */
+    }
+}
+
+static void close_all(struct reactor *r)
+{
+    for (uint32_t i = 0; i < r->nslots; i++)
+        if (r->slots[i].conn)
+            conn_close(r->slots[i].conn);
+}
+
+static void drain_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct reactor *r = w->data;
+    if (r->nconns > 0)
+        log_info("reactor %d: drain deadline: closing %u connections", r->index, r->nconns);
+    close_all(r);
+}
+
+static void start_drain(struct reactor *r, uint32_t ms)
+{
+    r->host.env.draining = true;
+    ev_timer_init(&r->drain_timer, drain_deadline_cb, ms / 1000.0, 0.);
+    r->drain_timer.data = r;
+    ev_timer_start(r->loop, &r->drain_timer);
+    for (uint32_t i = 0; i < r->nslots; i++)
+        if (r->slots[i].conn)
+            conn_drain(r->slots[i].conn, ms);
+    check_drained(r);
+}
+
+static void mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct reactor *r = w->data;
+    struct mailbox_item *it = mailbox_take(&r->mb);
+    while (it) {
+        struct mailbox_item *next = it->next;
+        switch (it->kind) {
+        case REACTOR_MSG_CONN:
+            adopt(r, (struct reactor_conn_msg *)it);
+            free(it);
+            break;
+        case REACTOR_MSG_RESULT:
+            deliver(r, (struct worker_job *)it);
+            break;
+        case REACTOR_MSG_CONFIG:
+            apply_config(r, (struct reactor_config_msg *)it);
+            free_item(it);
+            break;
+        case REACTOR_MSG_DRAIN:
+            start_drain(r, ((struct reactor_drain_msg *)it)->ms);
+            free(it);
+            break;
+        case REACTOR_MSG_STOP:
+            close_all(r);
+            ev_break(loop, EVBREAK_ALL);
+            break;
+        }
+        it = next;
+    }
+}
+
+/* Worker thread: a finished job goes home through the mailbox. */
+static void job_done(void *arg, struct worker_job *job)
+{
+    struct reactor *r = arg;
+    job->item.kind = REACTOR_MSG_RESULT;
+    mailbox_post(&r->mb, &job->item);
+}
+
+static void *reactor_main(void *arg)
+{
+    struct reactor *r = arg;
+    ev_run(r->loop, 0);
+    return NULL;
+}
+
+int reactor_start(struct reactor *r, int index, const struct config *cfg,
+                  struct stats_registry *reg, char *err, size_t errlen)
+{
+    struct ev_loop *main_loop = r->main_loop; /* set by the caller */
+    ev_async *drained_async = r->drained_async;
+    memset(r, 0, sizeof *r);
+    r->main_loop = main_loop;
+    r->drained_async = drained_async;
+    ev_init(&r->drain_timer, drain_deadline_cb);
+    r->index = index;
+    r->free_head = UINT32_MAX;
+    r->live = &reg->live;
+    int rc = config_copy(&r->cfg, cfg);
+    if (rc < 0) {
+        snprintf(err, errlen, "reactor %d: out of memory", index);
+        return rc;
+    }
+    r->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
+    if (!r->loop) {
+        snprintf(err, errlen, "reactor %d: ev_loop_new(EVBACKEND_EPOLL) failed", index);
+        config_free(&r->cfg);
+        return -ENOMEM;
+    }
+    rc = mailbox_init(&r->mb);
+    if (rc < 0) {
+        snprintf(err, errlen, "reactor %d: eventfd: %s", index, strerror(-rc));
+        ev_loop_destroy(r->loop);
+        config_free(&r->cfg);
+        return rc;
+    }
+    rc = worker_pool_start(&r->pool, cfg->workers, cfg->worker_queue, job_done, r);
+    if (rc < 0) {
+        snprintf(err, errlen, "reactor %d: starting workers: %s", index, strerror(-rc));
+        mailbox_destroy(&r->mb, NULL);
+        ev_loop_destroy(r->loop);
+        config_free(&r->cfg);
+        return rc;
+    }
+    ev_io_init(&r->mb_watcher, mailbox_cb, r->mb.efd, EV_READ);
+    r->mb_watcher.data = r;
+    ev_io_start(r->loop, &r->mb_watcher);
+    r->host.env = (struct pipeline_env){
+        .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index, .pool = &r->pool};
+    r->host.closed = conn_closed_cb;
+    conn_host_init(&r->host, r->loop);
+
+    /* Signals belong to the main thread: the new thread starts with all blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&r->thread, NULL, reactor_main, r);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "reactor %d: pthread_create: %s", index, strerror(rc));
+        conn_host_stop(&r->host);
+        ev_io_stop(r->loop, &r->mb_watcher);
+        worker_pool_stop(&r->pool);
+        mailbox_destroy(&r->mb, free_item);
+        ev_loop_destroy(r->loop);
+        config_free(&r->cfg);
+        return -rc;
+    }
+    r->started = 1;
+    return 0;
+}
+
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto)
+{
+    struct reactor_conn_msg *m = malloc(sizeof *m);
+    if (!m) {
+        close(fd);
+        return -ENOMEM;
+    }
+    m->item.kind = REACTOR_MSG_CONN;
+    m->fd = fd;
+    m->proto = proto;
+    mailbox_post(&r->mb, &m->item);
+    return 0;
+}
+
+int reactor_post_drain(struct reactor *r, uint32_t ms)
+{
+    struct reactor_drain_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->item.kind = REACTOR_MSG_DRAIN;
+    m->ms = ms;
+    mailbox_post(&r->mb, &m->item);
+    return 0;
+}
+
+int reactor_post_config(struct reactor *r, const struct config *cfg)
+{
+    struct reactor_config_msg *m = calloc(1, sizeof *m);
+    if (!m || config_copy(&m->cfg, cfg) < 0) {
+        free(m);
+        return -ENOMEM;
+    }
+    m->item.kind = REACTOR_MSG_CONFIG;
+    mailbox_post(&r->mb, &m->item);
+    return 0;
+}
+
+void reactor_stop(struct reactor *r)
+{
+    if (!r->started)
+        return;
+    stop_msgs[r->index].kind = REACTOR_MSG_STOP;
+    mailbox_post(&r->mb, &stop_msgs[r->index]);
+    pthread_join(r->thread, NULL);
+    r->started = 0;
+    conn_host_stop(&r->host);
+    ev_io_stop(r->loop, &r->mb_watcher);
+    /* Jobs still running finish (DELAY's sleep ends early) and post their
+     * results, which nobody takes: mailbox_destroy frees them. */
+    worker_pool_stop(&r->pool);
+    mailbox_destroy(&r->mb, free_item);
+    ev_timer_stop(r->loop, &r->drain_timer);
+    ev_loop_destroy(r->loop);
+    free(r->slots);
+    r->slots = NULL;
+    config_free(&r->cfg);
+}

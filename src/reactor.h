@@ -1,0 +1,77 @@
+/* reactor: a sub-reactor thread with its own libev loop (epoll). It owns its
+ * connections (named by 64-bit ids), their slot table and its mailbox; other
+ * threads reach it only by posting to that mailbox. */
+#ifndef MSGD_REACTOR_H
+#define MSGD_REACTOR_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "conn.h"
+#include "mailbox.h"
+#include "pipeline.h"
+#include "stats.h"
+#include "worker.h"
+
+/* A connection id: reactor (8 bits) | slot (28 bits) | generation (28 bits).
+ * The generation changes each time a slot is reused, so a late message for a
+ * closed connection never reaches the next one in its slot or on its fd. */
+#define REACTOR_MAX 256
+#define CONN_ID(reactor, slot, gen) \
+    ((uint64_t)(reactor) << 56 | (uint64_t)(slot) << 28 | (uint64_t)((gen) & 0xFFFFFFFu))
+#define CONN_ID_REACTOR(id) ((int)((id) >> 56))
+#define CONN_ID_SLOT(id) ((uint32_t)(((id) >> 28) & 0xFFFFFFFu))
+#define CONN_ID_GEN(id) ((uint32_t)((id) & 0xFFFFFFFu))
+
+struct reactor_slot {
+    struct conn *conn;                 /* NULL when free */
+    uint32_t gen;
+    uint32_t next_free;                /* free-list link when free */
+};
+
+struct reactor {
+    int index;
+    pthread_t thread;
+    struct ev_loop *loop;              /* reactor thread only */
+    struct mailbox mb;                 /* any thread posts; the reactor takes */
+    ev_io mb_watcher;                  /* reactor thread only */
+    struct conn_host host;             /* reactor thread only */
+    struct config cfg;                 /* the live copy; reactor thread only */
+    struct worker_pool pool;           /* its workers; thread-safe API */
+    struct reactor_slot *slots;        /* reactor thread only */
+    uint32_t nslots;
+    uint32_t free_head;                /* UINT32_MAX when no slot is free */
+    uint32_t nconns;
+    _Atomic uint64_t *live;            /* the registry's counted-connection gauge */
+    ev_timer drain_timer;              /* reactor thread only: the drain deadline */
+    struct ev_loop *main_loop;         /* set before start: told when drained */
+    ev_async *drained_async;           /* sent once the drain has closed everything */
+    _Atomic int drained;               /* reactor writes, main reads */
+    int started;                       /* main thread: the thread was created */
+};
+
+/* Creates the loop and mailbox and starts the thread. cfg is copied.
+ * Returns 0 or -errno with the reason in err. Main thread only. */
+int reactor_start(struct reactor *r, int index, const struct config *cfg,
+                  struct stats_registry *reg, char *err, size_t errlen);
+
+/* Hands an accepted fd to the reactor. On failure (out of memory) the fd is
+ * closed and -ENOMEM returned. Thread-safe. */
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto);
+
+/* Hands the reactor a new live configuration (reload): it is copied, and the
+ * reactor applies it between events. Returns 0 or -ENOMEM. Thread-safe. */
+int reactor_post_config(struct reactor *r, const struct config *cfg);
+
+/* Starts the drain (rule 6): GOAWAY to every msg connection, close each as
+ * soon as it owes nothing, and everything at ms from now. When the reactor
+ * holds no connection any more it sets r->drained and sends
+ * r->drained_async to r->main_loop. Returns 0 or -ENOMEM. Thread-safe. */
+int reactor_post_drain(struct reactor *r, uint32_t ms);
+
+/* Asks the reactor to close every connection and leave its loop, joins the
+ * thread and frees everything. Main thread only. */
+void reactor_stop(struct reactor *r);
+
+#endif

@@ -1,0 +1,324 @@
+/* server: start-up order, signals and shutdown, on the main thread. */
+#include "server.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "acceptor.h"
+#include "log.h"
+#include "notify.h"
+#include "reactor.h"
+#include "stats.h"
+
+#define FD_RESERVE 32   /* descriptors kept for listeners, logs, eventfds, epoll */
+
+struct server {
+    struct config cfg;                 /* the running configuration (owned) */
+    const char *path;
+    int draining;
+    uint64_t max_conns;
+    struct ev_loop *loop;
+    struct acceptor acceptor;
+    struct reactor *reactors;
+    int nreactors;
+    struct stats_registry reg;
+    ev_signal sig_term, sig_int, sig_hup;
+    ev_async drained;                  /* a reactor finished its drain */
+    ev_timer drain_backstop;           /* the drain's last resort */
+};
+
+/* Raises the soft descriptor limit to the hard one and lowers
+ * max_connections to what fits. Returns the usable max_connections. */
+static uint64_t fit_fd_limit(uint64_t want, int nreactors)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return want;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    uint64_t reserve = FD_RESERVE + 2u * (uint64_t)nreactors;
+    uint64_t fit = rl.rlim_cur > reserve + 1 ? rl.rlim_cur - reserve : 1;
+    if (want > fit) {
+        log_warn("max_connections %llu does not fit RLIMIT_NOFILE %llu: using %llu",
+                 (unsigned long long)want, (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)fit);
+        return fit;
+    }
+    return want;
+}
+
+/* Drops root for cfg->user after binding. Returns 0 or -1 (logged). */
+static int drop_privileges(const struct config *cfg)
+{
+    if (geteuid() != 0)
+        return 0;
+    if (cfg->user[0] == '\0') {
+        log_warn("running as root: set [server] user to drop privileges after binding");
+        return 0;
+    }
+    errno = 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_error("[server] user %s: %s", cfg->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        log_error("dropping to user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    log_info("dropped privileges to user %s (uid %u)", cfg->user, (unsigned)pw->pw_uid);
+    return 0;
+}
+
+/* The second stop signal, or the drain's backstop: stop at once. */
+static void stop_now(struct server *s, const char *why)
+{
+    log_info("%s: stopping now", why);
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+/* SIGTERM/SIGINT: stop accepting, tell systemd, and drain (rule 6): every
+ * reactor sends GOAWAY, answers what it already read, and closes each
+ * connection once it owes nothing, or at drain_timeout. */
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    if (s->draining) {
+        stop_now(s, "second stop signal");
+        return;
+    }
+    s->draining = 1;
+    uint32_t ms = (uint32_t)s->cfg.drain_ms;
+    log_info("signal %d: draining (up to %u ms)", w->signum, ms);
+    acceptor_stop(&s->acceptor);
+    notify_stopping();
+    for (int i = 0; i < s->nreactors; i++)
+        if (reactor_post_drain(&s->reactors[i], ms) < 0) {
+            stop_now(s, "out of memory for the drain");
+            return;
+        }
+    ev_timer_set(&s->drain_backstop, ms / 1000.0 + 1.0, 0.);
+    ev_timer_start(s->loop, &s->drain_backstop);
+}
+
+static void drained_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    for (int i = 0; i < s->nreactors; i++)
+        if (!atomic_load(&s->reactors[i].drained))
+            return;
+    log_info("drained: every connection closed");
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void backstop_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    stop_now(w->data, "drain deadline passed");
+}
+
+/* Logs a changed key that only a restart applies. */
+static void needs_restart(const char *what, int changed)
+{
+    if (changed)
+        log_warn("reload: %s changed; it needs a restart (running value kept)", what);
+}
+
+static int listen_differs(const struct config_listen *a, const struct config_listen *b)
+{
+    if (a->n != b->n)
+        return 1;
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->addr[i], b->addr[i]) != 0)
+            return 1;
+    return 0;
+}
+
+/* SIGHUP (CONFIG.md): read and check the whole file first; on any error keep
+ * everything; else apply the live keys everywhere and keep the rest. */
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    char status[64];
+    notify_reloading();
+    struct config next;
+    char err[4096];
+    if (config_load(s->path, &next, err, sizeof err) != 0) {
+        for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+            log_error("reload: %s", line);
+        log_error("reload failed: running configuration kept");
+        snprintf(status, sizeof status, "reload failed; running configuration kept");
+        notify_reloaded(status);
+        return;
+    }
+    const struct config *cur = &s->cfg;
+    needs_restart("[msg] listen", listen_differs(&cur->msg_listen, &next.msg_listen));
+    needs_restart("[echo] listen", listen_differs(&cur->echo_listen, &next.echo_listen));
+    needs_restart("[admin] listen", listen_differs(&cur->admin_listen, &next.admin_listen));
+    needs_restart("[server] reactors", cur->reactors != next.reactors);
+    needs_restart("[server] workers", cur->workers != next.workers);
+    needs_restart("[server] backlog", cur->backlog != next.backlog);
+    needs_restart("[server] user", strcmp(cur->user, next.user) != 0);
+    /* Keep the running values of what cannot change live. */
+    next.msg_listen = cur->msg_listen;
+    next.echo_listen = cur->echo_listen;
+    next.admin_listen = cur->admin_listen;
+    next.reactors = cur->reactors;
+    next.workers = cur->workers;
+    next.backlog = cur->backlog;
+    memcpy(next.user, cur->user, sizeof next.user);
+    for (int i = 0; i < s->nreactors; i++)
+        if (reactor_post_config(&s->reactors[i], &next) < 0) {
+            log_error("reload: out of memory; reactors %d and up keep the old settings", i);
+            break;
+        }
+    log_set_level((enum log_level)next.log_level);
+    s->max_conns = fit_fd_limit(next.max_connections, s->nreactors);
+    s->acceptor.max_connections = s->max_conns;
+    config_free(&s->cfg);
+    s->cfg = next;
+    log_info("reloaded %s", s->path);
+    snprintf(status, sizeof status, "reloaded");
+    notify_reloaded(status);
+}
+
+static int start_reactors(struct server *s)
+{
+    char err[256];
+    s->reactors = calloc((size_t)s->nreactors, sizeof *s->reactors);
+    if (!s->reactors) {
+        log_error("out of memory");
+        return -1;
+    }
+    for (int i = 0; i < s->nreactors; i++) {
+        s->reactors[i].main_loop = s->loop;
+        s->reactors[i].drained_async = &s->drained;
+        if (reactor_start(&s->reactors[i], i, &s->cfg, &s->reg, err, sizeof err) < 0) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void shutdown_all(struct server *s)
+{
+    acceptor_stop(&s->acceptor);
+    for (int i = 0; s->reactors && i < s->nreactors; i++)
+        reactor_stop(&s->reactors[i]);
+    free(s->reactors);
+    s->reactors = NULL;
+    acceptor_close(&s->acceptor);
+    stats_registry_free(&s->reg);
+}
+
+int server_run(const struct config *cfg_in, const char *path)
+{
+    struct server s = {.path = path};
+    char err[256];
+    if (config_copy(&s.cfg, cfg_in) < 0) {
+        log_error("out of memory");
+        return 1;
+    }
+    const struct config *cfg = &s.cfg;
+    signal(SIGPIPE, SIG_IGN);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s.nreactors = cfg->reactors > 0 ? cfg->reactors : (int)(ncpu > 0 ? ncpu : 1);
+    if (s.nreactors > REACTOR_MAX)
+        s.nreactors = REACTOR_MAX;
+    s.max_conns = fit_fd_limit(cfg->max_connections, s.nreactors);
+
+    if (acceptor_open(&s.acceptor, cfg, err, sizeof err) < 0) {
+        log_error("cannot listen: %s", err);
+        notify_failed(EADDRNOTAVAIL, err);
+        config_free(&s.cfg);
+        return 1;
+    }
+    if (s.acceptor.nls == 0) {
+        log_error("%s: no listener configured", path);
+        acceptor_close(&s.acceptor);
+        config_free(&s.cfg);
+        return 1;
+    }
+    for (int i = 0; i < s.acceptor.nls; i++)
+        log_info("listening on %s (%s)", s.acceptor.ls[i].name, s.acceptor.ls[i].proto->name);
+    if (drop_privileges(cfg) < 0 || stats_registry_init(&s.reg, s.nreactors) < 0) {
+        acceptor_close(&s.acceptor);
+        notify_failed(EPERM, "start failed");
+        config_free(&s.cfg);
+        return 1;
+    }
+
+    s.loop = ev_default_loop(EVFLAG_NOENV);
+    if (!s.loop) {
+        log_error("cannot create the main event loop");
+        shutdown_all(&s);
+        config_free(&s.cfg);
+        return 1;
+    }
+    log_start_thread();
+    ev_async_init(&s.drained, drained_cb);
+    s.drained.data = &s;
+    ev_async_start(s.loop, &s.drained);
+    ev_init(&s.drain_backstop, backstop_cb);
+    s.drain_backstop.data = &s;
+    if (start_reactors(&s) < 0) {
+        shutdown_all(&s);
+        log_stop_thread();
+        notify_failed(ENOMEM, "start failed");
+        config_free(&s.cfg);
+        return 1;
+    }
+    ev_signal_init(&s.sig_term, stop_cb, SIGTERM);
+    ev_signal_init(&s.sig_int, stop_cb, SIGINT);
+    ev_signal_init(&s.sig_hup, hup_cb, SIGHUP);
+    s.sig_hup.data = &s;
+    s.sig_term.data = &s;
+    s.sig_int.data = &s;
+    ev_signal_start(s.loop, &s.sig_term);
+    ev_signal_start(s.loop, &s.sig_int);
+    ev_signal_start(s.loop, &s.sig_hup);
+    acceptor_start(&s.acceptor, s.loop, s.reactors, s.nreactors, &s.reg, s.max_conns);
+
+    char status[1024], names[900];
+    acceptor_describe(&s.acceptor, names, sizeof names);
+    snprintf(status, sizeof status, "listening %s", names);
+    notify_ready(status);
+    log_info("ready: %d reactors, max_connections %llu", s.nreactors, (unsigned long long)s.max_conns);
+
+    ev_run(s.loop, 0);
+
+    if (!s.draining)
+        notify_stopping();
+    /* A further stop signal during the rest of the shutdown still ends it. */
+    ev_signal_stop(s.loop, &s.sig_hup);
+    ev_timer_stop(s.loop, &s.drain_backstop);
+    shutdown_all(&s);
+    ev_async_stop(s.loop, &s.drained);
+    ev_signal_stop(s.loop, &s.sig_term);
+    ev_signal_stop(s.loop, &s.sig_int);
+    ev_loop_destroy(s.loop);
+    log_info("stopped");
+    log_stop_thread();
+    config_free(&s.cfg);
+    return 0;
+}

@@ -1,0 +1,72 @@
+/* stats: counters. Each reactor has its own block, written only by that
+ * reactor (a relaxed load and store, no lock prefix) and read by anyone; the
+ * registry's global block is written by the main thread, except `live`,
+ * which every thread updates atomically. */
+#ifndef MSGD_STATS_H
+#define MSGD_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "msg.h"
+
+enum stats_id {
+    STATS_CONN_CURRENT,
+    STATS_CONN_TOTAL,
+    STATS_FRAMES_IN,
+    STATS_FRAMES_OUT,
+    STATS_BYTES_IN,
+    STATS_BYTES_OUT,
+    STATS_REPLIES_DROPPED,      /* client reply frames other than a PING answer */
+    STATS_CLOSED_VIOLATION,     /* bad magic / version / too large */
+    STATS_CLOSED_HARD_LIMIT,    /* output_hard_limit passed */
+    STATS_CLOSED_RESET,         /* read or write error from the peer */
+    STATS_CLOSED_IDLE,          /* idle_timeout */
+    STATS_HEARTBEATS,           /* server PINGs sent */
+    STATS_JOBS,                 /* worker jobs queued */
+    STATS_RESULTS_DROPPED,      /* worker results whose connection had gone */
+    STATS_READ_PAUSES,          /* times reading stopped at output_high_water */
+    STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
+    STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
+};
+
+/* One reactor's counters: written by that reactor thread only, read anywhere. */
+struct stats {
+    _Atomic uint64_t v[STATS_COUNT];
+} __attribute__((aligned(64)));
+
+/* Adds n. Only the one thread that owns s may call it. */
+static inline void stats_add(struct stats *s, enum stats_id id, uint64_t n)
+{
+    uint64_t old = atomic_load_explicit(&s->v[id], memory_order_relaxed);
+    atomic_store_explicit(&s->v[id], old + n, memory_order_relaxed);
+}
+
+static inline uint64_t stats_get(const struct stats *s, enum stats_id id)
+{
+    return atomic_load_explicit(&s->v[id], (memory_order)memory_order_relaxed);
+}
+
+/* Everything STATS reports. Built by the main thread before any reactor
+ * starts; its layout is read-only after that. */
+struct stats_registry {
+    struct timespec started;          /* CLOCK_MONOTONIC */
+    int nreactors;
+    struct stats *reactors;           /* nreactors blocks, one per reactor */
+    _Atomic uint64_t live;            /* counted (msg + echo) connections open now; any thread */
+    _Atomic uint64_t accepted;        /* main thread writes */
+    _Atomic uint64_t closed_max_connections; /* main thread writes */
+    _Atomic uint64_t accept_errors;   /* main thread writes */
+};
+
+/* Allocates the registry's reactor blocks. Returns 0 or -ENOMEM. Main thread. */
+int stats_registry_init(struct stats_registry *reg, int nreactors);
+void stats_registry_free(struct stats_registry *reg);
+
+/* Writes STATS text ("name value\n" lines) into out. Returns the length
+ * (cut to cap). Thread-safe: reads counters only. */
+size_t stats_format(const struct stats_registry *reg, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,112 @@
+"""`msgd -t` and start-up with a bad configuration (CONFIG.md)."""
+
+import os
+import shutil
+import tempfile
+import unittest
+
+import harness
+from harness import DEFAULT_CONFIG, render_config, check_config, timeout
+
+
+class ConfigCheckTests(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="msgd-it-config-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def check(self, path):
+        rc, err = check_config(path)
+        found = harness.find_markers(err)
+        self.assertEqual(found, [], "sanitizer report from msgd -t:\n%s" % err)
+        return rc, err
+
+    def assert_bad(self, path, where, rc_err=None):
+        rc, err = rc_err or self.check(path)
+        self.assertEqual(rc, 1, "msgd -t -c %s: rc %d, stderr:\n%s" % (path, rc, err))
+        self.assertIn(where, err, "stderr must name the problem as %r:\n%s" % (where, err))
+        self.assertNotIn("%s: ok" % path, err)
+        return err
+
+    def test_good_file(self):
+        path = self.write("good.ini", render_config(DEFAULT_CONFIG))
+        rc, err = self.check(path)
+        self.assertEqual(rc, 0, "stderr:\n%s" % err)
+        self.assertIn("%s: ok" % path, err)
+
+    def test_out_of_range_value_names_line(self):
+        path = self.write("bad.ini", "[server]\nworkers = 1\nreactors = 999\n")
+        self.assert_bad(path, "%s:3:" % path)
+
+    def test_unknown_key_names_line(self):
+        path = self.write("unknown.ini",
+                          "[server]\nreactors = 2\n\n[msg]\nlisten = 127.0.0.1:0\nno_such_key = 1\n")
+        self.assert_bad(path, "%s:6:" % path)
+
+    def test_unknown_section_names_line(self):
+        path = self.write("section.ini", "[no_such_section]\nkey = 1\n")
+        rc, err = self.check(path)
+        self.assertEqual(rc, 1, err)
+        self.assertTrue("%s:1:" % path in err or "%s:2:" % path in err,
+                        "the unknown section must be reported with a line:\n%s" % err)
+
+    def test_duplicate_key_names_line(self):
+        path = self.write("dup.ini", "[server]\nreactors = 2\nreactors = 3\n")
+        self.assert_bad(path, "%s:3:" % path)
+
+    def test_unparsable_value_names_line(self):
+        path = self.write("parse.ini", "[timeouts]\nheartbeat_interval = soon\n")
+        self.assert_bad(path, "%s:2:" % path)
+
+    def test_long_line_names_line(self):
+        path = self.write("long.ini", "[server]\nreactors = 2\n; " + "x" * 200 + "\nworkers = 1\n")
+        self.assert_bad(path, "%s:3:" % path)
+
+    def test_keys_that_disagree_have_no_line(self):
+        # output_hard_limit < output_high_water + max_frame + 16
+        path = self.write("disagree.ini",
+                          "[msg]\nmax_frame = 64K\n[limits]\noutput_high_water = 1M\n"
+                          "output_hard_limit = 1M\n")
+        err = self.assert_bad(path, "%s: " % path)
+        self.assertNotIn("%s: ok" % path, err)
+
+    def test_missing_file(self):
+        path = os.path.join(self.tmp, "does-not-exist.ini")
+        rc, err = self.check(path)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("%s: " % path, err)
+        self.assertNotIn("%s: ok" % path, err)
+
+    def test_start_with_bad_file_exits_1(self):
+        d = harness.Daemon(name="badstart")
+        d.write_config = lambda: None  # keep the bad file below
+        with open(d.config_path, "w") as f:
+            f.write("[server]\nworkers = 1\nreactors = 999\n")
+        d.expected_exit = True
+        try:
+            d.spawn()
+            rc = d.wait_exit(timeout(2))
+            if rc is None:
+                d.kill()
+                self.fail("msgd with a bad config did not exit within %.1fs\n%s"
+                          % (timeout(2), d.log_tail()))
+            self.assertEqual(rc, 1, d.log_tail())
+            log = d.read_log()
+            self.assertIn("%s:3:" % d.config_path, log)
+            while d.recv_notify(0) is not None:
+                pass
+            self.assertFalse(any("READY=1" in dg.split("\n") for dg in d.datagrams),
+                             "msgd sent READY=1 with a bad config: %r" % d.datagrams)
+        finally:
+            problems = d.finish(expect_rc=1)
+        self.assertEqual(problems, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
