@@ -43,8 +43,15 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
            TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all run test tsan check unit integration deps install uninstall clean
+.DEFAULT_GOAL := all
 
-all: $(BUILD)/msgd
+# Further parts of the build (client tools, fuzzing, benchmarks) live in
+# mk/*.mk. Each may add to these:
+EXTRA_BINS :=        # built by `all` and installed to $(PREFIX)/bin
+EXTRA_UNIT_BINS :=   # more unit-test binaries, run with the others
+include $(sort $(wildcard mk/*.mk))
+
+all: $(BUILD)/msgd $(EXTRA_BINS)
 
 $(BUILD)/msgd: $(OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
@@ -66,16 +73,16 @@ run: deps
 	./$(BUILD)/msgd -c conf/msgd.ini
 
 # The suites on one build (BUILD/SAN select it). Results go to BUILD/results.
-check: $(BUILD)/msgd $(UNIT_BINS)
+check: all $(UNIT_BINS) $(EXTRA_UNIT_BINS)
 	@rm -f $(BUILD)/results
-	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS)
+	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS) $(EXTRA_UNIT_BINS)
 	@$(SAN_ENV) MSGD_BIN=$(BUILD)/msgd MSGD_TEST_TIMEOUT_SCALE=$(TIMEOUT_SCALE) \
 	  MSGD_RESULTS=$(BUILD)/results python3 tests/integration/run.py
 
-unit: $(UNIT_BINS)
-	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS)
+unit: $(UNIT_BINS) $(EXTRA_UNIT_BINS)
+	@$(SAN_ENV) bash tests/unit/run.sh $(BUILD)/results $(UNIT_BINS) $(EXTRA_UNIT_BINS)
 
-integration: $(BUILD)/msgd
+integration: all
 	@$(SAN_ENV) MSGD_BIN=$(BUILD)/msgd MSGD_TEST_TIMEOUT_SCALE=$(TIMEOUT_SCALE) \
 	  python3 tests/integration/run.py
 
@@ -88,9 +95,9 @@ tsan: deps
 	$(MAKE) check BUILD=build-tsan SAN=tsan CC=gcc
 	@bash tests/total.sh build-tsan/results
 
-install: $(BUILD)/msgd
+install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/msgd $(DESTDIR)$(PREFIX)/bin/msgd
+	install -m 0755 $(BUILD)/msgd $(EXTRA_BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(SYSCONFDIR)/msgd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini"; \
@@ -99,7 +106,7 @@ install: $(BUILD)/msgd
 	  install -d $(DESTDIR)$(UNITDIR) && install -m 0644 $$u $(DESTDIR)$(UNITDIR)/; done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/msgd
+	rm -f $(DESTDIR)$(PREFIX)/bin/msgd $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(EXTRA_BINS)))
 	@for u in $(notdir $(wildcard systemd/*.service systemd/*.socket)); do \
 	  rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"
@@ -107,4 +114,4 @@ uninstall:
 clean:
 	rm -rf build build-asan build-tsan
 
--include $(OBJS:.o=.d) $(UNIT_BINS:=.d)
+-include $(OBJS:.o=.d) $(UNIT_BINS:=.d) $(EXTRA_UNIT_BINS:=.d)
