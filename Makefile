@@ -8,6 +8,8 @@ UNITDIR ?= /lib/systemd/system
 
 CC ?= cc
 BUILD ?= build
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)   # make V=1 shows the full commands
 SAN ?=
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -54,13 +56,16 @@ include $(sort $(wildcard mk/*.mk))
 all: $(BUILD)/msgd $(EXTRA_BINS)
 
 $(BUILD)/msgd: $(OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@echo "  CC      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(LIBS)
+	@echo "  CC+LD   $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(LIBS)
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@
@@ -102,13 +107,14 @@ install: all
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini"; \
 	else install -m 0644 conf/msgd.ini $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini; fi
-	@for u in $(wildcard systemd/*.service systemd/*.socket); do \
-	  install -d $(DESTDIR)$(UNITDIR) && install -m 0644 $$u $(DESTDIR)$(UNITDIR)/; done
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/msgd.service.in > $(DESTDIR)$(UNITDIR)/msgd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/msgd.service
+	install -m 0644 systemd/msgd.socket $(DESTDIR)$(UNITDIR)/msgd.socket
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/msgd $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(EXTRA_BINS)))
-	@for u in $(notdir $(wildcard systemd/*.service systemd/*.socket)); do \
-	  rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -f $(DESTDIR)$(UNITDIR)/msgd.service $(DESTDIR)$(UNITDIR)/msgd.socket
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"
 
 clean:

@@ -3,6 +3,8 @@
 #include "acceptor.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <systemd/sd-daemon.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,31 +30,116 @@ static const struct {
 };
 #define NPROTO (sizeof listen_table / sizeof listen_table[0])
 
+/* The configured addresses of listen_table row p. */
+static const struct config_listen *listen_of(const struct config *cfg, size_t p)
+{
+    return (const struct config_listen *)((const char *)cfg + listen_table[p].offset);
+}
+
+static struct listener *listener_add(struct acceptor *a, int fd, size_t p, int adopted)
+{
+    struct listener *l = &a->ls[a->nls++];
+    l->fd = fd;
+    l->proto = listen_table[p].proto;
+    l->owner = a;
+    l->adopted = adopted;
+    net_local_name(fd, l->name, sizeof l->name);
+    return l;
+}
+
+/* Which listen_table row a passed socket serves: by its FileDescriptorName,
+ * else by the configured address it matches. Returns the row or -1. */
+static int match_passed(const struct config *cfg, int fd, const char *name)
+{
+    for (size_t p = 0; p < NPROTO; p++)
+        if (name && strcmp(name, listen_table[p].section) == 0)
+            return (int)p;
+    struct sockaddr_storage have;
+    socklen_t hlen = sizeof have;
+    if (getsockname(fd, (struct sockaddr *)&have, &hlen) < 0)
+        return -1;
+    for (size_t p = 0; p < NPROTO; p++) {
+        const struct config_listen *cl = listen_of(cfg, p);
+        for (int i = 0; i < cl->n; i++) {
+            struct sockaddr_storage want;
+            socklen_t wlen;
+            if (net_parse_addr(cl->addr[i], &want, &wlen) == 0 && wlen == hlen &&
+                memcmp(&want, &have, wlen) == 0)
+                return (int)p;
+        }
+    }
+    return -1;
+}
+
+/* Adopts the sockets systemd passed (LISTEN_FDS). Sets covered[p] for each
+ * protocol that got one. Returns how many, or -errno with err set. */
+static int adopt_passed(struct acceptor *a, const struct config *cfg, int covered[],
+                        char *err, size_t errlen)
+{
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(1, &names);
+    if (n <= 0)
+        return n < 0 ? (snprintf(err, errlen, "LISTEN_FDS: %s", strerror(-n)), n) : 0;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        int fd = SD_LISTEN_FDS_START + i;
+        const char *name = names && names[i] && strcmp(names[i], "unknown") != 0 ? names[i] : NULL;
+        int p = -1;
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+            snprintf(err, errlen, "passed fd %d (%s) is not a listening stream socket", fd,
+                     name ? name : "unnamed");
+            rc = -EINVAL;
+        } else if ((p = match_passed(cfg, fd, name)) < 0) {
+            char addr[NET_NAME_LEN];
+            net_local_name(fd, addr, sizeof addr);
+            snprintf(err, errlen, "passed socket %s (%s) matches no listener", addr,
+                     name ? name : "unnamed");
+            rc = -EINVAL;
+        } else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+                   fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "passed fd %d: %s", fd, strerror(errno));
+        } else {
+            listener_add(a, fd, (size_t)p, 1);
+            covered[p] = 1;
+        }
+    }
+    if (names)
+        for (int i = 0; i < n; i++)
+            free(names[i]);
+    free(names);
+    /* Close what was passed but not adopted, so nothing leaks on failure. */
+    for (int i = a->nls; rc < 0 && i < n; i++)
+        close(SD_LISTEN_FDS_START + i);
+    return rc < 0 ? rc : n;
+}
+
 int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
-    int total = 0;
+    int total = sd_listen_fds(0) > 0 ? sd_listen_fds(0) : 0;
     for (size_t p = 0; p < NPROTO; p++)
-        total += ((const struct config_listen *)((const char *)cfg + listen_table[p].offset))->n;
+        total += listen_of(cfg, p)->n;
     a->ls = calloc(total ? (size_t)total : 1, sizeof *a->ls);
     if (!a->ls) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
+    int covered[NPROTO] = {0};
+    int rc = adopt_passed(a, cfg, covered, err, errlen);
+    if (rc < 0) {
+        acceptor_close(a);
+        return rc;
+    }
     for (size_t p = 0; p < NPROTO; p++) {
-        const struct config_listen *cl =
-            (const struct config_listen *)((const char *)cfg + listen_table[p].offset);
-        for (int i = 0; i < cl->n; i++) {
+        const struct config_listen *cl = listen_of(cfg, p);
+        for (int i = 0; !covered[p] && i < cl->n; i++) {
             int fd = net_listen(cl->addr[i], cfg->backlog, err, errlen);
             if (fd < 0) {
                 acceptor_close(a);
                 return fd;
             }
-            struct listener *l = &a->ls[a->nls++];
-            l->fd = fd;
-            l->proto = listen_table[p].proto;
-            l->owner = a;
-            net_local_name(fd, l->name, sizeof l->name);
+            listener_add(a, fd, p, 0);
         }
     }
     return 0;
@@ -161,7 +248,7 @@ void acceptor_stop(struct acceptor *a)
 void acceptor_close(struct acceptor *a)
 {
     for (int i = 0; i < a->nls; i++) {
-        if (strncmp(a->ls[i].name, "unix:", 5) == 0)
+        if (!a->ls[i].adopted && strncmp(a->ls[i].name, "unix:", 5) == 0)
             unlink(a->ls[i].name + 5);
         close(a->ls[i].fd);
     }

@@ -21,6 +21,7 @@ struct listener {
     int fd;
     const struct proto *proto;
     char name[NET_NAME_LEN];           /* the bound address, real port included */
+    int adopted;                       /* passed by systemd (socket activation) */
     ev_io watcher;
     struct acceptor *owner;
 };
@@ -39,8 +40,11 @@ struct acceptor {
     struct log_ratelimit rl_fd, rl_max;
 };
 
-/* Opens every listener of cfg (msg, echo, admin). Returns 0, or -errno with
- * the reason in err (nothing left open). */
+/* Opens every listener of cfg (msg, echo, admin). Sockets passed by systemd
+ * (LISTEN_FDS) are adopted first, matched by FileDescriptorName= ("msg",
+ * "echo", "admin") or else by configured address; a protocol that got a
+ * passed socket binds none of its configured addresses. Returns 0, or -errno
+ * with the reason in err (nothing left open). */
 int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_t errlen);
 
 /* Starts accepting on loop, handing connections to the reactors. */

@@ -257,6 +257,7 @@ void config_defaults(struct config *c)
         .tokens = NULL,
         .log_level = CONFIG_LOG_INFO,
         .delay_command = false,
+        .stall_command = false,
     };
 }
 
@@ -343,6 +344,7 @@ static const struct key_def keys[] = {
     KEY("auth", "tokens", KEY_TOKENS, tokens, 0, 0, false),
     KEY("log", "level", KEY_LEVEL, log_level, 0, 0, false),
     KEY("diagnostics", "delay_command", KEY_BOOL, delay_command, 0, 0, false),
+    KEY("diagnostics", "stall_command", KEY_BOOL, stall_command, 0, 0, false),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

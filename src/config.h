@@ -52,6 +52,7 @@ struct config {
     enum config_log_level log_level;
     /* [diagnostics] */
     bool delay_command;
+    bool stall_command;        /* admin `stall MS` blocks a reactor (watchdog tests) */
 };
 
 /* Fills c with the defaults of CONFIG.md. Allocates nothing. Thread-safe. */

@@ -18,6 +18,8 @@ void notify_reloading(void)
 
 void notify_reloaded(const char *status) { notify_ready(status); }
 
+void notify_watchdog(void) { sd_notify(0, "WATCHDOG=1"); }
+
 void notify_stopping(void) { sd_notify(0, "STOPPING=1\nSTATUS=stopping"); }
 
 void notify_failed(int errnum, const char *status)

@@ -15,6 +15,9 @@ void notify_reloading(void);
 /* READY=1 after a reload, with a STATUS= line. */
 void notify_reloaded(const char *status);
 
+/* WATCHDOG=1. */
+void notify_watchdog(void);
+
 /* STOPPING=1. */
 void notify_stopping(void);
 

@@ -36,8 +36,10 @@ static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t 
         return;
     }
     int rc = worker_submit(pl->env->pool, job);
-    if (rc == 0)
+    if (rc == 0) {
+        stats_add(pl->env->stats, STATS_JOBS, 1);
         return;
+    }
     worker_job_free(job);
     pipeline_unreserve(pl, (uint32_t)seq);
     if (rc == -EAGAIN)

@@ -27,6 +27,7 @@ struct reactor_drain_msg {
 
 struct reactor_config_msg {
     struct mailbox_item item;          /* kind REACTOR_MSG_CONFIG */
+    uint64_t gen;
     struct config cfg;
 };
 
@@ -146,6 +147,9 @@ static void apply_config(struct reactor *r, struct reactor_config_msg *m)
     m->cfg.ntokens = 0;
     conn_host_reload(&r->host);
     worker_set_limit(&r->pool, r->cfg.worker_queue);
+    atomic_store(&r->config_gen, m->gen);
+    if (r->main_loop && r->reloaded_async)
+        ev_async_send(r->main_loop, r->reloaded_async);
 }
 
 static void free_item(struct mailbox_item *it)
@@ -239,6 +243,15 @@ static void job_done(void *arg, struct worker_job *job)
     mailbox_post(&r->mb, &job->item);
 }
 
+/* The watchdog's proof of life: only a loop that turns bumps the tick. */
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct reactor *r = w->data;
+    atomic_fetch_add_explicit(&r->tick, 1, memory_order_relaxed);
+}
+
 static void *reactor_main(void *arg)
 {
     struct reactor *r = arg;
@@ -251,9 +264,13 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
 {
     struct ev_loop *main_loop = r->main_loop; /* set by the caller */
     ev_async *drained_async = r->drained_async;
+    double tick_interval = r->tick_interval;
+    ev_async *reloaded_async = r->reloaded_async;
     memset(r, 0, sizeof *r);
+    r->reloaded_async = reloaded_async;
     r->main_loop = main_loop;
     r->drained_async = drained_async;
+    r->tick_interval = tick_interval;
     ev_init(&r->drain_timer, drain_deadline_cb);
     r->index = index;
     r->free_head = UINT32_MAX;
@@ -291,6 +308,10 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index, .pool = &r->pool};
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
+    ev_timer_init(&r->tick_timer, tick_cb, r->tick_interval, r->tick_interval);
+    r->tick_timer.data = r;
+    if (r->tick_interval > 0)
+        ev_timer_start(r->loop, &r->tick_timer);
 
     /* Signals belong to the main thread: the new thread starts with all blocked. */
     sigset_t all, old;
@@ -337,7 +358,7 @@ int reactor_post_drain(struct reactor *r, uint32_t ms)
     return 0;
 }
 
-int reactor_post_config(struct reactor *r, const struct config *cfg)
+int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t gen)
 {
     struct reactor_config_msg *m = calloc(1, sizeof *m);
     if (!m || config_copy(&m->cfg, cfg) < 0) {
@@ -345,6 +366,7 @@ int reactor_post_config(struct reactor *r, const struct config *cfg)
         return -ENOMEM;
     }
     m->item.kind = REACTOR_MSG_CONFIG;
+    m->gen = gen;
     mailbox_post(&r->mb, &m->item);
     return 0;
 }
@@ -364,6 +386,7 @@ void reactor_stop(struct reactor *r)
     worker_pool_stop(&r->pool);
     mailbox_destroy(&r->mb, free_item);
     ev_timer_stop(r->loop, &r->drain_timer);
+    ev_timer_stop(r->loop, &r->tick_timer);
     ev_loop_destroy(r->loop);
     free(r->slots);
     r->slots = NULL;

@@ -48,6 +48,11 @@ struct reactor {
     struct ev_loop *main_loop;         /* set before start: told when drained */
     ev_async *drained_async;           /* sent once the drain has closed everything */
     _Atomic int drained;               /* reactor writes, main reads */
+    double tick_interval;              /* set before start; 0 = no watchdog ticks */
+    ev_timer tick_timer;               /* reactor thread only */
+    _Atomic uint64_t tick;             /* bumped by tick_timer: the loop turns */
+    ev_async *reloaded_async;          /* set before start: sent when a reload is applied */
+    _Atomic uint64_t config_gen;       /* reactor writes: the last reload applied */
     int started;                       /* main thread: the thread was created */
 };
 
@@ -60,9 +65,11 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
  * closed and -ENOMEM returned. Thread-safe. */
 int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto);
 
-/* Hands the reactor a new live configuration (reload): it is copied, and the
- * reactor applies it between events. Returns 0 or -ENOMEM. Thread-safe. */
-int reactor_post_config(struct reactor *r, const struct config *cfg);
+/* Hands the reactor a new live configuration (reload) numbered gen: it is
+ * copied, and the reactor applies it between events, then stores gen in
+ * r->config_gen and sends r->reloaded_async to r->main_loop.
+ * Returns 0 or -ENOMEM. Thread-safe. */
+int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t gen);
 
 /* Starts the drain (rule 6): GOAWAY to every msg connection, close each as
  * soon as it owes nothing, and everything at ms from now. When the reactor

@@ -17,6 +17,8 @@
 #include "reactor.h"
 #include "stats.h"
 
+#include <systemd/sd-daemon.h>
+
 #define FD_RESERVE 32   /* descriptors kept for listeners, logs, eventfds, epoll */
 
 struct server {
@@ -31,7 +33,16 @@ struct server {
     struct stats_registry reg;
     ev_signal sig_term, sig_int, sig_hup;
     ev_async drained;                  /* a reactor finished its drain */
+    ev_async reloaded;                 /* a reactor applied a reload */
+    uint64_t reload_gen;               /* the last reload posted to the reactors */
+    int reload_pending;                /* READY=1 waits for every reactor */
     ev_timer drain_backstop;           /* the drain's last resort */
+    ev_timer status_timer;             /* STATUS= refresh */
+    uint64_t status_frames;            /* frames_in at the last refresh */
+    ev_tstamp status_at;
+    ev_timer watchdog_timer;           /* WATCHDOG=1 while every reactor turns */
+    uint64_t *ticks_seen;              /* each reactor's tick at the last check */
+    struct log_ratelimit rl_watchdog;
 };
 
 /* Raises the soft descriptor limit to the hard one and lowers
@@ -185,8 +196,9 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     next.workers = cur->workers;
     next.backlog = cur->backlog;
     memcpy(next.user, cur->user, sizeof next.user);
+    s->reload_gen++;
     for (int i = 0; i < s->nreactors; i++)
-        if (reactor_post_config(&s->reactors[i], &next) < 0) {
+        if (reactor_post_config(&s->reactors[i], &next, s->reload_gen) < 0) {
             log_error("reload: out of memory; reactors %d and up keep the old settings", i);
             break;
         }
@@ -195,9 +207,90 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     s->acceptor.max_connections = s->max_conns;
     config_free(&s->cfg);
     s->cfg = next;
+    s->reload_pending = 1; /* READY=1 once every reactor has applied it */
+}
+
+/* A reactor applied a reload: once all have, the reload is done. */
+static void reloaded_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    if (!s->reload_pending)
+        return;
+    for (int i = 0; i < s->nreactors; i++)
+        if (atomic_load(&s->reactors[i].config_gen) != s->reload_gen)
+            return;
+    s->reload_pending = 0;
     log_info("reloaded %s", s->path);
-    snprintf(status, sizeof status, "reloaded");
-    notify_reloaded(status);
+    notify_reloaded("reloaded");
+}
+
+#define STATUS_EVERY_S 5.0
+
+/* Sums a counter over every reactor. */
+static uint64_t total_of(const struct server *s, enum stats_id id)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < s->reg.nreactors; i++)
+        sum += stats_get(&s->reg.reactors[i], id);
+    return sum;
+}
+
+static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct server *s = w->data;
+    ev_tstamp now = ev_now(loop);
+    uint64_t frames = total_of(s, STATS_FRAMES_IN);
+    double rate = now > s->status_at ? (double)(frames - s->status_frames) / (now - s->status_at) : 0;
+    s->status_frames = frames;
+    s->status_at = now;
+    char status[256];
+    snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s",
+             (unsigned long long)total_of(s, STATS_CONN_CURRENT), rate, s->nreactors,
+             s->draining ? ", draining" : "");
+    notify_status(status);
+}
+
+/* Pings systemd's watchdog only when every reactor's loop has turned since
+ * the last check: a stuck reactor starves the watchdog and systemd restarts
+ * the service. */
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    int stuck = -1;
+    for (int i = 0; i < s->nreactors; i++) {
+        uint64_t t = atomic_load_explicit(&s->reactors[i].tick, memory_order_relaxed);
+        if (t == s->ticks_seen[i] && stuck < 0)
+            stuck = i;
+        s->ticks_seen[i] = t;
+    }
+    if (stuck >= 0) {
+        log_limited(&s->rl_watchdog, LOG_ERROR,
+                    "reactor %d has not turned its loop: withholding the watchdog ping", stuck);
+        return;
+    }
+    notify_watchdog();
+}
+
+/* Arms the watchdog when systemd asked for one ($WATCHDOG_USEC). Returns the
+ * reactors' tick interval in seconds (0 = no watchdog). */
+static double watchdog_setup(struct server *s)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return 0;
+    s->ticks_seen = calloc((size_t)s->nreactors, sizeof *s->ticks_seen);
+    if (!s->ticks_seen)
+        return 0;
+    double half = (double)usec / 2e6;
+    ev_timer_init(&s->watchdog_timer, watchdog_cb, half, half);
+    s->watchdog_timer.data = s;
+    log_info("watchdog: ping every %.3f s while every reactor turns", half);
+    return half / 2; /* each reactor ticks at least twice per check */
 }
 
 static int start_reactors(struct server *s)
@@ -208,9 +301,12 @@ static int start_reactors(struct server *s)
         log_error("out of memory");
         return -1;
     }
+    double tick = watchdog_setup(s);
     for (int i = 0; i < s->nreactors; i++) {
+        s->reactors[i].tick_interval = tick;
         s->reactors[i].main_loop = s->loop;
         s->reactors[i].drained_async = &s->drained;
+        s->reactors[i].reloaded_async = &s->reloaded;
         if (reactor_start(&s->reactors[i], i, &s->cfg, &s->reg, err, sizeof err) < 0) {
             log_error("%s", err);
             return -1;
@@ -226,6 +322,8 @@ static void shutdown_all(struct server *s)
         reactor_stop(&s->reactors[i]);
     free(s->reactors);
     s->reactors = NULL;
+    free(s->ticks_seen);
+    s->ticks_seen = NULL;
     acceptor_close(&s->acceptor);
     stats_registry_free(&s->reg);
 }
@@ -279,6 +377,9 @@ int server_run(const struct config *cfg_in, const char *path)
     ev_async_init(&s.drained, drained_cb);
     s.drained.data = &s;
     ev_async_start(s.loop, &s.drained);
+    ev_async_init(&s.reloaded, reloaded_cb);
+    s.reloaded.data = &s;
+    ev_async_start(s.loop, &s.reloaded);
     ev_init(&s.drain_backstop, backstop_cb);
     s.drain_backstop.data = &s;
     if (start_reactors(&s) < 0) {
@@ -303,6 +404,12 @@ int server_run(const struct config *cfg_in, const char *path)
     acceptor_describe(&s.acceptor, names, sizeof names);
     snprintf(status, sizeof status, "listening %s", names);
     notify_ready(status);
+    ev_timer_init(&s.status_timer, status_cb, STATUS_EVERY_S, STATUS_EVERY_S);
+    s.status_timer.data = &s;
+    s.status_at = ev_now(s.loop);
+    ev_timer_start(s.loop, &s.status_timer);
+    if (s.ticks_seen)
+        ev_timer_start(s.loop, &s.watchdog_timer);
     log_info("ready: %d reactors, max_connections %llu", s.nreactors, (unsigned long long)s.max_conns);
 
     ev_run(s.loop, 0);
@@ -312,8 +419,12 @@ int server_run(const struct config *cfg_in, const char *path)
     /* A further stop signal during the rest of the shutdown still ends it. */
     ev_signal_stop(s.loop, &s.sig_hup);
     ev_timer_stop(s.loop, &s.drain_backstop);
+    ev_timer_stop(s.loop, &s.status_timer);
+    if (s.ticks_seen)
+        ev_timer_stop(s.loop, &s.watchdog_timer);
     shutdown_all(&s);
     ev_async_stop(s.loop, &s.drained);
+    ev_async_stop(s.loop, &s.reloaded);
     ev_signal_stop(s.loop, &s.sig_term);
     ev_signal_stop(s.loop, &s.sig_int);
     ev_loop_destroy(s.loop);

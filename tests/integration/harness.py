@@ -209,6 +209,7 @@ class Daemon:
         self.stop_signal = None
         self.expected_exit = False  # a test expects msgd to exit by itself
         self.final_log = None
+        self.extra_env = {}         # more environment for the daemon (WATCHDOG_USEC...)
         self._log_f = None
         self._out_f = None
 
@@ -229,6 +230,7 @@ class Daemon:
         self.notify.bind(self.notify_path)
         env = _clean_env()
         env["NOTIFY_SOCKET"] = self.notify_path
+        env.update(self.extra_env)
         self._log_f = open(self.log_path, "wb")
         self._out_f = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([MSGD_BIN, "-c", self.config_path] + list(extra_args),

@@ -1,0 +1,401 @@
+"""msgd as a systemd service: sd_notify lifecycle, watchdog, reload, drain,
+socket activation, the unit files and make install (CONFIG.md, PROTOCOL.md
+rule 6)."""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+
+import msgproto as mp
+from harness import (MSGD_BIN, Daemon, MsgdTestCase, render_config, merge_config,
+                     DEFAULT_CONFIG, timeout, wait_until, _clean_env)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def notify_until(d, pred, wait, what):
+    """Reads d's notify datagrams until pred(lines) holds; returns those lines."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no notify datagram with %s within %.1fs; got %r"
+                                 % (what, wait, d.datagrams[-10:]))
+        lines = d.recv_notify(min(left, 0.2))
+        if lines is not None and pred(lines):
+            return lines
+
+
+def delay_payload(ms, tag):
+    return struct.pack(">I", ms) + tag
+
+
+class NotifyLifecycleTests(MsgdTestCase):
+    shared_daemon = False
+
+    def test_reload_sends_reloading_then_ready(self):
+        d = self.start_daemon()
+        d.send_signal(signal.SIGHUP)
+        lines = notify_until(d, lambda l: "RELOADING=1" in l, timeout(1), "RELOADING=1")
+        usec = [l for l in lines if l.startswith("MONOTONIC_USEC=")]
+        self.assertTrue(usec, "RELOADING=1 without MONOTONIC_USEC=: %r" % lines)
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.assertLess(abs(int(usec[0].split("=", 1)[1]) - now_usec), 10 * 1000 * 1000)
+        notify_until(d, lambda l: "READY=1" in l, timeout(1), "READY=1 after the reload")
+
+    def test_stop_sends_stopping(self):
+        d = self.start_daemon()
+        d.send_signal(signal.SIGTERM)
+        notify_until(d, lambda l: "STOPPING=1" in l, timeout(1), "STOPPING=1")
+        self.assertEqual(d.wait_exit(timeout(1)), 0, d.log_tail())
+
+    def test_failed_start_sends_errno(self):
+        # Two listeners on one fixed port: the second bind fails.
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.listen(1)
+        self.addCleanup(s.close)
+        d = Daemon({"msg": {"listen": "127.0.0.1:%d" % port}}, name="failstart")
+        d.spawn()
+        self.addCleanup(lambda: d.finish(expect_rc=None))
+        lines = notify_until(d, lambda l: any(x.startswith("ERRNO=") for x in l),
+                             timeout(1), "ERRNO=")
+        self.assertTrue(any(x.startswith("STATUS=") for x in lines))
+        self.assertEqual(d.wait_exit(timeout(1)), 1)
+        d.expected_exit = True
+
+
+class WatchdogTests(MsgdTestCase):
+    shared_daemon = False
+
+    def test_pings_when_healthy_and_none_while_a_reactor_stalls(self):
+        d = Daemon({"server": {"reactors": 1}, "admin": {"listen": "127.0.0.1:0"},
+                    "diagnostics": {"stall_command": "on"}}, name="watchdog")
+        d.extra_env = {"WATCHDOG_USEC": "400000"}
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        # Healthy: WATCHDOG=1 about every 200 ms.
+        t0 = time.monotonic()
+        pings = 0
+        while pings < 4:
+            notify_until(d, lambda l: "WATCHDOG=1" in l, timeout(0.4), "WATCHDOG=1 (healthy)")
+            pings += 1
+        self.assertLess(time.monotonic() - t0, timeout(1))
+        # Stall the only reactor for 1.5 s through the admin listener.
+        a = self.connect("admin", daemon=d)
+        a.send_raw(b"stall 1500\n")
+        stall_start = time.monotonic()
+        # Drain pings that were already on their way, then expect silence.
+        seen_during = []
+        while time.monotonic() - stall_start < 1.3:
+            lines = d.recv_notify(0.05)
+            if lines and "WATCHDOG=1" in lines:
+                seen_during.append(time.monotonic() - stall_start)
+        late = [t for t in seen_during if t > 0.5]
+        self.assertEqual(late, [], "watchdog pinged while the reactor was stalled: %r" % seen_during)
+        self.assertEqual(a.recv_exact(len(b"stalled\nEND\n"), timeout(1)), b"stalled\nEND\n")
+        notify_until(d, lambda l: "WATCHDOG=1" in l, timeout(0.5), "WATCHDOG=1 after the stall")
+        self.assertIn("withholding the watchdog ping", d.read_log())
+
+    def test_stall_is_off_by_default(self):
+        d = self.start_daemon({"admin": {"listen": "127.0.0.1:0"}})
+        a = self.connect("admin", daemon=d)
+        a.send_raw(b"stall 10\n")
+        line = a.recv_exact(len(b"ERR"), timeout(1))
+        self.assertEqual(line, b"ERR")
+
+
+class ReloadTests(MsgdTestCase):
+    shared_daemon = False
+
+    def rewrite(self, d, overrides):
+        d.config = merge_config(d.config, overrides)
+        d.write_config()
+
+    def reload(self, d):
+        d.send_signal(signal.SIGHUP)
+        notify_until(d, lambda l: "READY=1" in l, timeout(1), "READY=1 after the reload")
+
+    def test_live_keys_apply_to_existing_connections(self):
+        d = self.start_daemon()
+        c = self.connect(daemon=d)
+        self.assert_frame(c.call(mp.ECHO, b"x" * 2000), mp.REPLY | mp.ECHO, b"x" * 2000)
+        self.rewrite(d, {"msg": {"max_frame": "1K"}, "diagnostics": {"delay_command": "on"}})
+        self.reload(d)
+        # The same connection: DELAY now enabled, and a 2000-byte frame too large.
+        self.assert_frame(c.call(mp.DELAY, delay_payload(0, b"on")), mp.REPLY | mp.DELAY, b"on")
+        c.send_frame(mp.ECHO, b"y" * 2000)
+        cmd, payload = c.recv_frame(timeout(1))
+        self.assertEqual(cmd, mp.ERROR | mp.REPLY)
+        self.assertEqual(mp.decode_error(payload)[0], mp.TOO_LARGE)
+        c.expect_eof(timeout(1))
+
+    def test_bad_file_keeps_the_running_config(self):
+        d = self.start_daemon({"diagnostics": {"delay_command": "on"}})
+        c = self.connect(daemon=d)
+        with open(d.config_path, "a") as f:
+            f.write("[server]\nreactors = 9999\n")
+        self.reload(d)
+        self.assertIn("reload failed", d.read_log())
+        self.assert_frame(c.call(mp.DELAY, delay_payload(0, b"still")), mp.REPLY | mp.DELAY,
+                          b"still")
+        self.assert_frame(c.call(mp.ECHO, b"z" * 3000), mp.REPLY | mp.ECHO, b"z" * 3000)
+
+    def test_restart_only_keys_are_logged_and_kept(self):
+        d = self.start_daemon()
+        port = d.port()
+        self.rewrite(d, {"msg": {"listen": "127.0.0.1:1"}, "server": {"workers": 3}})
+        self.reload(d)
+        log = d.read_log()
+        self.assertIn("[msg] listen changed; it needs a restart", log)
+        self.assertIn("[server] workers changed; it needs a restart", log)
+        c = d.client()
+        self.addCleanup(c.close)
+        self.assertEqual(d.port(), port)
+        self.assert_frame(c.call(mp.PING, b"p"), mp.REPLY | mp.PING, b"p")
+
+    def test_no_connection_dropped_by_reloads(self):
+        d = self.start_daemon()
+        clients = [self.connect(daemon=d) for _ in range(20)]
+        for i in range(20):
+            d.send_signal(signal.SIGHUP)
+            for j, c in enumerate(clients):
+                tag = b"%d-%d" % (i, j)
+                self.assert_frame(c.call(mp.ECHO, tag), mp.REPLY | mp.ECHO, tag)
+            notify_until(d, lambda l: "READY=1" in l, timeout(1), "READY=1 after reload %d" % i)
+
+
+class DrainTests(MsgdTestCase):
+    shared_daemon = False
+    config = {"diagnostics": {"delay_command": "on"}, "timeouts": {"drain_timeout": "3s"}}
+
+    def test_in_flight_work_is_answered_then_closed(self):
+        d = self.start_daemon(self.config)
+        c = self.connect(daemon=d)
+        c.send_frame(mp.DELAY, delay_payload(400, b"slow"))
+        c.send_frame(mp.ECHO, b"after-slow")
+        # Make sure the daemon has read both before the signal.
+        wait_until(lambda: "worker_jobs 1" in d.read_log() or self._jobs(d) >= 1,
+                   what="the DELAY job to be queued")
+        d.send_signal(signal.SIGTERM)
+        frames = []
+        while True:
+            try:
+                frames.append(c.recv_frame(timeout(1)))
+            except mp.ConnectionClosed:
+                break
+        cmds = [f[0] for f in frames]
+        self.assertIn(mp.GOAWAY, cmds, frames)
+        replies = [f for f in frames if f[0] != mp.GOAWAY]
+        self.assertEqual(replies, [(mp.REPLY | mp.DELAY, b"slow"),
+                                   (mp.REPLY | mp.ECHO, b"after-slow")])
+        self.assertEqual(d.wait_exit(timeout(1)), 0, d.log_tail())
+
+    def _jobs(self, d):
+        with d.client() as probe:
+            return self.stats(probe).get("worker_jobs", 0)
+
+    def test_after_goaway_requests_get_shutting_down_but_ping_works(self):
+        d = self.start_daemon(self.config)
+        c = self.connect(daemon=d)
+        c.send_frame(mp.DELAY, delay_payload(1500, b"hold"))  # keeps the connection owed
+        self.assertGreaterEqual(wait_until(lambda: self._jobs(d), what="job queued"), 1)
+        d.send_signal(signal.SIGTERM)
+        cmd, payload = c.recv_frame(timeout(1))
+        self.assertEqual(cmd, mp.GOAWAY)
+        (ms,) = struct.unpack(">I", payload[:4])
+        self.assertLessEqual(ms, 3000)
+        self.assertGreater(ms, 2000)
+        self.assertEqual(payload[4:], b"server shutting down")
+        c.send_frame(mp.ECHO, b"late")
+        c.send_frame(mp.PING, b"still-there")
+        got = [c.recv_frame(timeout(1)) for _ in range(3)]
+        self.assertEqual(got[0], (mp.REPLY | mp.DELAY, b"hold"))
+        self.assertEqual(got[1][0], mp.REPLY | mp.ERROR | mp.ECHO)
+        self.assertEqual(mp.decode_error(got[1][1])[0], mp.SHUTTING_DOWN)
+        self.assertEqual(got[2], (mp.REPLY | mp.PING, b"still-there"))
+        c.expect_eof(timeout(1))
+        self.assertEqual(d.wait_exit(timeout(1)), 0, d.log_tail())
+
+    def test_deadline_closes_what_is_left(self):
+        d = self.start_daemon({"diagnostics": {"delay_command": "on"},
+                               "timeouts": {"drain_timeout": "300ms"}})
+        c = self.connect(daemon=d)
+        c.send_frame(mp.DELAY, delay_payload(10000, b"too-slow"))
+        wait_until(lambda: self._jobs(d), what="job queued")
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        self.assertEqual(c.recv_frame(timeout(1))[0], mp.GOAWAY)
+        c.expect_eof(timeout(1), allow_reset=True)
+        self.assertEqual(d.wait_exit(timeout(1)), 0, d.log_tail())
+        self.assertLess(time.monotonic() - t0, 0.3 + 1.5 * timeout(0.2) + 1.0)
+
+    def test_second_sigterm_ends_at_once(self):
+        d = self.start_daemon({"diagnostics": {"delay_command": "on"},
+                               "timeouts": {"drain_timeout": "60s"}})
+        c = self.connect(daemon=d)
+        c.send_frame(mp.DELAY, delay_payload(30000, b"never"))
+        wait_until(lambda: self._jobs(d), what="job queued")
+        d.send_signal(signal.SIGTERM)
+        self.assertEqual(c.recv_frame(timeout(1))[0], mp.GOAWAY)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(timeout(1)), 0, d.log_tail())
+        self.assertLess(time.monotonic() - t0, timeout(0.5))
+
+
+class SocketActivationTests(MsgdTestCase):
+    shared_daemon = False
+
+    def spawn_activated(self, sock, names, cfg):
+        """Starts msgd with sock passed as fd 3 the way systemd does it."""
+        tmp = tempfile.mkdtemp(prefix="msgd-it-sa-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "msgd.ini")
+        with open(path, "w") as f:
+            f.write(render_config(merge_config(DEFAULT_CONFIG, cfg)))
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(os.path.join(tmp, "notify.sock"))
+        self.addCleanup(notify.close)
+        env = _clean_env()
+        env.update({"LISTEN_FDS": "1", "LISTEN_FDNAMES": names,
+                    "NOTIFY_SOCKET": os.path.join(tmp, "notify.sock")})
+        fd = sock.fileno()
+
+        def to_fd3():
+            os.dup2(fd, 3)
+            os.set_inheritable(3, True)
+        # LISTEN_PID must be msgd's own pid: sh sets it, then execs msgd in place.
+        proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', MSGD_BIN, "-c", path],
+                                env=env, preexec_fn=to_fd3, pass_fds=(fd,),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(tmp, "stderr.log"), "wb"))
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        return proc, notify, os.path.join(tmp, "stderr.log")
+
+    def wait_notify(self, notify, proc, what):
+        deadline = time.monotonic() + timeout(1)
+        import select
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([notify], [], [], 0.1)
+            if r:
+                data = notify.recv(65536).decode()
+                if what in data:
+                    return data
+            if proc.poll() is not None:
+                return None
+        return None
+
+    def test_adopts_passed_socket_by_name(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.addCleanup(lsock.close)
+        port = lsock.getsockname()[1]
+        proc, notify, log = self.spawn_activated(lsock, "msg", {"msg": {"listen": "127.0.0.1:0"},
+                                                                 "echo": {"listen": ""}})
+        status = self.wait_notify(notify, proc, "READY=1")
+        self.assertIsNotNone(status, open(log).read())
+        self.assertIn("msg=127.0.0.1:%d" % port, status)
+        with mp.Client("127.0.0.1", port, timeout=timeout(1)) as c:
+            self.assertEqual(c.call(mp.PING, b"sa"), (mp.REPLY | mp.PING, b"sa"))
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout(1)), 0)
+
+    def test_adopts_unnamed_socket_by_address(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.addCleanup(lsock.close)
+        port = lsock.getsockname()[1]
+        proc, notify, log = self.spawn_activated(
+            lsock, "", {"echo": {"listen": "127.0.0.1:%d" % port}})
+        status = self.wait_notify(notify, proc, "READY=1")
+        self.assertIsNotNone(status, open(log).read())
+        self.assertIn("echo=127.0.0.1:%d" % port, status)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout(1)) as e:
+            e.sendall(b"echoed")
+            self.assertEqual(e.recv(16), b"echoed")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout(1)), 0)
+
+    def test_unmatched_socket_is_an_error(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.addCleanup(lsock.close)
+        proc, notify, log = self.spawn_activated(lsock, "", {"msg": {"listen": "127.0.0.1:0"}})
+        self.assertEqual(proc.wait(timeout(1)), 1)
+        self.assertIn("matches no listener", open(log).read())
+
+
+class UnitFileTests(unittest.TestCase):
+    def rendered(self):
+        tmp = tempfile.mkdtemp(prefix="msgd-it-units-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        bindir = os.path.dirname(os.path.abspath(MSGD_BIN))
+        with open(os.path.join(REPO, "systemd", "msgd.service.in")) as f:
+            text = f.read().replace("@BINDIR@", bindir)
+        with open(os.path.join(tmp, "msgd.service"), "w") as f:
+            f.write(text)
+        shutil.copy(os.path.join(REPO, "systemd", "msgd.socket"), tmp)
+        return tmp
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_verify_prints_nothing(self):
+        tmp = self.rendered()
+        r = subprocess.run(["systemd-analyze", "verify", "msgd.socket", "msgd.service"],
+                           cwd=tmp, capture_output=True, text=True, timeout=timeout(6))
+        self.assertEqual(r.stderr, "", r.stderr)
+        self.assertEqual(r.returncode, 0)
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed")
+    def test_security_exposure_at_most_2(self):
+        tmp = self.rendered()
+        r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "msgd.service"],
+                           cwd=tmp, capture_output=True, text=True, timeout=timeout(6))
+        line = [l for l in r.stdout.splitlines() if "Overall exposure level" in l]
+        self.assertTrue(line, r.stdout + r.stderr)
+        score = float(line[0].split(":", 1)[1].split()[0])
+        self.assertLessEqual(score, 2.0, line[0])
+
+
+class InstallTests(unittest.TestCase):
+    def make(self, *args):
+        build = os.path.dirname(os.path.abspath(MSGD_BIN))
+        r = subprocess.run(["make", "-s", "-C", REPO, "BUILD=" + os.path.relpath(build, REPO)]
+                           + list(args), capture_output=True, text=True, timeout=timeout(12))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r.stdout
+
+    def test_install_and_uninstall_honour_destdir_and_prefix(self):
+        dest = tempfile.mkdtemp(prefix="msgd-it-install-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        self.make("install", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
+        binary = os.path.join(dest, "opt/msgd/bin/msgd")
+        ini = os.path.join(dest, "etc/msgd/msgd.ini")
+        unit = os.path.join(dest, "lib/systemd/system/msgd.service")
+        for p in (binary, ini, unit, os.path.join(dest, "lib/systemd/system/msgd.socket")):
+            self.assertTrue(os.path.exists(p), p)
+        with open(unit) as f:
+            self.assertIn("ExecStart=/opt/msgd/bin/msgd -c /etc/msgd/msgd.ini", f.read())
+        # An existing configuration is never overwritten.
+        with open(ini, "a") as f:
+            f.write("; edited by the operator\n")
+        self.make("install", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
+        with open(ini) as f:
+            self.assertIn("; edited by the operator", f.read())
+        self.make("uninstall", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
+        self.assertFalse(os.path.exists(binary))
+        self.assertFalse(os.path.exists(unit))
+
+
+if __name__ == "__main__":
+    unittest.main()
