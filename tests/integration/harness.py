@@ -210,6 +210,7 @@ class Daemon:
         self.expected_exit = False  # a test expects msgd to exit by itself
         self.final_log = None
         self.extra_env = {}         # more environment for the daemon (WATCHDOG_USEC...)
+        self.open_notify = False    # let a daemon that drops root still notify
         self._log_f = None
         self._out_f = None
 
@@ -228,6 +229,9 @@ class Daemon:
         self.write_config()
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
+        if self.open_notify:
+            os.chmod(self.tmp, 0o711)
+            os.chmod(self.notify_path, 0o777)
         env = _clean_env()
         env["NOTIFY_SOCKET"] = self.notify_path
         env.update(self.extra_env)

@@ -336,6 +336,77 @@ class SocketActivationTests(MsgdTestCase):
         self.assertIn("matches no listener", open(log).read())
 
 
+class SystemdSocketActivateTests(MsgdTestCase):
+    """The real tool: systemd-socket-activate listens on a unix socket, and on
+    the first connection execs msgd with it as LISTEN_FDS (name "msg")."""
+    shared_daemon = False
+
+    @unittest.skipUnless(shutil.which("systemd-socket-activate"), "systemd not installed")
+    def test_systemd_socket_activate(self):
+        tmp = tempfile.mkdtemp(prefix="msgd-it-ssa-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sock_path = os.path.join(tmp, "msg.sock")
+        cfg_path = os.path.join(tmp, "msgd.ini")
+        with open(cfg_path, "w") as f:
+            f.write(render_config(merge_config(DEFAULT_CONFIG, {
+                "msg": {"listen": "unix:" + sock_path}, "echo": {"listen": ""}})))
+        notify_path = os.path.join(tmp, "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        self.addCleanup(notify.close)
+        log = open(os.path.join(tmp, "stderr.log"), "wb")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(
+            ["systemd-socket-activate", "-l", sock_path, "--fdname=msg",
+             "-E", "NOTIFY_SOCKET=" + notify_path, MSGD_BIN, "-c", cfg_path],
+            env=_clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        wait_until(lambda: os.path.exists(sock_path), what="the activation socket")
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(timeout(1))
+        self.addCleanup(c.close)
+        c.connect(sock_path)  # this connection starts msgd, then waits in the backlog
+        c.sendall(mp.encode(mp.PING, b"activated"))
+        reader = mp.FrameReader()
+        deadline = time.monotonic() + timeout(1)
+        frame = None
+        while frame is None and time.monotonic() < deadline:
+            data = c.recv(4096)
+            self.assertTrue(data, "EOF before the reply\n" + open(log.name).read())
+            reader.feed(data)
+            frame = reader.next_frame()
+        self.assertEqual(frame, (mp.REPLY | mp.PING, b"activated"))
+        with open(log.name) as f:
+            text = f.read()
+        self.assertIn("listening on unix:" + sock_path, text)
+        proc.send_signal(signal.SIGTERM)  # msgd replaced the tool: same pid
+        self.assertEqual(proc.wait(timeout(1)), 0, open(log.name).read())
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to drop privileges")
+class PrivilegeTests(MsgdTestCase):
+    shared_daemon = False
+
+    def test_drops_to_user_after_binding(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        d = Daemon({"server": {"user": "nobody"}}, name="dropuser")
+        d.open_notify = True  # as systemd's own notify socket is
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        with open("/proc/%d/status" % d.pid) as f:
+            uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+        self.assertEqual(set(int(u) for u in uids), {nobody.pw_uid})
+        self.assertIn("dropped privileges to user nobody", d.read_log())
+        c = self.connect(daemon=d)
+        self.assert_frame(c.call(mp.PING, b"u"), mp.REPLY | mp.PING, b"u")
+
+    def test_root_without_user_warns(self):
+        d = self.start_daemon()
+        self.assertIn("running as root: set [server] user", d.read_log())
+
+
 class UnitFileTests(unittest.TestCase):
     def rendered(self):
         tmp = tempfile.mkdtemp(prefix="msgd-it-units-")
