@@ -2,16 +2,18 @@
  * STATS and DELAY. */
 #include "commands.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "config.h"
+#include "fanout.h"
 #include "msg.h"
 #include "proto_msg.h"
+#include "pubsub.h"
 #include "stats.h"
 
 #define PING_MAX 1024u
 #define DELAY_MAX_MS 60000u
-#define STATS_TEXT_MAX 16384
 
 static int cmd_ping(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
 {
@@ -63,9 +65,12 @@ static int cmd_stats(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t
 {
     (void)p;
     (void)len;
-    char text[STATS_TEXT_MAX];
-    size_t n = stats_format(pl->env->all, text, sizeof text);
-    proto_msg_reply(pl, cmd, text, n);
+    struct buffer text = BUFFER_INIT;
+    if (stats_format(pl->env->all, &text) < 0)
+        pl->flags |= PIPELINE_FAILED;
+    else
+        proto_msg_reply(pl, cmd, buffer_peek(&text), buffer_readable(&text));
+    buffer_free(&text);
     return 0;
 }
 
@@ -96,6 +101,71 @@ static void cmd_delay_run(struct worker_pool *pool, struct worker_job *job)
     }
 }
 
+/* A topic is 1..255 bytes. */
+static int topic_ok(size_t len) { return len >= 1 && len <= PUBSUB_TOPIC_MAX; }
+
+static int cmd_subscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (!topic_ok(len)) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
+        return 0;
+    }
+    int rc = pubsub_subscribe(pl->env->pubsub, pl, p, len, pl->env->cfg->max_subscriptions);
+    if (rc == -EDQUOT) {
+        proto_msg_error(pl, cmd, MSG_ERR_LIMIT_EXCEEDED, "max_subscriptions reached");
+        return 0;
+    }
+    if (rc < 0) {
+        pl->flags |= PIPELINE_FAILED;
+        return 0;
+    }
+    if (rc == 1)
+        stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, 1);
+    proto_msg_reply(pl, cmd, NULL, 0);
+    return 0;
+}
+
+static int cmd_unsubscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (!topic_ok(len)) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
+        return 0;
+    }
+    if (pubsub_unsubscribe(pl->env->pubsub, pl, p, len) == 1)
+        stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, (uint64_t)-1);
+    proto_msg_reply(pl, cmd, NULL, 0);
+    return 0;
+}
+
+/* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
+ * the MESSAGE payload, so the MESSAGE frame is encoded once here and shared
+ * by every reactor. The reply (the count) waits in its slot until every
+ * reactor has delivered. */
+static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (len < 2 || p[0] == 0 || (size_t)p[0] + 1 > len) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD,
+                        "PUBLISH needs u8 topic length (1..255), the topic, then the message");
+        return 0;
+    }
+    const struct pipeline_env *env = pl->env;
+    long seq = pipeline_reserve(pl, pl->req_t0, LAT_PUBLISH);
+    struct fanout *f = seq < 0 ? NULL
+                               : fanout_new(FANOUT_PUBLISH, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len);
+    if (!f) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        pl->flags |= PIPELINE_FAILED;
+        return 0;
+    }
+    msg_header_encode(f->data, MSG_CMD_MESSAGE, (uint32_t)len);
+    memcpy(f->data + MSG_HEADER_LEN, p, len);
+    stats_add(env->stats, STATS_PUBLISHED, 1);
+    fanout_start(f);
+    return 0;
+}
+
 /* The command table, indexed by command number. */
 static const struct cmd_def table[] = {
     [MSG_CMD_PING] = {MSG_CMD_PING, "PING", CMD_INLINE, 0, cmd_ping, NULL},
@@ -103,6 +173,9 @@ static const struct cmd_def table[] = {
     [MSG_CMD_AUTH] = {MSG_CMD_AUTH, "AUTH", CMD_INLINE, 0, cmd_auth, NULL},
     [MSG_CMD_STATS] = {MSG_CMD_STATS, "STATS", CMD_INLINE, 1, cmd_stats, NULL},
     [MSG_CMD_DELAY] = {MSG_CMD_DELAY, "DELAY", CMD_WORKER, 1, cmd_delay_check, cmd_delay_run},
+    [MSG_CMD_SUBSCRIBE] = {MSG_CMD_SUBSCRIBE, "SUBSCRIBE", CMD_INLINE, 1, cmd_subscribe, NULL},
+    [MSG_CMD_UNSUBSCRIBE] = {MSG_CMD_UNSUBSCRIBE, "UNSUBSCRIBE", CMD_INLINE, 1, cmd_unsubscribe, NULL},
+    [MSG_CMD_PUBLISH] = {MSG_CMD_PUBLISH, "PUBLISH", CMD_INLINE, 1, cmd_publish, NULL},
 };
 
 const struct cmd_def *commands_find(uint32_t command)

@@ -286,6 +286,11 @@ void conn_drain(struct conn *c, uint32_t ms_left)
     settle(c);
 }
 
+void conn_defer(struct conn *c)
+{
+    backlog_push(c); /* the backlog's turn processes (nothing) and settles */
+}
+
 void conn_kick(struct conn *c)
 {
     settle(c);

@@ -5,6 +5,7 @@
 #define MSGD_CONN_H
 
 #include <ev.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "buffer.h"
@@ -73,6 +74,17 @@ void conn_close(struct conn *c);
  * once flushed); c closes as soon as it owes nothing. h->env.draining must be
  * set. c may be freed on return. */
 void conn_drain(struct conn *c, uint32_t ms_left);
+
+/* The connection that owns pipeline pl. */
+static inline struct conn *conn_of_pipeline(struct pipeline *pl)
+{
+    return (struct conn *)((char *)pl - offsetof(struct conn, pl));
+}
+
+/* Schedules a flush of output queued from outside the connection's own
+ * callbacks (a MESSAGE push) for later in this loop turn; safe while the
+ * caller walks a structure that closing c would change. */
+void conn_defer(struct conn *c);
 
 /* Acts on new output produced outside the connection's own callbacks (a
  * worker's result): writes it, or closes when the connection owes nothing

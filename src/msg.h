@@ -74,8 +74,9 @@ void msg_header_decode(const uint8_t in[MSG_HEADER_LEN], struct msg_header *h);
  *   0    more bytes are needed (nothing wrong so far);
  *   < 0  a violation, as -MSG_ERR_BAD_MAGIC, -MSG_ERR_BAD_VERSION or
  *        -MSG_ERR_TOO_LARGE (length > max_frame).
- * Each field is checked as soon as its 4 bytes are in, so garbage is refused
- * early and a too-large payload is refused from its header alone.
+ * The magic and the version are refused at their first wrong byte, so
+ * garbage is refused early; a too-large payload is refused from its header
+ * alone.
  * The result never exceeds n. */
 long msg_split(const uint8_t *p, size_t n, uint32_t max_frame, struct msg_header *h);
 

@@ -9,6 +9,8 @@
 /* Appends two pieces to b; returns 0 or -ENOMEM. */
 static int append2(struct buffer *b, const void *a, size_t an, const void *p, size_t pn)
 {
+    if (an + pn == 0)
+        return 0;
     if (buffer_reserve(b, an + pn) < 0)
         return -ENOMEM;
     memcpy(buffer_tail(b), a, an);
@@ -60,11 +62,13 @@ void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b
         pl->flags |= PIPELINE_FAILED;
 }
 
-long pipeline_reserve(struct pipeline *pl)
+long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx)
 {
     struct pipeline_slot *s = slot_append(pl, true);
     if (!s)
         return -ENOMEM;
+    s->t0_ns = t0_ns;
+    s->lat_idx = lat_idx;
     s->seq = pl->next_seq++;
     pl->jobs_pending++;
     return (long)s->seq;
@@ -102,7 +106,7 @@ static void drain_ready(struct pipeline *pl)
             struct buffer t = pl->out; /* take the slot's buffer as is */
             pl->out = s->bytes;
             s->bytes = t;
-        } else if (buffer_append(&pl->out, buffer_peek(&s->bytes), n) < 0) {
+        } else if (n > 0 && buffer_append(&pl->out, buffer_peek(&s->bytes), n) < 0) {
             pl->flags |= PIPELINE_FAILED;
             return;
         }
@@ -114,13 +118,16 @@ static void drain_ready(struct pipeline *pl)
     }
 }
 
-int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply)
+int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
+                      uint64_t *t0_ns, int *lat_idx)
 {
     struct pipeline_slot *s = pl->slots_head;
     while (s && !(s->waiting && s->seq == seq))
         s = s->next;
     if (!s)
         return -ENOENT;
+    *t0_ns = s->t0_ns;
+    *lat_idx = s->lat_idx;
     buffer_free(&s->bytes); /* a job slot holds nothing before its reply */
     s->bytes = *reply;
     *reply = (struct buffer)BUFFER_INIT;

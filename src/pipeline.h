@@ -16,6 +16,9 @@ struct stats;
 struct stats_registry;
 struct pipeline;
 struct worker_pool;
+struct pubsub;
+struct pubsub_subs;
+struct mailbox;
 
 /* What a reactor lends to every pipeline it runs. Owned by the reactor;
  * pipelines only point at it. */
@@ -26,6 +29,10 @@ struct pipeline_env {
     int reactor;                       /* the reactor's index */
     struct worker_pool *pool;          /* the reactor's workers */
     bool draining;                     /* the server is stopping (rule 6) */
+    struct pubsub *pubsub;             /* the reactor's topic table */
+    int nreactors;
+    struct mailbox *const *boxes;      /* every reactor's mailbox, for fan-outs */
+    struct mailbox *main_box;          /* the main thread's mailbox (admin reload) */
 };
 
 /* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
@@ -63,6 +70,8 @@ struct pipeline_slot {
     struct pipeline_slot *next;
     uint32_t seq;                /* the job's sequence number (job slots) */
     bool waiting;                /* a job slot whose result has not come back */
+    int lat_idx;                 /* job slots: the latency histogram (latency.h) */
+    uint64_t t0_ns;              /* job slots: when the request was decoded */
     struct buffer bytes;         /* encoded replies, in order */
 };
 
@@ -80,6 +89,9 @@ struct pipeline {
     uint32_t jobs_pending;       /* job slots still waiting */
     uint32_t next_seq;           /* the next job's sequence number */
     size_t held_bytes;           /* bytes held in slots */
+    struct pubsub_subs *subs;    /* msg: this connection's topics (pubsub.h) */
+    uint64_t msgs_dropped;       /* msg: MESSAGEs skipped as a slow consumer */
+    uint64_t req_t0;             /* when the request being handled was decoded */
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no
@@ -94,17 +106,19 @@ void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *
  * go between replies. Reactor thread only. */
 void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
 
-/* Holds a place in the reply order for a worker job and returns its sequence
- * number, or -ENOMEM. Reactor thread only. */
-long pipeline_reserve(struct pipeline *pl);
+/* Holds a place in the reply order for a reply that comes later (a worker
+ * job, a fan-out) and returns its sequence number, or -ENOMEM. t0_ns and
+ * lat_idx are kept for the latency histogram. Reactor thread only. */
+long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx);
 
 /* Gives back the place just reserved (the job could not be queued). */
 void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
 
 /* Delivers job seq's encoded reply (its buffer is taken over and emptied)
- * and moves every reply now in order to out. Returns 0, or -ENOENT when no
- * slot has that number. Reactor thread only. */
-int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply);
+ * and moves every reply now in order to out. Returns 0 and the slot's t0_ns
+ * and lat_idx, or -ENOENT when no slot has that number. Reactor thread only. */
+int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
+                      uint64_t *t0_ns, int *lat_idx);
 
 /* Bytes not yet written: out plus the held replies. */
 static inline size_t pipeline_pending(const struct pipeline *pl)

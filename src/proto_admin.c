@@ -1,5 +1,6 @@
-/* proto_admin: newline-terminated operator commands: help, stats, quit.
- * (conns, reload and metrics come with the admin issue.) */
+/* proto_admin: newline-terminated operator commands: help, stats, conns,
+ * reload, metrics, quit (and the diagnostic stall). Each answer is zero or
+ * more lines, then END; an error is one "ERR ..." line, then END. */
 #include "proto_admin.h"
 
 #include <errno.h>
@@ -8,11 +9,12 @@
 #include <time.h>
 
 #include "config.h"
-
+#include "fanout.h"
+#include "latency.h"
+#include "mailbox.h"
 #include "stats.h"
 
 #define ADMIN_ERR_LINE_TOO_LONG 1
-#define STATS_TEXT_MAX 16384
 #define STALL_MAX_MS 60000
 
 static long admin_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
@@ -51,6 +53,56 @@ static void admin_stall(struct pipeline *pl, const char *arg)
     reply_line(pl, "stalled");
 }
 
+/* Sends a generated text (and END) as the answer, or an error line. */
+static void reply_text(struct pipeline *pl, int rc, struct buffer *text)
+{
+    if (rc < 0)
+        reply_line(pl, "ERR out of memory");
+    else
+        pipeline_write(pl, buffer_peek(text), buffer_readable(text));
+    buffer_free(text);
+    reply_line(pl, "END");
+}
+
+/* `conns`: every reactor lists its own connections (a fan-out); the answer
+ * keeps its place in this connection's reply order meanwhile. */
+static void admin_conns(struct pipeline *pl)
+{
+    const struct pipeline_env *env = pl->env;
+    long seq = pipeline_reserve(pl, latency_now_ns(), LAT_OTHER);
+    struct fanout *f = seq < 0 ? NULL
+                               : fanout_new(FANOUT_CONNS, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL, 0);
+    if (!f) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        reply_line(pl, "ERR out of memory");
+        reply_line(pl, "END");
+        return;
+    }
+    fanout_start(f);
+}
+
+/* `reload`: the main thread runs the same reload as SIGHUP and answers
+ * "OK reloaded" once every reactor applied it, or "ERR reload failed: ...". */
+static void admin_reload(struct pipeline *pl)
+{
+    long seq = pipeline_reserve(pl, latency_now_ns(), LAT_OTHER);
+    struct main_request *q = seq < 0 ? NULL : calloc(1, sizeof *q);
+    if (!q) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        reply_line(pl, "ERR out of memory");
+        reply_line(pl, "END");
+        return;
+    }
+    q->item.kind = MAIN_MSG_RELOAD;
+    q->reactor = pl->env->reactor;
+    q->conn_id = pl->conn_id;
+    q->seq = (uint32_t)seq;
+    mailbox_post(pl->env->main_box, &q->item);
+}
+
 static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
 {
     /* Trim the newline, a CR before it, and surrounding blanks. */
@@ -66,16 +118,28 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
     line[len] = '\0';
     if (len == 0)
         return;
+    struct buffer text = BUFFER_INIT;
     if (strcmp(line, "help") == 0) {
-        reply_line(pl, "help   this list");
-        reply_line(pl, "stats  the counters, one 'name value' per line");
-        reply_line(pl, "quit   close this connection");
+        reply_line(pl, "help     this list");
+        reply_line(pl, "stats    the counters, one 'name value' per line (as STATS)");
+        reply_line(pl, "conns    one line per connection: id, peer, protocol, reactor, age, idle, bytes, pending");
+        reply_line(pl, "reload   reload the configuration (as SIGHUP) and say whether it took");
+        reply_line(pl, "metrics  counters, gauges and latency histograms, Prometheus text format");
+        reply_line(pl, "quit     close this connection");
         if (pl->env->cfg->stall_command)
-            reply_line(pl, "stall MS  block this reactor for MS ms (diagnostics)");
+            reply_line(pl, "stall MS block this reactor for MS ms (diagnostics)");
     } else if (strcmp(line, "stats") == 0) {
-        char text[STATS_TEXT_MAX];
-        size_t n = stats_format(pl->env->all, text, sizeof text);
-        pipeline_write(pl, text, n);
+        reply_text(pl, stats_format(pl->env->all, &text), &text);
+        return;
+    } else if (strcmp(line, "metrics") == 0) {
+        reply_text(pl, stats_format_metrics(pl->env->all, &text), &text);
+        return;
+    } else if (strcmp(line, "conns") == 0) {
+        admin_conns(pl);
+        return;
+    } else if (strcmp(line, "reload") == 0) {
+        admin_reload(pl);
+        return;
     } else if (strncmp(line, "stall", 5) == 0 && (line[5] == ' ' || line[5] == '\0')) {
         admin_stall(pl, line + 5);
     } else if (strcmp(line, "quit") == 0) {
@@ -83,7 +147,7 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
         pipeline_close_after_flush(pl);
         return;
     } else {
-        pipeline_write(pl, "ERR unknown command (try help)\n", 31);
+        reply_line(pl, "ERR unknown command (try help)");
     }
     reply_line(pl, "END");
 }

@@ -26,7 +26,7 @@ static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
 static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
                        const uint8_t *payload, size_t len)
 {
-    long seq = pipeline_reserve(pl);
+    long seq = pipeline_reserve(pl, pl->req_t0, latency_cmd_index(cmd));
     struct worker_job *job =
         seq < 0 ? NULL : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, payload, len);
     if (!job) {
@@ -51,6 +51,7 @@ static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t 
 static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
 {
     uint32_t cmd = msg_get_u32(frame + 8);
+    pl->req_t0 = latency_now_ns();
     const uint8_t *payload = frame + MSG_HEADER_LEN;
     size_t plen = len - MSG_HEADER_LEN;
     if (cmd & MSG_FLAG_REPLY) {
@@ -74,7 +75,12 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
         return;
     }
     if (def->where == CMD_INLINE) {
+        uint32_t seq_before = pl->next_seq;
         def->fn(pl, cmd, payload, plen);
+        /* A handler that reserved a slot (PUBLISH) is timed when it completes. */
+        if (pl->next_seq == seq_before)
+            latency_record(&pl->env->stats->lat, latency_cmd_index(cmd),
+                           latency_now_ns() - pl->req_t0);
         return;
     }
     if (def->fn(pl, cmd, payload, plen) == 0)

@@ -9,8 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fanout.h"
 #include "log.h"
 #include "net.h"
+#include "proto_msg.h"
 
 enum reactor_msg_kind {
     REACTOR_MSG_CONN = 1,    /* struct reactor_conn_msg: adopt an accepted fd */
@@ -81,6 +83,9 @@ static void check_drained(struct reactor *r)
 static void conn_closed_cb(struct conn_host *h, struct conn *c)
 {
     struct reactor *r = (struct reactor *)((char *)h - offsetof(struct reactor, host));
+    uint32_t subs = pubsub_remove_all(&r->pubsub, &c->pl);
+    if (subs)
+        stats_add(h->env.stats, STATS_SUBSCRIPTIONS, (uint64_t)-subs);
     slot_release(r, CONN_ID_SLOT(c->id));
     r->nconns--;
     check_drained(r);
@@ -127,16 +132,120 @@ static struct conn *conn_by_id(struct reactor *r, uint64_t id)
     return r->slots[slot].conn;
 }
 
+/* Puts a late reply into slot seq of connection id, if it is still there.
+ * Returns 0, or -ENOENT when the connection (or its slot) has gone. */
+static int complete_slot(struct reactor *r, uint64_t id, uint32_t seq, struct buffer *reply)
+{
+    struct conn *c = conn_by_id(r, id);
+    uint64_t t0;
+    int idx;
+    if (!c || pipeline_complete(&c->pl, seq, reply, &t0, &idx) < 0)
+        return -ENOENT;
+    latency_record(&r->host.env.stats->lat, idx, latency_now_ns() - t0);
+    conn_kick(c);
+    return 0;
+}
+
 static void deliver(struct reactor *r, struct worker_job *job)
 {
-    struct conn *c = conn_by_id(r, job->conn_id);
-    if (!c || pipeline_complete(&c->pl, job->seq, &job->result) < 0) {
-        stats_add(r->host.env.stats, STATS_RESULTS_DROPPED, 1);
-    } else {
-        stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
-        conn_kick(c);
+    if (buffer_readable(&job->result) == 0) {
+        /* The worker ran out of memory encoding the reply: the request still
+         * gets an answer, in its place. */
+        uint8_t frame[MSG_HEADER_LEN + 64];
+        size_t n = msg_error_payload(frame + MSG_HEADER_LEN, 64, MSG_ERR_OVERLOADED, "out of memory");
+        msg_header_encode(frame, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
+                          (uint32_t)n);
+        buffer_append(&job->result, frame, MSG_HEADER_LEN + n);
     }
+    if (complete_slot(r, job->conn_id, job->seq, &job->result) < 0)
+        stats_add(r->host.env.stats, STATS_RESULTS_DROPPED, 1);
+    else
+        stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
     worker_job_free(job);
+}
+
+struct publish_visit {
+    struct reactor *r;
+    const struct fanout *f;
+    uint64_t queued;
+};
+
+/* One local subscriber of a PUBLISH: queue the MESSAGE unless it is a slow
+ * consumer (above output_high_water), which is skipped and counted. */
+static void publish_to(struct pipeline *pl, void *arg)
+{
+    struct publish_visit *v = arg;
+    struct stats *st = v->r->host.env.stats;
+    if (pipeline_pending(pl) > v->r->cfg.out_high_water || (pl->flags & PIPELINE_CLOSE)) {
+        pl->msgs_dropped++;
+        stats_add(st, STATS_MESSAGES_DROPPED, 1);
+        return;
+    }
+    pipeline_push2(pl, v->f->data, v->f->len, NULL, 0);
+    stats_add(st, STATS_MESSAGES_DELIVERED, 1);
+    stats_add(st, STATS_FRAMES_OUT, 1);
+    v->queued++;
+    conn_defer(conn_of_pipeline(pl)); /* written later this turn: the walk stays safe */
+}
+
+/* One line per connection for the admin `conns` command. */
+static void list_conns(struct reactor *r, struct buffer *out)
+{
+    ev_tstamp now = ev_now(r->loop);
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        struct conn *c = r->slots[i].conn;
+        if (!c)
+            continue;
+        char peer[NET_NAME_LEN], line[320];
+        if (net_peer_name(c->fd, peer, sizeof peer) < 0)
+            snprintf(peer, sizeof peer, "-");
+        int n = snprintf(line, sizeof line,
+                         "%016llx peer=%s proto=%s reactor=%d age=%.1fs idle=%.1fs in=%llu out=%llu "
+                         "pending=%zu\n",
+                         (unsigned long long)c->id, peer, c->pl.proto->name, r->index,
+                         now - c->created, now - c->te.idle.at, (unsigned long long)c->bytes_in,
+                         (unsigned long long)c->bytes_out, pipeline_pending(&c->pl));
+        if (n > 0 && buffer_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0)
+            return;
+    }
+}
+
+static void fanout_visit(struct reactor *r, struct fanout *f)
+{
+    if (f->kind == FANOUT_PUBLISH) {
+        struct publish_visit v = {r, f, 0};
+        const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
+        pubsub_visit(&r->pubsub, topic, f->data[MSG_HEADER_LEN], publish_to, &v);
+        atomic_fetch_add_explicit(&f->count, v.queued, memory_order_relaxed);
+    } else if (f->kind == FANOUT_CONNS) {
+        list_conns(r, &f->results[r->index]);
+    }
+    fanout_visited(f);
+    fanout_release(f);
+}
+
+/* Every reactor has visited: answer the asking connection. */
+static void fanout_done(struct reactor *r, struct fanout *f)
+{
+    struct buffer reply = BUFFER_INIT;
+    if (f->kind == FANOUT_PUBLISH) {
+        uint8_t frame[MSG_HEADER_LEN + 4];
+        msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
+        msg_put_u32(frame + MSG_HEADER_LEN,
+                    (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+        if (buffer_append(&reply, frame, sizeof frame) == 0)
+            stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
+    } else {
+        int failed = 0;
+        for (int i = 0; i < f->nreactors; i++)
+            failed |= buffer_append(&reply, buffer_peek(&f->results[i]),
+                                    buffer_readable(&f->results[i])) < 0;
+        failed |= buffer_append(&reply, "END\n", 4) < 0;
+        (void)failed; /* a short list still ends; out of memory shows as a cut */
+    }
+    complete_slot(r, f->conn_id, f->seq, &reply);
+    buffer_free(&reply);
+    fanout_release(f);
 }
 
 static void apply_config(struct reactor *r, struct reactor_config_msg *m)
@@ -168,6 +277,16 @@ static void free_item(struct mailbox_item *it)
         break;
     case REACTOR_MSG_DRAIN:
         free(it);
+        break;
+    case FANOUT_MSG_VISIT:
+        fanout_abandon_visit(((struct fanout_item *)it)->f);
+        fanout_release(((struct fanout_item *)it)->f);
+        break;
+    case FANOUT_MSG_DONE:
+        fanout_release(((struct fanout_item *)it)->f);
+        break;
+    case FANOUT_MSG_REPLY:
+        fanout_reply_free((struct fanout_reply *)it);
         break;
     default:
         break; /* STOP is preallocated */
@@ -218,6 +337,18 @@ static void mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
         case REACTOR_MSG_RESULT:
             deliver(r, (struct worker_job *)it);
             break;
+        case FANOUT_MSG_VISIT:
+            fanout_visit(r, ((struct fanout_item *)it)->f);
+            break;
+        case FANOUT_MSG_DONE:
+            fanout_done(r, ((struct fanout_item *)it)->f);
+            break;
+        case FANOUT_MSG_REPLY: {
+            struct fanout_reply *rep = (struct fanout_reply *)it;
+            complete_slot(r, rep->conn_id, rep->seq, &rep->bytes);
+            fanout_reply_free(rep);
+            break;
+        }
         case REACTOR_MSG_CONFIG:
             apply_config(r, (struct reactor_config_msg *)it);
             free_item(it);
@@ -262,16 +393,8 @@ static void *reactor_main(void *arg)
 int reactor_start(struct reactor *r, int index, const struct config *cfg,
                   struct stats_registry *reg, char *err, size_t errlen)
 {
-    struct ev_loop *main_loop = r->main_loop; /* set by the caller */
-    ev_async *drained_async = r->drained_async;
-    double tick_interval = r->tick_interval;
-    ev_async *reloaded_async = r->reloaded_async;
-    memset(r, 0, sizeof *r);
-    r->reloaded_async = reloaded_async;
-    r->main_loop = main_loop;
-    r->drained_async = drained_async;
-    r->tick_interval = tick_interval;
     ev_init(&r->drain_timer, drain_deadline_cb);
+    pubsub_init(&r->pubsub);
     r->index = index;
     r->free_head = UINT32_MAX;
     r->live = &reg->live;
@@ -305,7 +428,9 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     r->mb_watcher.data = r;
     ev_io_start(r->loop, &r->mb_watcher);
     r->host.env = (struct pipeline_env){
-        .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index, .pool = &r->pool};
+        .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
+        .pool = &r->pool, .pubsub = &r->pubsub, .nreactors = reg->nreactors,
+        .boxes = r->boxes, .main_box = r->main_box};
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
     ev_timer_init(&r->tick_timer, tick_cb, r->tick_interval, r->tick_interval);
@@ -371,7 +496,7 @@ int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t ge
     return 0;
 }
 
-void reactor_stop(struct reactor *r)
+void reactor_halt(struct reactor *r)
 {
     if (!r->started)
         return;
@@ -379,16 +504,25 @@ void reactor_stop(struct reactor *r)
     mailbox_post(&r->mb, &stop_msgs[r->index]);
     pthread_join(r->thread, NULL);
     r->started = 0;
+    r->halted = 1;
+    /* Jobs still running finish (DELAY's sleep ends early) and post their
+     * results, which nobody takes: reactor_free frees them. */
+    worker_pool_stop(&r->pool);
+}
+
+void reactor_free(struct reactor *r)
+{
+    if (!r->halted)
+        return;
+    r->halted = 0;
     conn_host_stop(&r->host);
     ev_io_stop(r->loop, &r->mb_watcher);
-    /* Jobs still running finish (DELAY's sleep ends early) and post their
-     * results, which nobody takes: mailbox_destroy frees them. */
-    worker_pool_stop(&r->pool);
     mailbox_destroy(&r->mb, free_item);
     ev_timer_stop(r->loop, &r->drain_timer);
     ev_timer_stop(r->loop, &r->tick_timer);
     ev_loop_destroy(r->loop);
     free(r->slots);
     r->slots = NULL;
+    pubsub_free(&r->pubsub);
     config_free(&r->cfg);
 }

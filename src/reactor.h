@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "mailbox.h"
 #include "pipeline.h"
+#include "pubsub.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -39,6 +40,9 @@ struct reactor {
     struct conn_host host;             /* reactor thread only */
     struct config cfg;                 /* the live copy; reactor thread only */
     struct worker_pool pool;           /* its workers; thread-safe API */
+    struct pubsub pubsub;              /* its topic table; reactor thread only */
+    struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
+    struct mailbox *main_box;          /* set before start: the main thread's */
     struct reactor_slot *slots;        /* reactor thread only */
     uint32_t nslots;
     uint32_t free_head;                /* UINT32_MAX when no slot is free */
@@ -54,10 +58,12 @@ struct reactor {
     ev_async *reloaded_async;          /* set before start: sent when a reload is applied */
     _Atomic uint64_t config_gen;       /* reactor writes: the last reload applied */
     int started;                       /* main thread: the thread was created */
+    int halted;                        /* main thread: joined, not yet freed */
 };
 
-/* Creates the loop and mailbox and starts the thread. cfg is copied.
- * Returns 0 or -errno with the reason in err. Main thread only. */
+/* Creates the loop and mailbox and starts the thread. cfg is copied. r must
+ * be zeroed but for the fields documented "set before start". Returns 0 or
+ * -errno with the reason in err. Main thread only. */
 int reactor_start(struct reactor *r, int index, const struct config *cfg,
                   struct stats_registry *reg, char *err, size_t errlen);
 
@@ -78,7 +84,12 @@ int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t ge
 int reactor_post_drain(struct reactor *r, uint32_t ms);
 
 /* Asks the reactor to close every connection and leave its loop, joins the
- * thread and frees everything. Main thread only. */
-void reactor_stop(struct reactor *r);
+ * thread and stops its workers. Its mailbox stays valid (other reactors may
+ * still post to it) until reactor_free. Main thread only. */
+void reactor_halt(struct reactor *r);
+
+/* Frees a halted reactor, and whatever is left in its mailbox. Only once
+ * every reactor is halted. Main thread only. */
+void reactor_free(struct reactor *r);
 
 #endif

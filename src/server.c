@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "fanout.h"
 #include "log.h"
 #include "notify.h"
 #include "reactor.h"
@@ -43,6 +44,10 @@ struct server {
     ev_timer watchdog_timer;           /* WATCHDOG=1 while every reactor turns */
     uint64_t *ticks_seen;              /* each reactor's tick at the last check */
     struct log_ratelimit rl_watchdog;
+    struct mailbox main_mb;            /* requests from reactors (admin reload) */
+    ev_io main_mb_watcher;
+    struct mailbox **boxes;            /* every reactor's mailbox, for fan-outs */
+    struct main_request *reload_waiters; /* admin reloads owed an answer */
 };
 
 /* Raises the soft descriptor limit to the hard one and lowers
@@ -161,23 +166,38 @@ static int listen_differs(const struct config_listen *a, const struct config_lis
     return 0;
 }
 
-/* SIGHUP (CONFIG.md): read and check the whole file first; on any error keep
- * everything; else apply the live keys everywhere and keep the rest. */
-static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* Answers every admin `reload` that waits, with one line and END. */
+static void answer_reload_waiters(struct server *s, const char *line)
 {
-    (void)loop;
-    (void)revents;
-    struct server *s = w->data;
-    char status[64];
+    while (s->reload_waiters) {
+        struct main_request *q = s->reload_waiters;
+        s->reload_waiters = q->next_waiting;
+        struct fanout_reply *rep = fanout_reply_new(q->conn_id, q->seq);
+        if (rep && buffer_append(&rep->bytes, line, strlen(line)) == 0 &&
+            buffer_append(&rep->bytes, "\nEND\n", 5) == 0)
+            mailbox_post(&s->reactors[q->reactor].mb, &rep->item);
+        else
+            fanout_reply_free(rep); /* out of memory: the admin client waits in vain */
+        free(q);
+    }
+}
+
+/* A reload (CONFIG.md): read and check the whole file first; on any error
+ * keep everything; else apply the live keys everywhere and keep the rest.
+ * READY=1 (and the admin answer) follow once every reactor has applied it. */
+static void reload(struct server *s)
+{
     notify_reloading();
     struct config next;
     char err[4096];
     if (config_load(s->path, &next, err, sizeof err) != 0) {
+        char first[512];
+        snprintf(first, sizeof first, "ERR reload failed: %.*s", (int)strcspn(err, "\n"), err);
         for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
             log_error("reload: %s", line);
         log_error("reload failed: running configuration kept");
-        snprintf(status, sizeof status, "reload failed; running configuration kept");
-        notify_reloaded(status);
+        notify_reloaded("reload failed; running configuration kept");
+        answer_reload_waiters(s, first);
         return;
     }
     const struct config *cur = &s->cfg;
@@ -207,7 +227,14 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     s->acceptor.max_connections = s->max_conns;
     config_free(&s->cfg);
     s->cfg = next;
-    s->reload_pending = 1; /* READY=1 once every reactor has applied it */
+    s->reload_pending = 1;
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    reload(w->data);
 }
 
 /* A reactor applied a reload: once all have, the reload is done. */
@@ -224,6 +251,32 @@ static void reloaded_cb(struct ev_loop *loop, ev_async *w, int revents)
     s->reload_pending = 0;
     log_info("reloaded %s", s->path);
     notify_reloaded("reloaded");
+    answer_reload_waiters(s, "OK reloaded");
+}
+
+/* Requests from the reactors: an admin `reload` runs the same reload as
+ * SIGHUP and is answered when it has taken (or failed). */
+static void main_mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *s = w->data;
+    struct mailbox_item *it = mailbox_take(&s->main_mb);
+    int want_reload = 0;
+    while (it) {
+        struct mailbox_item *next = it->next;
+        if (it->kind == MAIN_MSG_RELOAD) {
+            struct main_request *q = (struct main_request *)it;
+            q->next_waiting = s->reload_waiters;
+            s->reload_waiters = q;
+            want_reload = 1;
+        }
+        it = next;
+    }
+    if (want_reload && !s->draining)
+        reload(s);
+    else if (want_reload)
+        answer_reload_waiters(s, "ERR shutting down");
 }
 
 #define STATUS_EVERY_S 5.0
@@ -293,20 +346,27 @@ static double watchdog_setup(struct server *s)
     return half / 2; /* each reactor ticks at least twice per check */
 }
 
+static void free_main_request(struct mailbox_item *it) { free(it); }
+
 static int start_reactors(struct server *s)
 {
     char err[256];
     s->reactors = calloc((size_t)s->nreactors, sizeof *s->reactors);
-    if (!s->reactors) {
+    s->boxes = calloc((size_t)s->nreactors, sizeof *s->boxes);
+    if (!s->reactors || !s->boxes) {
         log_error("out of memory");
         return -1;
     }
+    for (int i = 0; i < s->nreactors; i++)
+        s->boxes[i] = &s->reactors[i].mb;
     double tick = watchdog_setup(s);
     for (int i = 0; i < s->nreactors; i++) {
         s->reactors[i].tick_interval = tick;
         s->reactors[i].main_loop = s->loop;
         s->reactors[i].drained_async = &s->drained;
         s->reactors[i].reloaded_async = &s->reloaded;
+        s->reactors[i].boxes = s->boxes;
+        s->reactors[i].main_box = &s->main_mb;
         if (reactor_start(&s->reactors[i], i, &s->cfg, &s->reg, err, sizeof err) < 0) {
             log_error("%s", err);
             return -1;
@@ -318,10 +378,21 @@ static int start_reactors(struct server *s)
 static void shutdown_all(struct server *s)
 {
     acceptor_stop(&s->acceptor);
+    /* Halt every reactor before freeing any: a fan-out may still post to
+     * another reactor's mailbox until that one has left its loop. */
     for (int i = 0; s->reactors && i < s->nreactors; i++)
-        reactor_stop(&s->reactors[i]);
+        reactor_halt(&s->reactors[i]);
+    for (int i = 0; s->reactors && i < s->nreactors; i++)
+        reactor_free(&s->reactors[i]);
+    while (s->reload_waiters) { /* their connections are gone */
+        struct main_request *q = s->reload_waiters;
+        s->reload_waiters = q->next_waiting;
+        free(q);
+    }
     free(s->reactors);
     s->reactors = NULL;
+    free(s->boxes);
+    s->boxes = NULL;
     free(s->ticks_seen);
     s->ticks_seen = NULL;
     acceptor_close(&s->acceptor);
@@ -377,6 +448,16 @@ int server_run(const struct config *cfg_in, const char *path)
     ev_async_init(&s.drained, drained_cb);
     s.drained.data = &s;
     ev_async_start(s.loop, &s.drained);
+    if (mailbox_init(&s.main_mb) < 0) {
+        log_error("cannot create the main mailbox");
+        shutdown_all(&s);
+        log_stop_thread();
+        config_free(&s.cfg);
+        return 1;
+    }
+    ev_io_init(&s.main_mb_watcher, main_mailbox_cb, s.main_mb.efd, EV_READ);
+    s.main_mb_watcher.data = &s;
+    ev_io_start(s.loop, &s.main_mb_watcher);
     ev_async_init(&s.reloaded, reloaded_cb);
     s.reloaded.data = &s;
     ev_async_start(s.loop, &s.reloaded);
@@ -425,6 +506,8 @@ int server_run(const struct config *cfg_in, const char *path)
     shutdown_all(&s);
     ev_async_stop(s.loop, &s.drained);
     ev_async_stop(s.loop, &s.reloaded);
+    ev_io_stop(s.loop, &s.main_mb_watcher);
+    mailbox_destroy(&s.main_mb, free_main_request);
     ev_signal_stop(s.loop, &s.sig_term);
     ev_signal_stop(s.loop, &s.sig_int);
     ev_loop_destroy(s.loop);

@@ -23,6 +23,10 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_JOBS] = "worker_jobs",
     [STATS_RESULTS_DROPPED] = "worker_results_dropped",
     [STATS_READ_PAUSES] = "read_pauses",
+    [STATS_PUBLISHED] = "published",
+    [STATS_MESSAGES_DELIVERED] = "messages_delivered",
+    [STATS_MESSAGES_DROPPED] = "messages_dropped_slow_consumer",
+    [STATS_SUBSCRIPTIONS] = "subscriptions_current",
 };
 
 int stats_registry_init(struct stats_registry *reg, int nreactors)
@@ -44,24 +48,30 @@ void stats_registry_free(struct stats_registry *reg)
     reg->nreactors = 0;
 }
 
-struct out { char *p; size_t cap, len; };
+struct out {
+    struct buffer *b;
+    int failed;
+};
 
 static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(struct out *o, const char *fmt, ...)
 {
-    if (o->len >= o->cap)
-        return;
+    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (n > 0)
-        o->len += (size_t)n < o->cap - o->len ? (size_t)n : o->cap - o->len - 1;
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line)
+        n = sizeof line - 1;
+    if (buffer_append(o->b, line, (size_t)n) < 0)
+        o->failed = 1;
 }
 
-size_t stats_format(const struct stats_registry *reg, char *buf, size_t cap)
+int stats_format(const struct stats_registry *reg, struct buffer *b)
 {
-    struct out o = {buf, cap, 0};
+    struct out o = {b, 0};
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double up = (double)(now.tv_sec - reg->started.tv_sec) +
@@ -82,9 +92,119 @@ size_t stats_format(const struct stats_registry *reg, char *buf, size_t cap)
     for (uint32_t code = 1; code <= MSG_ERR_MAX; code++)
         put(&o, "errors.%s %llu\n", msg_error_name(code),
             (unsigned long long)sum[STATS_ERRORS + code]);
+    for (int c = 0; c < LAT_NCMD; c++) {
+        struct latency_snapshot snap = {{0}, 0, 0};
+        for (int r = 0; r < reg->nreactors; r++)
+            latency_merge(&snap, &reg->reactors[r].lat, c);
+        if (snap.count == 0)
+            continue;
+        const char *name = latency_cmd_name(c);
+        put(&o, "latency.%s.count %llu\n", name, (unsigned long long)snap.count);
+        put(&o, "latency.%s.p50_us %.1f\n", name, (double)latency_quantile_ns(&snap, 0.5) / 1e3);
+        put(&o, "latency.%s.p99_us %.1f\n", name, (double)latency_quantile_ns(&snap, 0.99) / 1e3);
+        put(&o, "latency.%s.p999_us %.1f\n", name, (double)latency_quantile_ns(&snap, 0.999) / 1e3);
+    }
     for (int r = 0; r < reg->nreactors; r++)
         for (int i = 0; i <= STATS_BYTES_OUT; i++)
             put(&o, "reactor.%d.%s %llu\n", r, stat_names[i],
                 (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)i));
-    return o.len;
+    return o.failed ? -ENOMEM : 0;
+}
+
+/* Sums counter id over every reactor. */
+static uint64_t sum_of(const struct stats_registry *reg, int id)
+{
+    uint64_t v = 0;
+    for (int r = 0; r < reg->nreactors; r++)
+        v += stats_get(&reg->reactors[r], (enum stats_id)id);
+    return v;
+}
+
+/* The Prometheus names: msgd_<stat name with dots as underscores>. */
+static void metric_name(char *out, size_t cap, const char *stat)
+{
+    snprintf(out, cap, "msgd_%s", stat);
+    for (char *p = out; *p; p++)
+        if (*p == '.')
+            *p = '_';
+}
+
+int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
+{
+    struct out o = {b, 0};
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double up = (double)(now.tv_sec - reg->started.tv_sec) +
+                (double)(now.tv_nsec - reg->started.tv_nsec) / 1e9;
+    put(&o, "# HELP msgd_uptime_seconds Seconds since msgd started.\n");
+    put(&o, "# TYPE msgd_uptime_seconds gauge\nmsgd_uptime_seconds %.3f\n", up);
+    put(&o, "# HELP msgd_reactors Reactor threads.\n");
+    put(&o, "# TYPE msgd_reactors gauge\nmsgd_reactors %d\n", reg->nreactors);
+    put(&o, "# HELP msgd_accepted_total Connections accepted.\n");
+    put(&o, "# TYPE msgd_accepted_total counter\nmsgd_accepted_total %llu\n",
+        (unsigned long long)atomic_load(&reg->accepted));
+    put(&o, "# HELP msgd_closed_max_connections_total Connections refused by max_connections.\n");
+    put(&o, "# TYPE msgd_closed_max_connections_total counter\n"
+            "msgd_closed_max_connections_total %llu\n",
+        (unsigned long long)atomic_load(&reg->closed_max_connections));
+    /* Gauges, then counters, per reactor. */
+    static const int gauges[] = {STATS_CONN_CURRENT, STATS_SUBSCRIPTIONS};
+    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+        char name[96];
+        metric_name(name, sizeof name, stat_names[gauges[g]]);
+        put(&o, "# HELP %s %s now.\n# TYPE %s gauge\n", name, stat_names[gauges[g]], name);
+        for (int r = 0; r < reg->nreactors; r++)
+            put(&o, "%s{reactor=\"%d\"} %llu\n", name, r,
+                (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)gauges[g]));
+    }
+    for (int i = 0; i < STATS_ERRORS; i++) {
+        if (i == STATS_CONN_CURRENT || i == STATS_SUBSCRIPTIONS)
+            continue;
+        char name[96];
+        metric_name(name, sizeof name, stat_names[i]);
+        size_t nl = strlen(name);
+        if (nl < 6 || strcmp(name + nl - 6, "_total") != 0)
+            snprintf(name + nl, sizeof name - nl, "_total");
+        put(&o, "# HELP %s %s.\n# TYPE %s counter\n", name, stat_names[i], name);
+        for (int r = 0; r < reg->nreactors; r++)
+            put(&o, "%s{reactor=\"%d\"} %llu\n", name, r,
+                (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)i));
+    }
+    put(&o, "# HELP msgd_errors_total Error replies sent, by code.\n# TYPE msgd_errors_total counter\n");
+    for (uint32_t code = 1; code <= MSG_ERR_MAX; code++)
+        put(&o, "msgd_errors_total{code=\"%s\"} %llu\n", msg_error_name(code),
+            (unsigned long long)sum_of(reg, STATS_ERRORS + (int)code));
+    /* Latency: a histogram per command (every fourth bucket: one per octave),
+     * and the p50/p99/p999 the STATS command shows. */
+    put(&o, "# HELP msgd_request_duration_seconds From a request decoded to its reply queued.\n"
+            "# TYPE msgd_request_duration_seconds histogram\n");
+    struct latency_snapshot snaps[LAT_NCMD];
+    for (int c = 0; c < LAT_NCMD; c++) {
+        memset(&snaps[c], 0, sizeof snaps[c]);
+        for (int r = 0; r < reg->nreactors; r++)
+            latency_merge(&snaps[c], &reg->reactors[r].lat, c);
+        const char *cmd = latency_cmd_name(c);
+        uint64_t cum = 0;
+        for (unsigned bk = 0; bk < LATENCY_BUCKETS; bk++) {
+            cum += snaps[c].bucket[bk];
+            if (bk == LATENCY_BUCKETS - 1 || (bk % 4) != 0)
+                continue;
+            put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"%.9g\"} %llu\n", cmd,
+                (double)latency_bucket_upper_ns(bk) / 1e9, (unsigned long long)cum);
+        }
+        put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"+Inf\"} %llu\n", cmd,
+            (unsigned long long)cum);
+        put(&o, "msgd_request_duration_seconds_sum{command=\"%s\"} %.9f\n", cmd,
+            (double)snaps[c].sum_ns / 1e9);
+        put(&o, "msgd_request_duration_seconds_count{command=\"%s\"} %llu\n", cmd,
+            (unsigned long long)cum);
+    }
+    put(&o, "# HELP msgd_request_duration_quantile_seconds Latency quantiles (bucket upper bounds).\n"
+            "# TYPE msgd_request_duration_quantile_seconds gauge\n");
+    static const double qs[] = {0.5, 0.99, 0.999};
+    for (int c = 0; c < LAT_NCMD; c++)
+        for (size_t q = 0; q < 3; q++)
+            put(&o, "msgd_request_duration_quantile_seconds{command=\"%s\",quantile=\"%g\"} %.9g\n",
+                latency_cmd_name(c), qs[q], (double)latency_quantile_ns(&snaps[c], qs[q]) / 1e9);
+    return o.failed ? -ENOMEM : 0;
 }

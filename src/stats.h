@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "buffer.h"
+#include "latency.h"
 #include "msg.h"
 
 enum stats_id {
@@ -28,6 +30,10 @@ enum stats_id {
     STATS_JOBS,                 /* worker jobs queued */
     STATS_RESULTS_DROPPED,      /* worker results whose connection had gone */
     STATS_READ_PAUSES,          /* times reading stopped at output_high_water */
+    STATS_PUBLISHED,            /* PUBLISH requests fanned out from this reactor */
+    STATS_MESSAGES_DELIVERED,   /* MESSAGE pushes queued to local subscribers */
+    STATS_MESSAGES_DROPPED,     /* skipped: the subscriber was above output_high_water */
+    STATS_SUBSCRIPTIONS,        /* subscriptions held now (gauge) */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };
@@ -35,6 +41,7 @@ enum stats_id {
 /* One reactor's counters: written by that reactor thread only, read anywhere. */
 struct stats {
     _Atomic uint64_t v[STATS_COUNT];
+    struct latency lat;         /* per command: frame decoded -> reply queued */
 } __attribute__((aligned(64)));
 
 /* Adds n. Only the one thread that owns s may call it. */
@@ -65,8 +72,12 @@ struct stats_registry {
 int stats_registry_init(struct stats_registry *reg, int nreactors);
 void stats_registry_free(struct stats_registry *reg);
 
-/* Writes STATS text ("name value\n" lines) into out. Returns the length
- * (cut to cap). Thread-safe: reads counters only. */
-size_t stats_format(const struct stats_registry *reg, char *out, size_t cap);
+/* Appends the STATS text ("name value\n" lines) to out. Returns 0 or
+ * -ENOMEM. Thread-safe: reads counters only. */
+int stats_format(const struct stats_registry *reg, struct buffer *out);
+
+/* Appends the counters, gauges and latency histograms in the Prometheus
+ * text exposition format (version 0.0.4). Returns 0 or -ENOMEM. Thread-safe. */
+int stats_format_metrics(const struct stats_registry *reg, struct buffer *out);
 
 #endif

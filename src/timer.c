@@ -127,8 +127,9 @@ void timer_add(struct timer *t, struct timer_entry *e, bool wants_ping)
     timer_list_touch(&t->idle_list, &e->idle, now);
     if (wants_ping)
         timer_list_touch(&t->ping_list, &e->ping, now);
-    if (!ev_is_active(&t->watcher))
-        rearm(t);
+    /* The watcher may be armed for a later deadline of the other list (an
+     * idle-only entry's), so check; rearm() only ever moves it earlier. */
+    rearm(t);
 }
 
 void timer_activity(struct timer *t, struct timer_entry *e)

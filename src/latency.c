@@ -1,0 +1,91 @@
+/* latency: log-linear latency histograms, single writer, merged on read. */
+#include "latency.h"
+
+#include "msg.h"
+
+int latency_cmd_index(uint32_t command)
+{
+    switch (command) {
+    case MSG_CMD_PING: return LAT_PING;
+    case MSG_CMD_ECHO: return LAT_ECHO;
+    case MSG_CMD_AUTH: return LAT_AUTH;
+    case MSG_CMD_STATS: return LAT_STATS;
+    case MSG_CMD_DELAY: return LAT_DELAY;
+    case MSG_CMD_SUBSCRIBE: return LAT_SUBSCRIBE;
+    case MSG_CMD_UNSUBSCRIBE: return LAT_UNSUBSCRIBE;
+    case MSG_CMD_PUBLISH: return LAT_PUBLISH;
+    default: return LAT_OTHER;
+    }
+}
+
+const char *latency_cmd_name(int idx)
+{
+    static const char *const names[LAT_NCMD] = {
+        "PING", "ECHO", "AUTH", "STATS", "DELAY", "SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "OTHER",
+    };
+    return idx >= 0 && idx < LAT_NCMD ? names[idx] : "OTHER";
+}
+
+/* Bucket 0 holds <= 1 us. Above that, the octave lg of the duration in ns
+ * (ns in [2^lg, 2^(lg+1)), lg >= 9) is split in four: bucket 1 + 4*(lg-9) + sub.
+ * (Buckets 1..3 would hold 512..1000 ns and stay empty.) */
+unsigned latency_bucket(uint64_t ns)
+{
+    if (ns <= 1000)
+        return 0;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
+    unsigned sub = (unsigned)(ns >> (lg - 2)) & 3u;
+    unsigned b = 1 + 4 * (lg - 9) + sub;
+    return b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1;
+}
+
+uint64_t latency_bucket_upper_ns(unsigned b)
+{
+    if (b == 0)
+        return 1000;
+    if (b >= LATENCY_BUCKETS - 1)
+        return UINT64_MAX;
+    unsigned lg = (b - 1) / 4 + 9, sub = (b - 1) % 4;
+    return ((uint64_t)(5 + sub) << lg) / 4; /* [ (4+sub) 2^lg/4, (5+sub) 2^lg/4 ) */
+}
+
+void latency_record(struct latency *l, int idx, uint64_t ns)
+{
+    struct latency_hist *h = &l->cmd[idx];
+    unsigned b = latency_bucket(ns);
+    atomic_store_explicit(&h->bucket[b],
+                          atomic_load_explicit(&h->bucket[b], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum_ns, atomic_load_explicit(&h->sum_ns, memory_order_relaxed) + ns,
+                          memory_order_relaxed);
+}
+
+void latency_merge(struct latency_snapshot *snap, const struct latency *l, int idx)
+{
+    const struct latency_hist *h = &l->cmd[idx];
+    for (unsigned b = 0; b < LATENCY_BUCKETS; b++)
+        snap->bucket[b] += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+    snap->count += atomic_load_explicit(&h->count, memory_order_relaxed);
+    snap->sum_ns += atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
+}
+
+uint64_t latency_quantile_ns(const struct latency_snapshot *snap, double q)
+{
+    uint64_t total = 0;
+    for (unsigned b = 0; b < LATENCY_BUCKETS; b++)
+        total += snap->bucket[b];
+    if (total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)total);
+    if (rank >= total)
+        rank = total - 1;
+    uint64_t seen = 0;
+    for (unsigned b = 0; b < LATENCY_BUCKETS; b++) {
+        seen += snap->bucket[b];
+        if (seen > rank)
+            return latency_bucket_upper_ns(b);
+    }
+    return latency_bucket_upper_ns(LATENCY_BUCKETS - 1);
+}

@@ -1,0 +1,209 @@
+/* pubsub: a reactor's topic table (chained hash of topics, each with an
+ * array of subscriber pipelines) and each subscriber's topic list. */
+#include "pubsub.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pubsub_topic {
+    struct pubsub_topic *next;         /* hash chain */
+    uint64_t hash;
+    uint32_t nsubs, cap;
+    struct pipeline **subs;
+    uint8_t len;
+    uint8_t name[];
+};
+
+/* FNV-1a. */
+static uint64_t topic_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+void pubsub_init(struct pubsub *ps)
+{
+    ps->buckets = NULL;
+    ps->nbuckets = 0;
+    ps->ntopics = 0;
+}
+
+void pubsub_free(struct pubsub *ps)
+{
+    for (uint32_t b = 0; b < ps->nbuckets; b++) {
+        struct pubsub_topic *t = ps->buckets[b];
+        while (t) {
+            struct pubsub_topic *next = t->next;
+            free(t->subs);
+            free(t);
+            t = next;
+        }
+    }
+    free(ps->buckets);
+    pubsub_init(ps);
+}
+
+static struct pubsub_topic **find_slot(struct pubsub *ps, const uint8_t *topic, size_t len,
+                                       uint64_t h)
+{
+    if (ps->nbuckets == 0)
+        return NULL;
+    struct pubsub_topic **pp = &ps->buckets[h & (ps->nbuckets - 1)];
+    while (*pp && !((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->name, topic, len) == 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static int grow_table(struct pubsub *ps)
+{
+    uint32_t n = ps->nbuckets ? ps->nbuckets * 2 : 64;
+    struct pubsub_topic **b = calloc(n, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < ps->nbuckets; i++) {
+        struct pubsub_topic *t = ps->buckets[i];
+        while (t) {
+            struct pubsub_topic *next = t->next;
+            t->next = b[t->hash & (n - 1)];
+            b[t->hash & (n - 1)] = t;
+            t = next;
+        }
+    }
+    free(ps->buckets);
+    ps->buckets = b;
+    ps->nbuckets = n;
+    return 0;
+}
+
+static int array_push(void ***arr, uint32_t *n, uint32_t *cap, void *item)
+{
+    if (*n == *cap) {
+        uint32_t c = *cap ? *cap * 2 : 4;
+        void **a = realloc(*arr, sizeof *a * c);
+        if (!a)
+            return -ENOMEM;
+        *arr = a;
+        *cap = c;
+    }
+    (*arr)[(*n)++] = item;
+    return 0;
+}
+
+/* Removes item from an unordered array (swap with the last). */
+static void array_remove(void **arr, uint32_t *n, const void *item)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if (arr[i] == item) {
+            arr[i] = arr[--*n];
+            return;
+        }
+}
+
+static struct pubsub_subs *subs_of(struct pipeline *pl)
+{
+    if (!pl->subs)
+        pl->subs = calloc(1, sizeof(struct pubsub_subs));
+    return pl->subs;
+}
+
+/* Drops t from the table when nobody subscribes to it any more. */
+static void topic_release(struct pubsub *ps, struct pubsub_topic *t)
+{
+    if (t->nsubs > 0)
+        return;
+    struct pubsub_topic **pp = find_slot(ps, t->name, t->len, t->hash);
+    if (pp && *pp == t)
+        *pp = t->next;
+    ps->ntopics--;
+    free(t->subs);
+    free(t);
+}
+
+int pubsub_subscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len,
+                     uint32_t max)
+{
+    struct pubsub_subs *mine = subs_of(pl);
+    if (!mine)
+        return -ENOMEM;
+    uint64_t h = topic_hash(topic, len);
+    struct pubsub_topic **pp = find_slot(ps, topic, len, h);
+    struct pubsub_topic *t = pp ? *pp : NULL;
+    if (t)
+        for (uint32_t i = 0; i < mine->n; i++)
+            if (mine->topics[i] == t)
+                return 0;
+    if (mine->n >= max)
+        return -EDQUOT;
+    if (!t) {
+        if (ps->ntopics >= ps->nbuckets && grow_table(ps) < 0)
+            return -ENOMEM;
+        t = calloc(1, sizeof *t + len);
+        if (!t)
+            return -ENOMEM;
+        t->hash = h;
+        t->len = (uint8_t)len;
+        memcpy(t->name, topic, len);
+        struct pubsub_topic **head = &ps->buckets[h & (ps->nbuckets - 1)];
+        t->next = *head;
+        *head = t;
+        ps->ntopics++;
+    }
+    if (array_push((void ***)&t->subs, &t->nsubs, &t->cap, pl) < 0) {
+        topic_release(ps, t);
+        return -ENOMEM;
+    }
+    if (array_push((void ***)&mine->topics, &mine->n, &mine->cap, t) < 0) {
+        array_remove((void **)t->subs, &t->nsubs, pl);
+        topic_release(ps, t);
+        return -ENOMEM;
+    }
+    return 1;
+}
+
+int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len)
+{
+    struct pubsub_subs *mine = pl->subs;
+    struct pubsub_topic **pp = find_slot(ps, topic, len, topic_hash(topic, len));
+    struct pubsub_topic *t = pp ? *pp : NULL;
+    if (!mine || !t)
+        return 0;
+    uint32_t before = mine->n;
+    array_remove((void **)mine->topics, &mine->n, t);
+    if (mine->n == before)
+        return 0;
+    array_remove((void **)t->subs, &t->nsubs, pl);
+    topic_release(ps, t);
+    return 1;
+}
+
+uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl)
+{
+    struct pubsub_subs *mine = pl->subs;
+    if (!mine)
+        return 0;
+    uint32_t n = mine->n;
+    for (uint32_t i = 0; i < n; i++) {
+        struct pubsub_topic *t = mine->topics[i];
+        array_remove((void **)t->subs, &t->nsubs, pl);
+        topic_release(ps, t);
+    }
+    free(mine->topics);
+    free(mine);
+    pl->subs = NULL;
+    return n;
+}
+
+uint32_t pubsub_visit(struct pubsub *ps, const uint8_t *topic, size_t len, pubsub_visit_fn fn,
+                      void *arg)
+{
+    struct pubsub_topic **pp = find_slot(ps, topic, len, topic_hash(topic, len));
+    struct pubsub_topic *t = pp ? *pp : NULL;
+    if (!t)
+        return 0;
+    for (uint32_t i = 0; i < t->nsubs; i++)
+        fn(t->subs[i], arg);
+    return t->nsubs;
+}

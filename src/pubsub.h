@@ -1,0 +1,55 @@
+/* pubsub: one reactor's topic table: topic -> the local subscribers'
+ * pipelines, and each subscriber's own list of topics. There is one table per
+ * reactor and no lock: a PUBLISH reaches every reactor through its mailbox
+ * (fanout.h) and each reactor walks its own table. Reactor thread only. */
+#ifndef MSGD_PUBSUB_H
+#define MSGD_PUBSUB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pipeline.h"
+
+#define PUBSUB_TOPIC_MAX 255
+
+struct pubsub_topic;
+
+/* A subscriber's subscriptions, kept in its pipeline (pl->subs). */
+struct pubsub_subs {
+    uint32_t n, cap;
+    struct pubsub_topic **topics;
+};
+
+struct pubsub {
+    struct pubsub_topic **buckets;     /* hash table of topics, chained */
+    uint32_t nbuckets;
+    uint32_t ntopics;
+};
+
+/* Called for each subscriber of a topic. */
+typedef void (*pubsub_visit_fn)(struct pipeline *subscriber, void *arg);
+
+void pubsub_init(struct pubsub *ps);
+
+/* Frees the table. Every subscriber must have been removed. */
+void pubsub_free(struct pubsub *ps);
+
+/* Subscribes pl to topic (1..255 bytes). Returns 1 when added, 0 when it was
+ * already subscribed, -EDQUOT past max subscriptions, or -ENOMEM. */
+int pubsub_subscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len,
+                     uint32_t max);
+
+/* Unsubscribes pl from topic. Returns 1 when removed, 0 when it was not
+ * subscribed. */
+int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len);
+
+/* Removes every subscription of pl (its connection is closing). Returns how
+ * many there were. */
+uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl);
+
+/* Calls fn for each subscriber of topic. Returns how many. fn must not
+ * change the table. */
+uint32_t pubsub_visit(struct pubsub *ps, const uint8_t *topic, size_t len, pubsub_visit_fn fn,
+                      void *arg);
+
+#endif

@@ -1,0 +1,158 @@
+"""Publish/subscribe across reactors (PROTOCOL.md SUBSCRIBE, UNSUBSCRIBE,
+PUBLISH, MESSAGE; CONFIG.md [limits] max_subscriptions, output_high_water)."""
+import socket
+import struct
+import time
+import unittest
+
+import msgproto as mp
+from harness import MsgdTestCase, timeout, wait_until
+
+
+def pub_payload(topic, message):
+    return bytes([len(topic)]) + topic + message
+
+
+def count_of(reply):
+    cmd, payload = reply
+    assert cmd == mp.REPLY | mp.PUBLISH, mp.describe(cmd, payload)
+    assert len(payload) == 4, payload
+    return struct.unpack(">I", payload)[0]
+
+
+class PubSubTests(MsgdTestCase):
+    config = {"server": {"reactors": 3}, "limits": {"max_subscriptions": 4}}
+
+    def subscribe(self, c, topic):
+        self.assert_frame(c.call(mp.SUBSCRIBE, topic), mp.REPLY | mp.SUBSCRIBE, b"")
+
+    def test_six_subscribers_across_reactors_all_get_it(self):
+        subs = [self.connect() for _ in range(6)]
+        for c in subs:
+            self.subscribe(c, b"weather")
+        pub = self.connect()
+        # Connections land round robin, so 7 clients cover all 3 reactors.
+        s = self.stats(pub)
+        self.assertTrue(all(s["reactor.%d.connections_current" % r] > 0 for r in range(3)), s)
+        self.assertEqual(count_of(pub.call(mp.PUBLISH, pub_payload(b"weather", b"sunny"))), 6)
+        for c in subs:
+            self.assert_frame(c.recv_frame(timeout(1)), mp.MESSAGE, pub_payload(b"weather", b"sunny"))
+        # Another topic reaches nobody.
+        self.assertEqual(count_of(pub.call(mp.PUBLISH, pub_payload(b"other", b"x"))), 0)
+        for c in subs:
+            c.quiet(0.05)
+
+    def test_unsubscribe_lowers_the_count(self):
+        a, b = self.connect(), self.connect()
+        self.subscribe(a, b"t1")
+        self.subscribe(b, b"t1")
+        pub = self.connect()
+        self.assertEqual(count_of(pub.call(mp.PUBLISH, pub_payload(b"t1", b"1"))), 2)
+        for c in (a, b):
+            self.assert_frame(c.recv_frame(timeout(1)), mp.MESSAGE, pub_payload(b"t1", b"1"))
+        self.assert_frame(a.call(mp.UNSUBSCRIBE, b"t1"), mp.REPLY | mp.UNSUBSCRIBE, b"")
+        self.assertEqual(count_of(pub.call(mp.PUBLISH, pub_payload(b"t1", b"2"))), 1)
+        self.assert_frame(b.recv_frame(timeout(1)), mp.MESSAGE, pub_payload(b"t1", b"2"))
+        a.quiet(0.05)
+        # Unsubscribing from a topic one is not subscribed to is fine.
+        self.assert_frame(a.call(mp.UNSUBSCRIBE, b"never"), mp.REPLY | mp.UNSUBSCRIBE, b"")
+
+    def test_publisher_counts_itself_and_gets_the_message(self):
+        c = self.connect()
+        self.subscribe(c, b"self")
+        c.send_frame(mp.PUBLISH, pub_payload(b"self", b"me"))
+        frames = [c.recv_frame(timeout(1)), c.recv_frame(timeout(1))]
+        self.assertIn((mp.MESSAGE, pub_payload(b"self", b"me")), frames)
+        replies = [f for f in frames if f[0] == mp.REPLY | mp.PUBLISH]
+        self.assertEqual(len(replies), 1)
+        self.assertEqual(count_of(replies[0]), 1)
+
+    def test_publish_reply_keeps_request_order(self):
+        c = self.connect()
+        c.send_raw(mp.encode(mp.ECHO, b"a") + mp.encode(mp.PUBLISH, pub_payload(b"none", b"x")) +
+                   mp.encode(mp.ECHO, b"b"))
+        self.assert_frame(c.recv_frame(timeout(1)), mp.REPLY | mp.ECHO, b"a")
+        self.assertEqual(count_of(c.recv_frame(timeout(1))), 0)
+        self.assert_frame(c.recv_frame(timeout(1)), mp.REPLY | mp.ECHO, b"b")
+
+    def test_subscription_ends_with_the_connection(self):
+        a = self.connect()
+        self.subscribe(a, b"gone")
+        pub = self.connect()
+        self.assertEqual(count_of(pub.call(mp.PUBLISH, pub_payload(b"gone", b"1"))), 1)
+        a.close()
+        wait_until(lambda: count_of(pub.call(mp.PUBLISH, pub_payload(b"gone", b"2"))) == 0,
+                   what="the closed subscriber to be dropped")
+
+    def test_max_subscriptions(self):
+        c = self.connect()
+        for i in range(4):
+            self.subscribe(c, b"m%d" % i)
+        self.subscribe(c, b"m0")  # already subscribed: not a new one
+        self.assert_error(c.call(mp.SUBSCRIBE, b"m4"), mp.SUBSCRIBE, mp.LIMIT_EXCEEDED)
+        self.assert_frame(c.call(mp.UNSUBSCRIBE, b"m1"), mp.REPLY | mp.UNSUBSCRIBE, b"")
+        self.subscribe(c, b"m4")
+
+    def test_bad_payloads(self):
+        c = self.connect()
+        self.assert_error(c.call(mp.SUBSCRIBE, b""), mp.SUBSCRIBE, mp.BAD_PAYLOAD)
+        self.assert_error(c.call(mp.SUBSCRIBE, b"x" * 256), mp.SUBSCRIBE, mp.BAD_PAYLOAD)
+        self.subscribe(c, b"x" * 255)
+        self.assert_error(c.call(mp.UNSUBSCRIBE, b""), mp.UNSUBSCRIBE, mp.BAD_PAYLOAD)
+        self.assert_error(c.call(mp.UNSUBSCRIBE, b"y" * 256), mp.UNSUBSCRIBE, mp.BAD_PAYLOAD)
+        self.assert_error(c.call(mp.PUBLISH, b""), mp.PUBLISH, mp.BAD_PAYLOAD)
+        self.assert_error(c.call(mp.PUBLISH, b"\x00msg"), mp.PUBLISH, mp.BAD_PAYLOAD)   # empty topic
+        self.assert_error(c.call(mp.PUBLISH, b"\x05abc"), mp.PUBLISH, mp.BAD_PAYLOAD)   # runs past
+        self.assertEqual(count_of(c.call(mp.PUBLISH, b"\x03abc")), 0)  # empty message is fine
+        # MESSAGE from a client is not a request.
+        self.assert_error(c.call(mp.MESSAGE, b"\x01ax"), mp.MESSAGE, mp.UNKNOWN_COMMAND)
+
+
+class SlowSubscriberTests(MsgdTestCase):
+    config = {"server": {"reactors": 2},
+              "msg": {"max_frame": "64K"},
+              "limits": {"output_high_water": "256K", "output_low_water": "64K",
+                         "output_hard_limit": "4M"}}
+
+    def test_slow_subscriber_is_skipped_and_counted(self):
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", self.daemon.port()))
+        self.addCleanup(slow.close)
+        slow.sendall(mp.encode(mp.SUBSCRIBE, b"firehose"))
+        fast = self.connect()
+        self.assert_frame(fast.call(mp.SUBSCRIBE, b"firehose"), mp.REPLY | mp.SUBSCRIBE, b"")
+        pub = self.connect()
+        body = b"z" * 16000
+        base_rss = self.daemon_rss()
+        skipped_seen = False
+        counts = []
+        for i in range(300):
+            counts.append(count_of(pub.call(mp.PUBLISH, pub_payload(b"firehose", body))))
+            # The fast subscriber keeps getting every message.
+            cmd, payload = fast.recv_frame(timeout(1))
+            self.assertEqual(cmd, mp.MESSAGE)
+            self.assertEqual(len(payload), 1 + 8 + len(body))
+            if counts[-1] == 1:
+                skipped_seen = True
+        self.assertTrue(skipped_seen, "the slow subscriber was never skipped: %r" % counts[-10:])
+        self.assertEqual(counts[0], 2)
+        s = self.stats(pub)
+        self.assertGreater(s["messages_dropped_slow_consumer"], 0)
+        # Memory stays bounded: the slow one holds at most about high water
+        # plus one message, not 300 x 16 KB.
+        grown = self.daemon_rss() - base_rss
+        self.assertLess(grown, 3 * 1024 * 1024, "RSS grew by %d bytes" % grown)
+        # The slow subscriber is still connected (not past the hard limit).
+        self.assertEqual(s["closed_by_limit.output_hard_limit"], 0)
+
+    def daemon_rss(self):
+        with open("/proc/%d/status" % self.daemon.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+if __name__ == "__main__":
+    unittest.main()
