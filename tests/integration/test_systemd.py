@@ -375,7 +375,7 @@ class SystemdSocketActivateTests(MsgdTestCase):
             self.assertTrue(data, "EOF before the reply\n" + open(log.name).read())
             reader.feed(data)
             frame = reader.next_frame()
-        self.assertEqual(frame, (mp.REPLY | mp.PING, b"activated"))
+        self.assertEqual((frame.cmd, bytes(frame.payload)), (mp.REPLY | mp.PING, b"activated"))
         with open(log.name) as f:
             text = f.read()
         self.assertIn("listening on unix:" + sock_path, text)
