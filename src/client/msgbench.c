@@ -1,0 +1,1414 @@
+/* msgbench: a load generator for msgd. msg requests (or raw RFC 862 echo) over
+ * many connections, one libev loop per thread, closed-loop with a pipeline
+ * depth or open-loop at a fixed rate; every echoed byte is checked. Latency
+ * goes into per-thread log-bucket histograms that are merged at the end. */
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "msg.h"
+
+#define NS_PER_S 1000000000ull
+#define READ_CHUNK 65536
+#define TICK_S 0.1                 /* stop flag, stall check and progress snapshot */
+#define PING_MAX 1024u             /* the server's PING payload limit */
+#define BENCH_TOPIC "msgbench"
+#define EXIT_ERRORS 1
+#define EXIT_USAGE 2
+
+/* ---- error kinds: the protocol's codes 1..12, then the client's own -------- */
+
+enum {
+    ERR_OTHER_CODE = 0,            /* an error code outside 1..12 */
+    ERR_BAD_REPLY = MSG_ERR_MAX + 1, /* wrong bytes, wrong length, wrong command, unasked */
+    ERR_CLOSED,                    /* a request lost to a closed connection */
+    ERR_CONNECT,                   /* a connection that could not be made */
+    ERR_TIMEOUT,                   /* a request with no answer within --timeout */
+    ERR_PROTOCOL,                  /* the server broke the framing */
+    ERR_GOAWAY,                    /* a connection the server sent away */
+    ERR_NOT_SENT,                  /* a request never sent: no connection left */
+    ERR_KINDS
+};
+
+static const char *error_kind_name(int k)
+{
+    switch (k) {
+    case ERR_OTHER_CODE: return "OTHER_ERROR_CODE";
+    case ERR_BAD_REPLY: return "BAD_REPLY";
+    case ERR_CLOSED: return "CLOSED";
+    case ERR_CONNECT: return "CONNECT";
+    case ERR_TIMEOUT: return "TIMEOUT";
+    case ERR_PROTOCOL: return "PROTOCOL";
+    case ERR_GOAWAY: return "GOAWAY";
+    case ERR_NOT_SENT: return "NOT_SENT";
+    default: return msg_error_name((uint32_t)k);
+    }
+}
+
+/* ---- configuration (written by main before the threads start, then read-only) */
+
+enum bench_proto { PROTO_MSG, PROTO_ECHO };
+enum bench_cmd { BCMD_ECHO, BCMD_PING, BCMD_DELAY, BCMD_PUBLISH };
+
+struct bench_config {
+    char addr_text[300];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    const char *token;
+    int threads;
+    int conns;
+    int pipeline;
+    size_t size;
+    double duration;               /* seconds; used when requests == 0 */
+    uint64_t requests;             /* -n; 0: run for duration */
+    double rate;                   /* --rate; 0: closed loop */
+    enum bench_proto proto;
+    enum bench_cmd cmd;
+    uint32_t delay_ms;
+    double timeout;                /* seconds without an answer before giving up */
+    bool json;
+    uint32_t max_frame;            /* largest frame accepted from the server */
+    uint64_t start_ns;
+};
+
+static struct bench_config cfg;
+static atomic_int stop_requested;
+
+static const char *cmd_name(enum bench_cmd c)
+{
+    switch (c) {
+    case BCMD_ECHO: return "echo";
+    case BCMD_PING: return "ping";
+    case BCMD_DELAY: return "delay";
+    case BCMD_PUBLISH: return "publish";
+    }
+    return "?";
+}
+
+static uint32_t cmd_number(enum bench_cmd c)
+{
+    switch (c) {
+    case BCMD_ECHO: return MSG_CMD_ECHO;
+    case BCMD_PING: return MSG_CMD_PING;
+    case BCMD_DELAY: return MSG_CMD_DELAY;
+    case BCMD_PUBLISH: return MSG_CMD_PUBLISH;
+    }
+    return 0;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- payload pattern: every request's bytes depend on (connection, seq) ---- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t pattern_key(int conn_index, uint64_t seq)
+{
+    return mix64(((uint64_t)(unsigned)conn_index << 40) ^ seq);
+}
+
+/* The 8 bytes at word j of a payload, little-endian in the buffer. */
+static inline uint64_t pattern_word(uint64_t key, uint64_t j)
+{
+    return key + j * 0x9E3779B97F4A7C15ull;
+}
+
+static void pattern_fill(uint8_t *p, size_t n, uint64_t key)
+{
+    size_t i = 0;
+    for (uint64_t j = 0; i + 8 <= n; j++, i += 8) {
+        uint64_t w = pattern_word(key, j);
+        for (int b = 0; b < 8; b++)
+            p[i + (size_t)b] = (uint8_t)(w >> (8 * b));
+    }
+    if (i < n) {
+        uint64_t w = pattern_word(key, i / 8);
+        for (int b = 0; i < n; i++, b++)
+            p[i] = (uint8_t)(w >> (8 * b));
+    }
+}
+
+/* Checks n bytes that should sit at offset off of key's payload. */
+static bool pattern_check(const uint8_t *p, size_t n, uint64_t key, size_t off)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t pos = off + i;
+        uint64_t w = pattern_word(key, pos / 8);
+        size_t b = pos % 8;
+        if (b == 0 && i + 8 <= n) {
+            uint8_t want[8];
+            for (int k = 0; k < 8; k++)
+                want[k] = (uint8_t)(w >> (8 * k));
+            if (memcmp(p + i, want, 8) != 0)
+                return false;
+            i += 8;
+            continue;
+        }
+        if (p[i] != (uint8_t)(w >> (8 * b)))
+            return false;
+        i++;
+    }
+    return true;
+}
+
+/* ---- log-bucket latency histogram (nanoseconds, ~3% resolution) ----------- */
+
+#define HIST_SUB_BITS 5
+#define HIST_SUB (1u << HIST_SUB_BITS)           /* sub-buckets per power of two */
+#define HIST_MAX_BITS 42                          /* values up to 2^42 ns (~73 min) */
+#define HIST_BUCKETS ((HIST_MAX_BITS - HIST_SUB_BITS) * HIST_SUB + 2 * HIST_SUB)
+
+struct hist {
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t total;
+    uint64_t min;
+    uint64_t max;
+    double sum;
+};
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < 2 * HIST_SUB)
+        return (unsigned)v;
+    if (v >= (1ull << HIST_MAX_BITS))
+        v = (1ull << HIST_MAX_BITS) - 1;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - HIST_SUB_BITS;                 /* >= 1 */
+    return shift * HIST_SUB + (unsigned)(v >> shift);     /* top is 32..63 */
+}
+
+/* The largest value that lands in bucket i. */
+static uint64_t hist_upper(unsigned i)
+{
+    if (i < 2 * HIST_SUB)
+        return i;
+    unsigned shift = i / HIST_SUB - 1;
+    uint64_t top = i - shift * HIST_SUB;
+    return ((top + 1) << shift) - 1;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->counts[hist_index(v)]++;
+    if (h->total == 0 || v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
+    h->total++;
+    h->sum += (double)v;
+}
+
+static void hist_merge(struct hist *into, const struct hist *from)
+{
+    if (from->total == 0)
+        return;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        into->counts[i] += from->counts[i];
+    if (into->total == 0 || from->min < into->min)
+        into->min = from->min;
+    if (from->max > into->max)
+        into->max = from->max;
+    into->total += from->total;
+    into->sum += from->sum;
+}
+
+/* The value at quantile q (0..1): the upper edge of its bucket, within [min, max]. */
+static uint64_t hist_quantile(const struct hist *h, double q)
+{
+    if (h->total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)h->total + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > h->total)
+        rank = h->total;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->counts[i];
+        if (seen >= rank) {
+            uint64_t v = hist_upper(i);
+            return v > h->max ? h->max : v < h->min ? h->min : v;
+        }
+    }
+    return h->max;
+}
+
+/* ---- threads and connections -------------------------------------------------- */
+
+struct inflight {
+    uint64_t seq;
+    uint64_t t0;                   /* intended (open loop) or actual send time, ns */
+};
+
+struct bench_thread;
+
+struct bench_conn {
+    struct bench_thread *th;
+    int index;                     /* global connection number */
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    struct buffer in;
+    struct buffer out;
+    struct inflight *q;            /* ring of requests waiting for replies */
+    size_t qcap, qhead, qlen;
+    uint64_t next_seq;
+    size_t echo_off;               /* echo protocol: bytes of the head reply checked */
+    bool echo_bad;                 /* echo protocol: the head reply has a wrong byte */
+    bool connecting;
+    bool dead;
+    bool goaway;
+    bool auth_pending;             /* AUTH sent, its reply not read yet */
+    uint64_t last_rx;              /* last progress: a byte received, the connect
+                                    * started, or the first owed reply queued (ns) */
+};
+
+struct bench_thread {
+    int id;
+    pthread_t tid;
+    struct ev_loop *loop;
+    struct bench_conn *conns;
+    int nconns;
+    int live;                      /* connections not dead */
+    uint64_t inflight;             /* sum of qlen over the connections */
+    uint64_t budget;               /* requests to issue (UINT64_MAX: until the deadline) */
+    uint64_t issued;               /* issued, or given up as NOT_SENT */
+    uint64_t end_ns;               /* stop issuing here (0: no deadline) */
+    double rate;                   /* requests/s for this thread; 0: closed loop */
+    uint64_t rate_k;               /* open loop: index of the next request */
+    int rr;                        /* open loop: next connection to use */
+    bool issuing_done;
+    bool finished;
+    ev_timer rate_timer;
+    ev_timer deadline_timer;
+    ev_timer tick_timer;
+    /* results, this thread's only until it is done */
+    uint64_t answered;             /* replies read (good, bad or error) */
+    uint64_t ok;
+    uint64_t errors[ERR_KINDS];
+    uint64_t bytes_out;
+    uint64_t bytes_in;
+    uint64_t server_pings;
+    uint64_t messages;
+    uint64_t connected;            /* connections that came up */
+    uint64_t finish_ns;
+    struct hist hist;
+    /* progress snapshot for the main thread */
+    _Atomic uint64_t p_answered;
+    _Atomic uint64_t p_errors;
+    _Atomic uint64_t p_bytes;
+};
+
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond;
+static int done_threads;
+
+static uint64_t error_total(const struct bench_thread *th)
+{
+    uint64_t n = 0;
+    for (int k = 0; k < ERR_KINDS; k++)
+        n += th->errors[k];
+    return n;
+}
+
+static void thread_publish(struct bench_thread *th)
+{
+    atomic_store_explicit(&th->p_answered, th->answered, memory_order_relaxed);
+    atomic_store_explicit(&th->p_errors, error_total(th), memory_order_relaxed);
+    atomic_store_explicit(&th->p_bytes, th->bytes_in + th->bytes_out, memory_order_relaxed);
+}
+
+static void maybe_finish(struct bench_thread *th)
+{
+    if (th->finished)
+        return;
+    if (!th->issuing_done) {
+        if (th->live == 0 || th->issued >= th->budget)
+            th->issuing_done = true;
+        else
+            return;
+    }
+    if (th->inflight > 0 && th->live > 0)
+        return;
+    th->finished = true;
+    th->finish_ns = now_ns();
+    ev_break(th->loop, EVBREAK_ALL);
+}
+
+static int inflight_push(struct bench_conn *c, uint64_t seq, uint64_t t0)
+{
+    if (c->qlen == c->qcap) {
+        size_t ncap = c->qcap ? c->qcap * 2 : 16;
+        struct inflight *nq = malloc(ncap * sizeof *nq);
+        if (!nq)
+            return -ENOMEM;
+        for (size_t i = 0; i < c->qlen; i++)
+            nq[i] = c->q[(c->qhead + i) % c->qcap];
+        free(c->q);
+        c->q = nq;
+        c->qcap = ncap;
+        c->qhead = 0;
+    }
+    if (c->qlen == 0)
+        c->last_rx = now_ns();          /* the stall clock starts with the first owed reply */
+    c->q[(c->qhead + c->qlen) % c->qcap] = (struct inflight){seq, t0};
+    c->qlen++;
+    c->th->inflight++;
+    return 0;
+}
+
+static struct inflight inflight_pop(struct bench_conn *c)
+{
+    struct inflight f = c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    c->th->inflight--;
+    return f;
+}
+
+/* Closes c; requests it still owed count as `kind` (none: not counted). */
+static void conn_kill(struct bench_conn *c, int kind)
+{
+    if (c->dead)
+        return;
+    struct bench_thread *th = c->th;
+    if (kind >= 0)
+        th->errors[kind] += c->qlen;
+    th->inflight -= c->qlen;
+    c->qlen = 0;
+    c->dead = true;
+    if (c->fd >= 0) {
+        ev_io_stop(th->loop, &c->rio);
+        ev_io_stop(th->loop, &c->wio);
+        close(c->fd);
+        c->fd = -1;
+    }
+    buffer_free(&c->in);
+    buffer_free(&c->out);
+    th->live--;
+    maybe_finish(th);
+}
+
+/* The server closed c or an I/O call on it failed. */
+static void conn_lost(struct bench_conn *c)
+{
+    struct bench_thread *th = c->th;
+    if (c->qlen == 0 && !c->goaway && !th->issuing_done)
+        th->errors[ERR_CLOSED]++;       /* lost the connection itself mid-run */
+    conn_kill(c, ERR_CLOSED);
+}
+
+static void conn_flush(struct bench_conn *c)
+{
+    if (c->dead || c->connecting)
+        return;
+    while (buffer_readable(&c->out) > 0) {
+        ssize_t n = send(c->fd, buffer_peek(&c->out), buffer_readable(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->th->bytes_out += (uint64_t)n;
+            buffer_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->th->loop, &c->wio);
+            return;
+        }
+        conn_lost(c);
+        return;
+    }
+    ev_io_stop(c->th->loop, &c->wio);
+    buffer_shrink(&c->out, 1 << 20);
+}
+
+/* Appends one request to c's output and its in-flight queue. */
+static int conn_issue(struct bench_conn *c, uint64_t t0)
+{
+    uint64_t seq = c->next_seq++;
+    uint64_t key = pattern_key(c->index, seq);
+    size_t s = cfg.size;
+    if (cfg.proto == PROTO_ECHO) {
+        if (buffer_reserve(&c->out, s) < 0)
+            return -ENOMEM;
+        pattern_fill(buffer_tail(&c->out), s, key);
+        buffer_commit(&c->out, s);
+    } else {
+        size_t pre = 0;
+        if (cfg.cmd == BCMD_DELAY)
+            pre = 4;
+        else if (cfg.cmd == BCMD_PUBLISH)
+            pre = 1 + strlen(BENCH_TOPIC);
+        if (buffer_reserve(&c->out, MSG_HEADER_LEN + pre + s) < 0)
+            return -ENOMEM;
+        uint8_t *p = buffer_tail(&c->out);
+        msg_header_encode(p, cmd_number(cfg.cmd), (uint32_t)(pre + s));
+        p += MSG_HEADER_LEN;
+        if (cfg.cmd == BCMD_DELAY) {
+            msg_put_u32(p, cfg.delay_ms);
+        } else if (cfg.cmd == BCMD_PUBLISH) {
+            p[0] = (uint8_t)strlen(BENCH_TOPIC);
+            memcpy(p + 1, BENCH_TOPIC, strlen(BENCH_TOPIC));
+        }
+        pattern_fill(p + pre, s, key);
+        buffer_commit(&c->out, MSG_HEADER_LEN + pre + s);
+    }
+    if (inflight_push(c, seq, t0) < 0)
+        return -ENOMEM;
+    c->th->issued++;
+    return 0;
+}
+
+/* Closed loop: a connection takes requests once it is up and authenticated.
+ * Open loop: as soon as it exists (the bytes wait behind the connect and the
+ * AUTH, and that wait counts in the latency). */
+static bool conn_can_issue(const struct bench_conn *c)
+{
+    if (c->dead || c->goaway)
+        return false;
+    return c->th->rate > 0 || (!c->auth_pending && !c->connecting);
+}
+
+/* Closed loop: keeps the pipeline of c full while there is work left. */
+static void conn_refill(struct bench_conn *c)
+{
+    struct bench_thread *th = c->th;
+    if (th->rate > 0 || th->issuing_done)
+        return;
+    uint64_t now = 0;
+    while (conn_can_issue(c) && c->qlen < (size_t)cfg.pipeline &&
+           th->issued < th->budget) {
+        if (!now) {
+            now = now_ns();
+            if (th->end_ns && now >= th->end_ns) {
+                th->issuing_done = true;
+                break;
+            }
+        }
+        if (conn_issue(c, now) < 0) {
+            conn_kill(c, ERR_CLOSED);
+            return;
+        }
+    }
+}
+
+/* One msg-protocol reply for the head request. */
+static void conn_msg_reply(struct bench_conn *c, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    struct bench_thread *th = c->th;
+    uint32_t want = cmd_number(cfg.cmd);
+    if (c->auth_pending) {
+        c->auth_pending = false;
+        if (cmd == (MSG_FLAG_REPLY | MSG_CMD_AUTH))
+            return;
+        uint32_t code = len >= 4 ? msg_get_u32(p) : 0;
+        th->errors[cmd == (MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_AUTH) && code >= 1 &&
+                   code <= MSG_ERR_MAX ? (int)code : ERR_BAD_REPLY]++;
+        conn_kill(c, ERR_CLOSED);
+        return;
+    }
+    if (c->qlen == 0) {
+        th->errors[ERR_BAD_REPLY]++;    /* a reply nobody asked for */
+        return;
+    }
+    struct inflight f = inflight_pop(c);
+    th->answered++;
+    if (cmd == (MSG_FLAG_REPLY | MSG_FLAG_ERROR | want)) {
+        uint32_t code = len >= 4 ? msg_get_u32(p) : 0;
+        th->errors[code >= 1 && code <= MSG_ERR_MAX ? (int)code : ERR_OTHER_CODE]++;
+        return;
+    }
+    bool good = cmd == (MSG_FLAG_REPLY | want);
+    if (good) {
+        if (cfg.cmd == BCMD_PUBLISH)
+            good = len == 4;
+        else
+            good = len == cfg.size && pattern_check(p, len, pattern_key(c->index, f.seq), 0);
+    }
+    if (!good) {
+        th->errors[ERR_BAD_REPLY]++;
+        return;
+    }
+    th->ok++;
+    uint64_t now = now_ns();
+    hist_add(&th->hist, now > f.t0 ? now - f.t0 : 0);
+}
+
+/* Handles every whole frame in c's input. */
+static void conn_msg_input(struct bench_conn *c)
+{
+    struct bench_thread *th = c->th;
+    while (!c->dead && buffer_readable(&c->in) > 0) {
+        struct msg_header h;
+        long r = msg_split(buffer_peek(&c->in), buffer_readable(&c->in), cfg.max_frame, &h);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            th->errors[ERR_PROTOCOL]++;
+            conn_kill(c, ERR_CLOSED);
+            return;
+        }
+        const uint8_t *p = buffer_peek(&c->in) + MSG_HEADER_LEN;
+        uint32_t cmd = h.command;
+        if (cmd == MSG_CMD_PING) {
+            uint8_t hdr[MSG_HEADER_LEN];
+            msg_header_encode(hdr, MSG_FLAG_REPLY | MSG_CMD_PING, h.length);
+            if (buffer_append(&c->out, hdr, sizeof hdr) < 0 ||
+                buffer_append(&c->out, p, h.length) < 0) {
+                conn_kill(c, ERR_CLOSED);
+                return;
+            }
+            th->server_pings++;
+        } else if (cmd == MSG_CMD_MESSAGE) {
+            th->messages++;
+        } else if (cmd == MSG_CMD_GOAWAY) {
+            if (!c->goaway)
+                th->errors[ERR_GOAWAY]++;
+            c->goaway = true;
+        } else if (cmd == MSG_CONN_ERROR) {
+            uint32_t code = h.length >= 4 ? msg_get_u32(p) : 0;
+            th->errors[code >= 1 && code <= MSG_ERR_MAX ? (int)code : ERR_OTHER_CODE]++;
+            c->goaway = true;           /* the close that follows is not news */
+        } else if (cmd & MSG_FLAG_REPLY) {
+            conn_msg_reply(c, cmd, p, h.length);
+        } else {
+            th->errors[ERR_BAD_REPLY]++; /* a push we do not know */
+        }
+        if (!c->dead)
+            buffer_consume(&c->in, (size_t)r);
+    }
+}
+
+/* Echo protocol: checks received bytes against the requests in flight. */
+static void conn_echo_input(struct bench_conn *c, const uint8_t *p, size_t n)
+{
+    struct bench_thread *th = c->th;
+    while (n > 0 && !c->dead) {
+        if (c->qlen == 0) {
+            th->errors[ERR_BAD_REPLY]++;    /* bytes nobody sent */
+            conn_kill(c, ERR_CLOSED);
+            return;
+        }
+        struct inflight *f = &c->q[c->qhead];
+        size_t take = cfg.size - c->echo_off;
+        if (take > n)
+            take = n;
+        if (!c->echo_bad && !pattern_check(p, take, pattern_key(c->index, f->seq), c->echo_off))
+            c->echo_bad = true;
+        c->echo_off += take;
+        p += take;
+        n -= take;
+        if (c->echo_off == cfg.size) {
+            struct inflight done = inflight_pop(c);
+            th->answered++;
+            if (c->echo_bad) {
+                th->errors[ERR_BAD_REPLY]++;
+            } else {
+                th->ok++;
+                uint64_t now = now_ns();
+                hist_add(&th->hist, now > done.t0 ? now - done.t0 : 0);
+            }
+            c->echo_off = 0;
+            c->echo_bad = false;
+        }
+    }
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct bench_conn *c = w->data;
+    struct bench_thread *th = c->th;
+    for (int round = 0; round < 4 && !c->dead; round++) {
+        ssize_t n;
+        if (cfg.proto == PROTO_ECHO) {
+            uint8_t buf[READ_CHUNK];
+            n = recv(c->fd, buf, sizeof buf, 0);
+            if (n > 0) {
+                th->bytes_in += (uint64_t)n;
+                c->last_rx = now_ns();
+                conn_echo_input(c, buf, (size_t)n);
+            }
+        } else {
+            if (buffer_reserve(&c->in, READ_CHUNK) < 0) {
+                conn_kill(c, ERR_CLOSED);
+                return;
+            }
+            n = recv(c->fd, buffer_tail(&c->in), buffer_writable(&c->in), 0);
+            if (n > 0) {
+                th->bytes_in += (uint64_t)n;
+                c->last_rx = now_ns();
+                buffer_commit(&c->in, (size_t)n);
+                conn_msg_input(c);
+            }
+        }
+        if (n == 0) {
+            conn_lost(c);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            conn_lost(c);
+            return;
+        }
+        if ((size_t)n < READ_CHUNK)
+            break;
+    }
+    if (c->dead)
+        return;
+    conn_refill(c);
+    conn_flush(c);
+    if (!c->dead)
+        buffer_shrink(&c->in, 1 << 20);
+    maybe_finish(th);
+}
+
+static void conn_connected(struct bench_conn *c)
+{
+    c->connecting = false;
+    c->th->connected++;
+    ev_io_start(c->th->loop, &c->rio);
+    conn_refill(c);
+    conn_flush(c);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct bench_conn *c = w->data;
+    if (c->connecting) {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            soerr = errno;
+        if (soerr == EINPROGRESS)
+            return;
+        if (soerr) {
+            c->th->errors[ERR_CONNECT]++;
+            conn_kill(c, ERR_CLOSED);
+            return;
+        }
+        ev_io_stop(c->th->loop, &c->wio);
+        conn_connected(c);
+        return;
+    }
+    conn_flush(c);
+}
+
+static void conn_start(struct bench_conn *c)
+{
+    struct bench_thread *th = c->th;
+    c->fd = -1;
+    c->last_rx = now_ns();
+    int fd = socket(cfg.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        th->errors[ERR_CONNECT]++;
+        conn_kill(c, -1);
+        return;
+    }
+    if (cfg.addr.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    c->fd = fd;
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    c->rio.data = c;
+    c->wio.data = c;
+    if (cfg.token && cfg.proto == PROTO_MSG) {
+        uint8_t h[MSG_HEADER_LEN];
+        size_t tl = strlen(cfg.token);
+        msg_header_encode(h, MSG_CMD_AUTH, (uint32_t)tl);
+        if (buffer_append(&c->out, h, sizeof h) < 0 || buffer_append(&c->out, cfg.token, tl) < 0) {
+            th->errors[ERR_CONNECT]++;
+            conn_kill(c, -1);
+            return;
+        }
+        c->auth_pending = true;
+    }
+    if (connect(fd, (const struct sockaddr *)&cfg.addr, cfg.addrlen) == 0) {
+        conn_connected(c);
+        return;
+    }
+    if (errno == EINPROGRESS || errno == EAGAIN) {
+        c->connecting = true;
+        ev_io_start(th->loop, &c->wio);
+        return;
+    }
+    th->errors[ERR_CONNECT]++;
+    conn_kill(c, -1);
+}
+
+/* Open loop: sends every request whose intended time has come, then sleeps
+ * until the next one is due. */
+static void rate_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct bench_thread *th = w->data;
+    if (th->issuing_done)
+        return;
+    uint64_t now = now_ns();
+    uint64_t next = 0;
+    while (th->issued < th->budget) {
+        uint64_t t = cfg.start_ns + (uint64_t)((double)th->rate_k * 1e9 / th->rate);
+        if (th->end_ns && t >= th->end_ns) {
+            th->issuing_done = true;
+            break;
+        }
+        if (t > now) {
+            next = t;
+            break;
+        }
+        struct bench_conn *c = NULL;
+        for (int i = 0; i < th->nconns; i++) {
+            struct bench_conn *cand = &th->conns[(th->rr + i) % th->nconns];
+            if (conn_can_issue(cand)) {
+                c = cand;
+                th->rr = (th->rr + i + 1) % th->nconns;
+                break;
+            }
+        }
+        th->rate_k++;
+        if (!c) {
+            th->errors[ERR_NOT_SENT]++;     /* due, but no connection can take it */
+            th->issued++;
+            continue;
+        }
+        if (conn_issue(c, t) < 0)
+            conn_kill(c, ERR_CLOSED);
+    }
+    for (int i = 0; i < th->nconns; i++)
+        if (!th->conns[i].dead && buffer_readable(&th->conns[i].out) > 0)
+            conn_flush(&th->conns[i]);
+    if (next && !th->issuing_done && !th->finished) {
+        uint64_t after = next - now;
+        ev_timer_set(w, (double)after / 1e9, 0.);
+        ev_timer_start(loop, w);
+    }
+    maybe_finish(th);
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct bench_thread *th = w->data;
+    uint64_t now = now_ns();
+    if (now < th->end_ns) {             /* libev's clock may run a little ahead of ours */
+        ev_timer_set(w, (double)(th->end_ns - now) / 1e9, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
+    th->issuing_done = true;
+    maybe_finish(th);
+}
+
+/* Every TICK_S: the stop flag, connections with nothing received for too long,
+ * and the progress snapshot. */
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct bench_thread *th = w->data;
+    if (atomic_load_explicit(&stop_requested, memory_order_relaxed))
+        th->issuing_done = true;
+    uint64_t now = now_ns();
+    uint64_t limit = (uint64_t)(cfg.timeout * 1e9);
+    for (int i = 0; i < th->nconns; i++) {
+        struct bench_conn *c = &th->conns[i];
+        if (c->dead || (c->qlen == 0 && !c->connecting && !c->auth_pending))
+            continue;
+        if (now - c->last_rx < limit)
+            continue;
+        if (c->connecting || c->auth_pending)
+            th->errors[ERR_CONNECT]++;
+        conn_kill(c, ERR_TIMEOUT);
+    }
+    thread_publish(th);
+    maybe_finish(th);
+}
+
+static void *thread_main(void *arg)
+{
+    struct bench_thread *th = arg;
+    th->live = th->nconns;
+    for (int i = 0; i < th->nconns && !th->finished; i++)
+        conn_start(&th->conns[i]);
+    ev_now_update(th->loop);            /* the connects took time: timers count from now */
+    ev_timer_init(&th->tick_timer, tick_cb, TICK_S, TICK_S);
+    th->tick_timer.data = th;
+    ev_timer_start(th->loop, &th->tick_timer);
+    if (th->end_ns && th->rate == 0) {  /* open loop: rate_cb stops at end_ns itself */
+        uint64_t now = now_ns();
+        ev_timer_init(&th->deadline_timer, deadline_cb,
+                      th->end_ns > now ? (double)(th->end_ns - now) / 1e9 : 0., 0.);
+        th->deadline_timer.data = th;
+        ev_timer_start(th->loop, &th->deadline_timer);
+    }
+    if (th->rate > 0) {
+        ev_timer_init(&th->rate_timer, rate_cb, 0., 0.);
+        th->rate_timer.data = th;
+        ev_timer_start(th->loop, &th->rate_timer);
+    }
+    maybe_finish(th);
+    if (!th->finished) {
+        ev_now_update(th->loop);
+        ev_run(th->loop, 0);
+    }
+    if (!th->finished)
+        th->finish_ns = now_ns();
+    for (int i = 0; i < th->nconns; i++)
+        conn_kill(&th->conns[i], ERR_CLOSED);
+    if (th->budget != UINT64_MAX && th->issued < th->budget)
+        th->errors[ERR_NOT_SENT] += th->budget - th->issued;
+    ev_timer_stop(th->loop, &th->tick_timer);
+    ev_timer_stop(th->loop, &th->deadline_timer);
+    ev_timer_stop(th->loop, &th->rate_timer);
+    thread_publish(th);
+    pthread_mutex_lock(&done_lock);
+    done_threads++;
+    pthread_cond_signal(&done_cond);
+    pthread_mutex_unlock(&done_lock);
+    return NULL;
+}
+
+/* ---- command line ---------------------------------------------------------------- */
+
+static const char *prog = "msgbench";
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: msgbench [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN]\n"
+        "                [-t THREADS] [-c CONNECTIONS] [-P PIPELINE] [-s BYTES]\n"
+        "                [-d SECONDS | -n REQUESTS] [--rate N] [--cmd echo|ping|delay|publish]\n"
+        "                [--protocol msg|echo] [--json] [--delay-ms N] [--timeout SECONDS]\n"
+        "\n"
+        "  -h HOST           server host (default 127.0.0.1)\n"
+        "  -p PORT           server port (default 7700)\n"
+        "  -u unix:/path     connect to a unix socket instead\n"
+        "  -a TOKEN          AUTH with TOKEN on each connection first (msg protocol)\n"
+        "  -t THREADS        threads, one event loop each (default 1; at most CONNECTIONS)\n"
+        "  -c CONNECTIONS    connections, spread over the threads (default 10)\n"
+        "  -P PIPELINE       requests in flight per connection, closed loop (default 1)\n"
+        "  -s BYTES          payload bytes per request (default 64; ping: at most 1024)\n"
+        "  -d SECONDS        run this long (default 5), then wait for the replies owed\n"
+        "  -n REQUESTS       or send exactly this many requests in all\n"
+        "  --rate N          open loop: N requests/s in all, sent on schedule whatever the\n"
+        "                    replies do; latency counts from each request's intended send\n"
+        "                    time (no coordinated omission); -P is then not a limit\n"
+        "  --cmd C           echo (default), ping, delay (DELAY, see --delay-ms) or publish\n"
+        "                    (PUBLISH to topic \"" BENCH_TOPIC "\")\n"
+        "  --delay-ms N      the DELAY command's milliseconds (default 0)\n"
+        "  --protocol P      msg (default), or echo: raw RFC 862 ping-pong of -s bytes\n"
+        "  --timeout SECONDS give up on a connection that answers nothing this long (default 10)\n"
+        "  --json            print the summary as one JSON object on stdout\n"
+        "  --help            print this and exit\n"
+        "\n"
+        "Progress goes to stderr once a second; the summary (requests/s, MiB/s sent +\n"
+        "received, latency percentiles, errors by code) to stdout. Every echoed byte is\n"
+        "checked. Exit status: 0 when every request got a correct reply, 1 when any\n"
+        "did not (error replies, wrong bytes, lost connections), 2 for a bad command\n"
+        "line or when no connection could be made.\n");
+}
+
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: usage error: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(try msgbench --help)\n");
+    return EXIT_USAGE;
+}
+
+static int parse_count(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!*s || *s == '-' || *s == '+' || *s == ' ')
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0) || v > 1e7)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Resolves the target into cfg.addr. Returns 0 or -1 (said why). */
+static int resolve(const char *host, const char *port, const char *unix_path)
+{
+    if (unix_path) {
+        const char *path = strncmp(unix_path, "unix:", 5) == 0 ? unix_path + 5 : unix_path;
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        if (path[0] != '/' || strlen(path) >= sizeof sun.sun_path) {
+            usage_error("-u wants unix:/path (under %zu bytes), not '%s'", sizeof sun.sun_path,
+                        unix_path);
+            return -1;
+        }
+        memcpy(sun.sun_path, path, strlen(path));
+        memcpy(&cfg.addr, &sun, sizeof sun);
+        cfg.addrlen = sizeof sun;
+        snprintf(cfg.addr_text, sizeof cfg.addr_text, "unix:%s", path);
+        return 0;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0 || !res) {
+        fprintf(stderr, "%s: cannot resolve %s: %s\n", prog, host, gai_strerror(g));
+        return -1;
+    }
+    memcpy(&cfg.addr, res->ai_addr, res->ai_addrlen);
+    cfg.addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    snprintf(cfg.addr_text, sizeof cfg.addr_text, strchr(host, ':') ? "[%s]:%s" : "%s:%s",
+             host, port);
+    return 0;
+}
+
+/* ---- reporting -------------------------------------------------------------------- */
+
+struct bench_totals {
+    uint64_t answered, ok, errors[ERR_KINDS], error_sum, bytes_out, bytes_in;
+    uint64_t server_pings, messages, connected, issued;
+    double elapsed;
+    struct hist hist;
+};
+
+static double ms(uint64_t ns) { return (double)ns / 1e6; }
+
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void report(const struct bench_totals *t)
+{
+    double el = t->elapsed > 0 ? t->elapsed : 1e-9;
+    double rps = (double)t->answered / el;
+    double mibs = (double)(t->bytes_in + t->bytes_out) / el / (1024.0 * 1024.0);
+    const struct hist *h = &t->hist;
+    static const double qs[] = {0.50, 0.90, 0.99, 0.999};
+    static const char *const qnames[] = {"p50", "p90", "p99", "p99_9"};
+    static const char *const qlabels[] = {"p50", "p90", "p99", "p99.9"};
+    const char *what = cfg.proto == PROTO_ECHO ? "echo" : cmd_name(cfg.cmd);
+    if (cfg.json) {
+        printf("{\"target\":");
+        print_json_string(cfg.addr_text);
+        printf(",\"protocol\":\"%s\",\"cmd\":\"%s\",\"threads\":%d,\"connections\":%d,"
+               "\"pipeline\":%d,\"payload_bytes\":%zu,\"mode\":\"%s\",\"rate\":%.3f,",
+               cfg.proto == PROTO_ECHO ? "echo" : "msg", what, cfg.threads, cfg.conns,
+               cfg.pipeline, cfg.size, cfg.rate > 0 ? "open" : "closed", cfg.rate);
+        printf("\"duration_s\":%.6f,\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,"
+               "\"requests_per_sec\":%.3f,\"mib_per_sec\":%.6f,\"bytes_sent\":%llu,"
+               "\"bytes_received\":%llu,\"connections_made\":%llu,\"server_pings\":%llu,",
+               t->elapsed, (unsigned long long)t->answered, (unsigned long long)t->ok,
+               (unsigned long long)t->error_sum, rps, mibs,
+               (unsigned long long)t->bytes_out, (unsigned long long)t->bytes_in,
+               (unsigned long long)t->connected, (unsigned long long)t->server_pings);
+        printf("\"latency_ms\":{");
+        for (int i = 0; i < 4; i++)
+            printf("\"%s\":%.6f,", qnames[i], ms(hist_quantile(h, qs[i])));
+        printf("\"max\":%.6f,\"min\":%.6f,\"mean\":%.6f,\"samples\":%llu},", ms(h->max),
+               ms(h->min), h->total ? h->sum / (double)h->total / 1e6 : 0.0,
+               (unsigned long long)h->total);
+        printf("\"errors_by_code\":{");
+        bool first = true;
+        for (int k = 0; k < ERR_KINDS; k++) {
+            if (!t->errors[k])
+                continue;
+            printf("%s\"%s\":%llu", first ? "" : ",", error_kind_name(k),
+                   (unsigned long long)t->errors[k]);
+            first = false;
+        }
+        printf("}}\n");
+        return;
+    }
+    printf("msgbench: %s %s to %s, %zu-byte payloads, %d connection%s on %d thread%s, ",
+           cfg.proto == PROTO_ECHO ? "raw" : "msg", what, cfg.addr_text, cfg.size, cfg.conns,
+           cfg.conns == 1 ? "" : "s", cfg.threads, cfg.threads == 1 ? "" : "s");
+    if (cfg.rate > 0)
+        printf("open loop at %.0f requests/s\n", cfg.rate);
+    else
+        printf("pipeline %d\n", cfg.pipeline);
+    printf("requests:   %llu answered in %.3f s (%llu ok, %llu errors)\n",
+           (unsigned long long)t->answered, t->elapsed, (unsigned long long)t->ok,
+           (unsigned long long)t->error_sum);
+    printf("throughput: %.1f requests/s, %.2f MiB/s (sent %llu + received %llu bytes)\n", rps,
+           mibs, (unsigned long long)t->bytes_out, (unsigned long long)t->bytes_in);
+    printf("latency:   ");
+    for (int i = 0; i < 4; i++)
+        printf(" %s %.3f ms,", qlabels[i], ms(hist_quantile(h, qs[i])));
+    printf(" max %.3f ms (%llu samples)\n", ms(h->max), (unsigned long long)h->total);
+    printf("errors:    ");
+    if (t->error_sum == 0)
+        printf(" none");
+    bool first = true;
+    for (int k = 0; k < ERR_KINDS; k++) {
+        if (!t->errors[k])
+            continue;
+        printf("%s %s %llu", first ? "" : ",", error_kind_name(k),
+               (unsigned long long)t->errors[k]);
+        first = false;
+    }
+    printf("\n");
+}
+
+static void on_signal(int sig)
+{
+    atomic_store(&stop_requested, 1);
+    signal(sig, SIG_DFL);                 /* a second one stops at once */
+}
+
+int main(int argc, char **argv)
+{
+    const char *host = "127.0.0.1", *port = "7700", *unix_path = NULL;
+    uint64_t v;
+    bool have_d = false, have_n = false, have_cmd = false;
+    cfg.threads = 1;
+    cfg.conns = 10;
+    cfg.pipeline = 1;
+    cfg.size = 64;
+    cfg.duration = 5;
+    cfg.timeout = 10;
+    cfg.proto = PROTO_MSG;
+    cfg.cmd = BCMD_ECHO;
+    enum { OPT_HELP = 256, OPT_RATE, OPT_CMD, OPT_PROTOCOL, OPT_JSON, OPT_DELAY_MS, OPT_TIMEOUT };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, OPT_HELP},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"cmd", required_argument, NULL, OPT_CMD},
+        {"protocol", required_argument, NULL, OPT_PROTOCOL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"delay-ms", required_argument, NULL, OPT_DELAY_MS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":h:p:u:a:t:c:P:s:d:n:", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': host = optarg; break;
+        case 'p':
+            if (parse_count(optarg, 1, 65535, &v) < 0)
+                return usage_error("-p wants a port 1..65535, not '%s'", optarg);
+            port = optarg;
+            break;
+        case 'u': unix_path = optarg; break;
+        case 'a': cfg.token = optarg; break;
+        case 't':
+            if (parse_count(optarg, 1, 1024, &v) < 0)
+                return usage_error("-t wants threads 1..1024, not '%s'", optarg);
+            cfg.threads = (int)v;
+            break;
+        case 'c':
+            if (parse_count(optarg, 1, 1000000, &v) < 0)
+                return usage_error("-c wants connections 1..1000000, not '%s'", optarg);
+            cfg.conns = (int)v;
+            break;
+        case 'P':
+            if (parse_count(optarg, 1, 1000000, &v) < 0)
+                return usage_error("-P wants a pipeline depth 1..1000000, not '%s'", optarg);
+            cfg.pipeline = (int)v;
+            break;
+        case 's':
+            if (parse_count(optarg, 0, 256u << 20, &v) < 0)
+                return usage_error("-s wants bytes 0..268435456, not '%s'", optarg);
+            cfg.size = (size_t)v;
+            break;
+        case 'd':
+            if (parse_seconds(optarg, &cfg.duration) < 0)
+                return usage_error("-d wants seconds (> 0), not '%s'", optarg);
+            have_d = true;
+            break;
+        case 'n':
+            if (parse_count(optarg, 1, UINT64_MAX / 2, &v) < 0)
+                return usage_error("-n wants a request count >= 1, not '%s'", optarg);
+            cfg.requests = v;
+            have_n = true;
+            break;
+        case OPT_RATE: {
+            char *end;
+            errno = 0;
+            cfg.rate = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(cfg.rate > 0) || cfg.rate > 1e9)
+                return usage_error("--rate wants requests/s (> 0), not '%s'", optarg);
+            break;
+        }
+        case OPT_CMD:
+            have_cmd = true;
+            if (strcmp(optarg, "echo") == 0)
+                cfg.cmd = BCMD_ECHO;
+            else if (strcmp(optarg, "ping") == 0)
+                cfg.cmd = BCMD_PING;
+            else if (strcmp(optarg, "delay") == 0)
+                cfg.cmd = BCMD_DELAY;
+            else if (strcmp(optarg, "publish") == 0)
+                cfg.cmd = BCMD_PUBLISH;
+            else
+                return usage_error("--cmd wants echo, ping, delay or publish, not '%s'", optarg);
+            break;
+        case OPT_PROTOCOL:
+            if (strcmp(optarg, "msg") == 0)
+                cfg.proto = PROTO_MSG;
+            else if (strcmp(optarg, "echo") == 0)
+                cfg.proto = PROTO_ECHO;
+            else
+                return usage_error("--protocol wants msg or echo, not '%s'", optarg);
+            break;
+        case OPT_JSON: cfg.json = true; break;
+        case OPT_DELAY_MS:
+            if (parse_count(optarg, 0, 60000, &v) < 0)
+                return usage_error("--delay-ms wants 0..60000, not '%s'", optarg);
+            cfg.delay_ms = (uint32_t)v;
+            break;
+        case OPT_TIMEOUT:
+            if (parse_seconds(optarg, &cfg.timeout) < 0)
+                return usage_error("--timeout wants seconds (> 0), not '%s'", optarg);
+            break;
+        case OPT_HELP: usage(stdout); return 0;
+        case ':':
+            if (optopt && optopt < 256)
+                return usage_error("-%c needs an argument", optopt);
+            return usage_error("%s needs an argument", argv[optind - 1]);
+        default:
+            if (optopt)
+                return usage_error("unknown option -%c", optopt);
+            return usage_error("unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    if (have_d && have_n)
+        return usage_error("%s", "-d and -n exclude each other");
+    if (cfg.proto == PROTO_ECHO && have_cmd)
+        return usage_error("%s", "--cmd is for --protocol msg");
+    if (cfg.proto == PROTO_ECHO && cfg.size == 0)
+        return usage_error("%s", "--protocol echo needs -s of at least 1 byte");
+    if (cfg.proto == PROTO_MSG && cfg.cmd == BCMD_PING && cfg.size > PING_MAX)
+        return usage_error("ping payloads are at most %u bytes (-s)", PING_MAX);
+    if (cfg.delay_ms && cfg.cmd != BCMD_DELAY)
+        return usage_error("%s", "--delay-ms is for --cmd delay");
+    if (cfg.threads > cfg.conns)
+        cfg.threads = cfg.conns;
+    uint64_t need = (uint64_t)cfg.size + 1 + 255 + (1u << 20);
+    cfg.max_frame = need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
+    if (resolve(host, port, unix_path) < 0)
+        return EXIT_USAGE;
+
+    signal(SIGPIPE, SIG_IGN);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&done_cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    struct bench_thread *ths = calloc((size_t)cfg.threads, sizeof *ths);
+    struct bench_conn *conns = calloc((size_t)cfg.conns, sizeof *conns);
+    if (!ths || !conns) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_USAGE;
+    }
+    /* connection i goes to thread i % T: thread t gets a contiguous slice here */
+    int ci = 0;
+    for (int t = 0; t < cfg.threads; t++) {
+        struct bench_thread *th = &ths[t];
+        th->id = t;
+        th->nconns = cfg.conns / cfg.threads + (t < cfg.conns % cfg.threads ? 1 : 0);
+        th->conns = conns + ci;
+        for (int i = 0; i < th->nconns; i++) {
+            th->conns[i].th = th;
+            th->conns[i].index = ci + i;
+            th->conns[i].fd = -1;
+        }
+        ci += th->nconns;
+        double share = (double)th->nconns / cfg.conns;
+        th->rate = cfg.rate * share;
+        th->budget = UINT64_MAX;
+        th->loop = ev_loop_new(EVFLAG_AUTO);
+        if (!th->loop) {
+            fprintf(stderr, "%s: cannot create an event loop\n", prog);
+            return EXIT_USAGE;
+        }
+    }
+    if (have_n) {
+        uint64_t given = 0;
+        for (int t = 0; t < cfg.threads; t++) {
+            ths[t].budget = cfg.requests * (uint64_t)ths[t].nconns / (uint64_t)cfg.conns;
+            given += ths[t].budget;
+        }
+        for (int t = 0; given < cfg.requests; t = (t + 1) % cfg.threads) {
+            ths[t].budget++;
+            given++;
+        }
+    }
+
+    /* signals go to the main thread only */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    cfg.start_ns = now_ns();
+    uint64_t end_ns = have_n ? 0 : cfg.start_ns + (uint64_t)(cfg.duration * 1e9);
+    int started = 0;
+    for (int t = 0; t < cfg.threads; t++) {
+        ths[t].end_ns = end_ns;
+        int rc = pthread_create(&ths[t].tid, NULL, thread_main, &ths[t]);
+        if (rc != 0) {
+            fprintf(stderr, "%s: pthread_create: %s\n", prog, strerror(rc));
+            atomic_store(&stop_requested, 1);
+            break;
+        }
+        started++;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    /* progress once a second until every thread is done */
+    uint64_t last_answered = 0, last_bytes = 0, tick = 0;
+    pthread_mutex_lock(&done_lock);
+    while (done_threads < started) {
+        struct timespec ts;
+        uint64_t due = cfg.start_ns + (tick + 1) * NS_PER_S;
+        ts.tv_sec = (time_t)(due / NS_PER_S);
+        ts.tv_nsec = (long)(due % NS_PER_S);
+        int rc = pthread_cond_timedwait(&done_cond, &done_lock, &ts);
+        if (rc != ETIMEDOUT || done_threads >= started)
+            continue;
+        tick++;
+        uint64_t a = 0, e = 0, b = 0;
+        for (int t = 0; t < started; t++) {
+            a += atomic_load_explicit(&ths[t].p_answered, memory_order_relaxed);
+            e += atomic_load_explicit(&ths[t].p_errors, memory_order_relaxed);
+            b += atomic_load_explicit(&ths[t].p_bytes, memory_order_relaxed);
+        }
+        fprintf(stderr, "%s: %3llus: %llu requests/s, %.2f MiB/s, %llu answered, %llu errors%s\n",
+                prog, (unsigned long long)tick, (unsigned long long)(a - last_answered),
+                (double)(b - last_bytes) / (1024.0 * 1024.0), (unsigned long long)a,
+                (unsigned long long)e,
+                atomic_load(&stop_requested) ? " (stopping)" : "");
+        last_answered = a;
+        last_bytes = b;
+    }
+    pthread_mutex_unlock(&done_lock);
+
+    struct bench_totals *tot = calloc(1, sizeof *tot);
+    if (!tot) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_USAGE;
+    }
+    uint64_t last_finish = cfg.start_ns;
+    for (int t = 0; t < started; t++) {
+        struct bench_thread *th = &ths[t];
+        pthread_join(th->tid, NULL);
+        tot->answered += th->answered;
+        tot->ok += th->ok;
+        for (int k = 0; k < ERR_KINDS; k++)
+            tot->errors[k] += th->errors[k];
+        tot->bytes_out += th->bytes_out;
+        tot->bytes_in += th->bytes_in;
+        tot->server_pings += th->server_pings;
+        tot->messages += th->messages;
+        tot->connected += th->connected;
+        tot->issued += th->issued;
+        hist_merge(&tot->hist, &th->hist);
+        if (th->finish_ns > last_finish)
+            last_finish = th->finish_ns;
+    }
+    for (int t = started; t < cfg.threads; t++)
+        tot->errors[ERR_NOT_SENT] += ths[t].budget == UINT64_MAX ? 0 : ths[t].budget;
+    for (int k = 0; k < ERR_KINDS; k++)
+        tot->error_sum += tot->errors[k];
+    tot->elapsed = (double)(last_finish - cfg.start_ns) / 1e9;
+    report(tot);
+    fflush(stdout);
+
+    int status = tot->error_sum ? EXIT_ERRORS : 0;
+    if (tot->connected == 0) {
+        fprintf(stderr, "%s: could not connect to %s\n", prog, cfg.addr_text);
+        status = EXIT_USAGE;
+    } else if (tot->ok == 0 && status == 0) {
+        status = EXIT_ERRORS;
+    }
+    for (int t = 0; t < cfg.threads; t++) {
+        struct bench_thread *th = &ths[t];
+        for (int i = 0; i < th->nconns; i++) {
+            free(th->conns[i].q);
+            buffer_free(&th->conns[i].in);
+            buffer_free(&th->conns[i].out);
+        }
+        ev_loop_destroy(th->loop);
+    }
+    free(tot);
+    free(conns);
+    free(ths);
+    pthread_cond_destroy(&done_cond);
+    return status;
+}

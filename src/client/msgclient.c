@@ -1,0 +1,932 @@
+/* msgclient: one blocking msg-protocol connection driven by poll(2): connect,
+ * AUTH, request queue and in-order replies, server PING answers, MESSAGE and
+ * GOAWAY pushes, reconnect with back-off. Owns its fd, buffers and queues. */
+#include "client/msgclient.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "msg.h"
+
+#define READ_CHUNK 65536
+#define EAGER_WRITE 262144      /* send() tries a non-blocking write past this much output */
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_MAX_FRAME (256u * 1024 * 1024)
+
+/* A queued reply, or the failure that stands in for one (result < 0). */
+struct msgclient_rnode {
+    struct msgclient_rnode *next;
+    int result;                     /* 0, MSGCLIENT_ERROR_REPLY or -errno */
+    struct msgclient_reply r;
+};
+
+struct msgclient_mnode {
+    struct msgclient_mnode *next;
+    struct msgclient_message m;
+};
+
+struct msgclient {
+    struct msgclient_options o;     /* addr and token point at the copies below */
+    char *addr;
+    char *token;
+    int fd;                         /* -1: not connected */
+    bool write_dead;                /* a write failed: output is discarded */
+    bool goaway;
+    uint32_t goaway_ms;
+    char goaway_reason[MSGCLIENT_TEXT_MAX];
+    bool conn_error;                /* the connection-level error arrived */
+    struct buffer in;
+    struct buffer out;
+    size_t pending;                 /* requests queued or sent with no reply read yet */
+    struct msgclient_rnode *rhead, *rtail;
+    size_t nreplies;                /* nodes in the reply queue */
+    struct msgclient_mnode *mhead, *mtail;
+    size_t nmessages;
+    uint64_t rng;
+    uint64_t pings;
+    uint64_t dropped;
+    uint64_t messages_dropped;
+    uint64_t reconnects;
+    char err[MSGCLIENT_TEXT_MAX + 128];
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t deadline_after(int timeout_ms)
+{
+    return timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+}
+
+/* Milliseconds left until deadline as a poll(2) timeout (-1: none). */
+static int poll_wait(int64_t deadline)
+{
+    if (deadline == INT64_MAX)
+        return -1;
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void set_err(struct msgclient *c, const char *what, int neg_errno)
+{
+    snprintf(c->err, sizeof c->err, "%s: %s", what, strerror(-neg_errno));
+}
+
+/* Puts prefix in front of the error text (cutting its end to fit). */
+static void prefix_err(struct msgclient *c, const char *prefix)
+{
+    size_t pl = strlen(prefix), el = strlen(c->err);
+    if (pl >= sizeof c->err)
+        return;
+    if (pl + el >= sizeof c->err)
+        el = sizeof c->err - 1 - pl;
+    memmove(c->err + pl, c->err, el);
+    memcpy(c->err, prefix, pl);
+    c->err[pl + el] = '\0';
+}
+
+unsigned msgclient_backoff_ms(unsigned attempt, unsigned initial_ms, unsigned max_ms,
+                              uint64_t *rng)
+{
+    uint64_t cap = initial_ms ? initial_ms : 1;
+    for (unsigned i = 0; i < attempt && cap < max_ms; i++)
+        cap *= 2;
+    if (cap > max_ms)
+        cap = max_ms;
+    uint64_t half = cap / 2;
+    return (unsigned)(half + rng_next(rng) % (cap - half + 1));
+}
+
+int msgclient_decode_error(const uint8_t *p, size_t len, uint32_t *code, char *text,
+                           size_t textlen)
+{
+    if (textlen)
+        text[0] = '\0';
+    if (len < 4) {
+        *code = 0;
+        return -EINVAL;
+    }
+    *code = msg_get_u32(p);
+    if (!textlen)
+        return 0;
+    size_t n = len - 4;
+    if (n > textlen - 1)
+        n = textlen - 1;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = p[4 + i];
+        text[i] = b < 0x20 || b == 0x7f ? '?' : (char)b;
+    }
+    text[n] = '\0';
+    return 0;
+}
+
+int msgclient_split_hostport(const char *addr, char *host, size_t hostlen, char *port,
+                             size_t portlen)
+{
+    const char *h = addr, *hend, *colon;
+    if (addr[0] == '[') {
+        hend = strchr(addr, ']');
+        if (!hend || hend[1] != ':')
+            return -EINVAL;
+        h = addr + 1;
+        colon = hend + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon)
+            return -EINVAL;
+        hend = colon;
+    }
+    size_t hl = (size_t)(hend - h);
+    const char *ps = colon + 1;
+    size_t pl = strlen(ps);
+    if (hl == 0 || hl >= hostlen || pl == 0 || pl >= portlen || pl > 5)
+        return -EINVAL;
+    unsigned long v = 0;
+    for (size_t i = 0; i < pl; i++) {
+        if (ps[i] < '0' || ps[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (unsigned long)(ps[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    memcpy(port, ps, pl + 1);
+    return 0;
+}
+
+/* ---- options, lifetime -------------------------------------------------- */
+
+void msgclient_options_init(struct msgclient_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->connect_timeout_ms = DEFAULT_TIMEOUT_MS;
+    o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    o->backoff_initial_ms = 100;
+    o->backoff_max_ms = 5000;
+    o->reconnect_attempts = 8;
+    o->max_frame = DEFAULT_MAX_FRAME;
+}
+
+struct msgclient *msgclient_new(const struct msgclient_options *o)
+{
+    struct msgclient *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->o = *o;
+    c->fd = -1;
+    c->addr = o->addr ? strdup(o->addr) : NULL;
+    c->token = o->token ? strdup(o->token) : NULL;
+    if ((o->addr && !c->addr) || (o->token && !c->token)) {
+        free(c->addr);
+        free(c->token);
+        free(c);
+        return NULL;
+    }
+    c->o.addr = c->addr;
+    c->o.token = c->token;
+    if (c->o.reconnect_attempts == 0)
+        c->o.reconnect_attempts = 1;
+    if (c->o.max_frame == 0)
+        c->o.max_frame = DEFAULT_MAX_FRAME;
+    if (c->o.backoff_max_ms < c->o.backoff_initial_ms)
+        c->o.backoff_max_ms = c->o.backoff_initial_ms;
+    uint64_t seed = o->seed;
+    if (seed == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+                     ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c);
+    }
+    c->rng = seed ? seed : 1;
+    return c;
+}
+
+void msgclient_reply_free(struct msgclient_reply *r)
+{
+    if (!r)
+        return;
+    free(r->payload);
+    memset(r, 0, sizeof *r);
+}
+
+void msgclient_message_free(struct msgclient_message *m)
+{
+    if (!m)
+        return;
+    free(m->buf);
+    memset(m, 0, sizeof *m);
+}
+
+static void drop_queues(struct msgclient *c)
+{
+    while (c->rhead) {
+        struct msgclient_rnode *n = c->rhead;
+        c->rhead = n->next;
+        msgclient_reply_free(&n->r);
+        free(n);
+    }
+    c->rtail = NULL;
+    c->nreplies = 0;
+    while (c->mhead) {
+        struct msgclient_mnode *n = c->mhead;
+        c->mhead = n->next;
+        msgclient_message_free(&n->m);
+        free(n);
+    }
+    c->mtail = NULL;
+    c->nmessages = 0;
+}
+
+/* Closes the socket; each request still owed a reply gets `result` in its
+ * place in the reply queue. */
+static void conn_lost(struct msgclient *c, int result)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    buffer_free(&c->in);
+    buffer_free(&c->out);
+    c->write_dead = false;
+    while (c->pending > 0) {
+        struct msgclient_rnode *n = calloc(1, sizeof *n);
+        if (!n) {
+            c->pending = 0; /* out of memory: the requests are simply forgotten */
+            break;
+        }
+        n->result = result;
+        if (c->rtail)
+            c->rtail->next = n;
+        else
+            c->rhead = n;
+        c->rtail = n;
+        c->nreplies++;
+        c->pending--;
+    }
+}
+
+void msgclient_close(struct msgclient *c)
+{
+    conn_lost(c, -ECONNRESET);
+}
+
+void msgclient_free(struct msgclient *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    buffer_free(&c->in);
+    buffer_free(&c->out);
+    drop_queues(c);
+    free(c->addr);
+    free(c->token);
+    free(c);
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+bool msgclient_connected(const struct msgclient *c) { return c->fd >= 0; }
+size_t msgclient_pending(const struct msgclient *c) { return c->pending + c->nreplies; }
+const char *msgclient_error(const struct msgclient *c) { return c->err; }
+uint64_t msgclient_pings_answered(const struct msgclient *c) { return c->pings; }
+uint64_t msgclient_frames_dropped(const struct msgclient *c) { return c->dropped; }
+uint64_t msgclient_messages_dropped(const struct msgclient *c) { return c->messages_dropped; }
+uint64_t msgclient_reconnects(const struct msgclient *c) { return c->reconnects; }
+
+bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const char **reason)
+{
+    if (ms_left)
+        *ms_left = c->goaway_ms;
+    if (reason)
+        *reason = c->goaway_reason;
+    return c->goaway;
+}
+
+/* ---- frames in ---------------------------------------------------------- */
+
+static int queue_reply(struct msgclient *c, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    struct msgclient_rnode *n = calloc(1, sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    if (len) {
+        n->r.payload = malloc(len);
+        if (!n->r.payload) {
+            free(n);
+            return -ENOMEM;
+        }
+        memcpy(n->r.payload, p, len);
+    }
+    n->r.command = cmd;
+    n->r.len = len;
+    n->result = 0;
+    if ((cmd & (MSG_FLAG_REPLY | MSG_FLAG_ERROR)) == (MSG_FLAG_REPLY | MSG_FLAG_ERROR)) {
+        n->result = MSGCLIENT_ERROR_REPLY;
+        if (msgclient_decode_error(p, len, &n->r.error_code, n->r.error_text,
+                                   sizeof n->r.error_text) < 0)
+            snprintf(n->r.error_text, sizeof n->r.error_text, "(malformed error payload)");
+    }
+    if (c->rtail)
+        c->rtail->next = n;
+    else
+        c->rhead = n;
+    c->rtail = n;
+    c->nreplies++;
+    return 0;
+}
+
+static int handle_message(struct msgclient *c, const uint8_t *p, size_t len)
+{
+    if (len < 1 || p[0] == 0 || (size_t)p[0] + 1 > len) {
+        c->dropped++;
+        return 0;
+    }
+    size_t tlen = p[0];
+    const uint8_t *topic = p + 1;
+    const uint8_t *data = p + 1 + tlen;
+    size_t dlen = len - 1 - tlen;
+    if (c->o.on_message) {
+        c->o.on_message(c->o.user, topic, tlen, data, dlen);
+        return 0;
+    }
+    if (c->nmessages >= MSGCLIENT_MESSAGES_MAX) {
+        c->messages_dropped++;
+        return 0;
+    }
+    struct msgclient_mnode *n = calloc(1, sizeof *n);
+    uint8_t *buf = malloc(tlen + dlen + 2);
+    if (!n || !buf) {
+        free(n);
+        free(buf);
+        return -ENOMEM;
+    }
+    memcpy(buf, topic, tlen);
+    buf[tlen] = '\0';
+    if (dlen)
+        memcpy(buf + tlen + 1, data, dlen);
+    buf[tlen + 1 + dlen] = '\0';
+    n->m.buf = buf;
+    n->m.topic = buf;
+    n->m.topic_len = tlen;
+    n->m.data = buf + tlen + 1;
+    n->m.data_len = dlen;
+    if (c->mtail)
+        c->mtail->next = n;
+    else
+        c->mhead = n;
+    c->mtail = n;
+    c->nmessages++;
+    return 0;
+}
+
+static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (cmd == MSG_CMD_PING) {
+        /* a server heartbeat: answer it at once, same payload */
+        uint8_t h[MSG_HEADER_LEN];
+        msg_header_encode(h, MSG_FLAG_REPLY | MSG_CMD_PING, (uint32_t)len);
+        if (!c->write_dead) {
+            if (buffer_append(&c->out, h, sizeof h) < 0 || buffer_append(&c->out, p, len) < 0)
+                return -ENOMEM;
+        }
+        c->pings++;
+        return 0;
+    }
+    if (cmd == MSG_CMD_MESSAGE)
+        return handle_message(c, p, len);
+    if (cmd == MSG_CMD_GOAWAY) {
+        c->goaway = true;
+        c->goaway_ms = len >= 4 ? msg_get_u32(p) : 0;
+        if (len > 4) {
+            uint32_t dummy;
+            uint8_t tmp[MSGCLIENT_TEXT_MAX + 4];
+            size_t n = len > sizeof tmp ? sizeof tmp : len;
+            memcpy(tmp, p, n);
+            msgclient_decode_error(tmp, n, &dummy, c->goaway_reason, sizeof c->goaway_reason);
+        } else {
+            c->goaway_reason[0] = '\0';
+        }
+        return 0;
+    }
+    if (cmd == MSG_CONN_ERROR) {
+        uint32_t code = 0;
+        char text[MSGCLIENT_TEXT_MAX];
+        msgclient_decode_error(p, len, &code, text, sizeof text);
+        snprintf(c->err, sizeof c->err, "connection error %s (%u): %s",
+                 msg_error_name(code), code, text);
+        c->conn_error = true;
+        if (c->pending == 0)
+            return 0;
+        c->pending--;
+        return queue_reply(c, cmd, p, len);
+    }
+    if (cmd & MSG_FLAG_REPLY) {
+        if (c->pending == 0) {
+            c->dropped++;   /* a reply nobody asked for (or to our PING reply?) */
+            return 0;
+        }
+        c->pending--;
+        return queue_reply(c, cmd, p, len);
+    }
+    c->dropped++;           /* a push this client does not know */
+    return 0;
+}
+
+/* Handles every whole frame in the input buffer. Returns 0 or -EPROTO /
+ * -ENOMEM (the caller then drops the connection). */
+static int process_input(struct msgclient *c)
+{
+    while (buffer_readable(&c->in) > 0) {
+        struct msg_header h;
+        long r = msg_split(buffer_peek(&c->in), buffer_readable(&c->in), c->o.max_frame, &h);
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            snprintf(c->err, sizeof c->err, "the server broke the framing: %s",
+                     msg_error_name((uint32_t)-r));
+            return -EPROTO;
+        }
+        int rc = handle_frame(c, h.command, buffer_peek(&c->in) + MSG_HEADER_LEN, h.length);
+        if (rc < 0) {
+            set_err(c, "reading a frame", rc);
+            return rc;
+        }
+        buffer_consume(&c->in, (size_t)r);
+    }
+    return 0;
+}
+
+/* ---- I/O ----------------------------------------------------------------- */
+
+/* Writes as much output as the socket takes now. A failed write marks the
+ * write side dead and discards the output; the read side then finds out why. */
+static void write_some(struct msgclient *c)
+{
+    while (buffer_readable(&c->out) > 0 && !c->write_dead) {
+        ssize_t n = send(c->fd, buffer_peek(&c->out), buffer_readable(&c->out), MSG_NOSIGNAL);
+        if (n > 0) {
+            buffer_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        set_err(c, "write", n < 0 ? -errno : -EPIPE);
+        c->write_dead = true;
+        buffer_free(&c->out);
+    }
+}
+
+/* Reads once. Returns 0, or the loss (-ECONNRESET, -ECONNABORTED after the
+ * connection-level error, -EPROTO) after which the connection is closed. */
+static int read_some(struct msgclient *c)
+{
+    int rc = buffer_reserve(&c->in, READ_CHUNK);
+    if (rc < 0) {
+        set_err(c, "read", rc);
+        conn_lost(c, rc);
+        return rc;
+    }
+    ssize_t n = recv(c->fd, buffer_tail(&c->in), buffer_writable(&c->in), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    int lost = 0;
+    if (n > 0) {
+        buffer_commit(&c->in, (size_t)n);
+    } else {
+        lost = n == 0 ? -ECONNRESET : -errno;
+        if (lost == -EPIPE || lost == -ENOTCONN)
+            lost = -ECONNRESET;
+    }
+    rc = process_input(c);
+    if (rc < 0) {
+        conn_lost(c, rc);
+        return rc;
+    }
+    if (lost) {
+        if (c->conn_error) {
+            lost = -ECONNABORTED;
+        } else if (n == 0) {
+            snprintf(c->err, sizeof c->err, "the server closed the connection%s",
+                     c->goaway ? " (after GOAWAY)" : "");
+        } else {
+            set_err(c, "read", lost);
+        }
+        conn_lost(c, lost == -ECONNABORTED ? -ECONNRESET : lost);
+        return lost;
+    }
+    return 0;
+}
+
+/* One round: write what can go, wait for the socket until deadline, read.
+ * Returns 0, -ETIMEDOUT, -EINTR, -ENOTCONN, or a loss from read_some. */
+static int io_step(struct msgclient *c, int64_t deadline)
+{
+    if (c->fd < 0)
+        return -ENOTCONN;
+    write_some(c);
+    struct pollfd pfd = {c->fd, POLLIN, 0};
+    if (buffer_readable(&c->out) > 0 && !c->write_dead)
+        pfd.events |= POLLOUT;
+    int n = poll(&pfd, 1, poll_wait(deadline));
+    if (n < 0) {
+        if (errno == EINTR)
+            return -EINTR;
+        set_err(c, "poll", -errno);
+        return -errno;
+    }
+    if (n == 0) {
+        snprintf(c->err, sizeof c->err, "timed out");
+        return -ETIMEDOUT;
+    }
+    if (pfd.revents & POLLOUT)
+        write_some(c);
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+        return read_some(c);
+    return 0;
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+/* Waits for a non-blocking connect on fd. Returns 0 or -errno. */
+static int connect_wait(int fd, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        int n = poll(&pfd, 1, poll_wait(deadline));
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -ETIMEDOUT;
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            return -errno;
+        return soerr ? -soerr : 0;
+    }
+}
+
+/* One socket connected to sa. Returns the fd or -errno. */
+static int connect_one(const struct sockaddr *sa, socklen_t salen, int timeout_ms)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (connect(fd, sa, salen) < 0) {
+        if (errno == EINPROGRESS || errno == EAGAIN)
+            rc = connect_wait(fd, deadline_after(timeout_ms));
+        else
+            rc = -errno;
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+/* Connects to addr. Returns the fd or -errno with the reason in c->err. */
+static int connect_addr(struct msgclient *c)
+{
+    const char *addr = c->o.addr;
+    if (!addr || !*addr) {
+        snprintf(c->err, sizeof c->err, "no address to connect to");
+        return -EINVAL;
+    }
+    if (strncmp(addr, "unix:", 5) == 0) {
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        size_t pl = strlen(addr + 5);
+        if (pl == 0 || pl >= sizeof sun.sun_path) {
+            snprintf(c->err, sizeof c->err, "bad unix socket path in %s", addr);
+            return -EINVAL;
+        }
+        memcpy(sun.sun_path, addr + 5, pl);
+        int fd = connect_one((const struct sockaddr *)&sun, sizeof sun, c->o.connect_timeout_ms);
+        if (fd < 0)
+            snprintf(c->err, sizeof c->err, "connect %s: %s", addr,
+                     fd == -ETIMEDOUT ? "timed out" : strerror(-fd));
+        return fd;
+    }
+    char host[256], port[8];
+    if (msgclient_split_hostport(addr, host, sizeof host, port, sizeof port) < 0) {
+        snprintf(c->err, sizeof c->err, "bad address %s (want HOST:PORT, [IPV6]:PORT or "
+                 "unix:/path)", addr);
+        return -EINVAL;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0) {
+        snprintf(c->err, sizeof c->err, "cannot resolve %s: %s", host, gai_strerror(g));
+        return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+    }
+    int fd = -EHOSTUNREACH;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = connect_one(ai->ai_addr, ai->ai_addrlen, c->o.connect_timeout_ms);
+        if (fd >= 0)
+            break;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(c->err, sizeof c->err, "connect %s: %s", addr,
+                 fd == -ETIMEDOUT ? "timed out" : strerror(-fd));
+    return fd;
+}
+
+static void reset_conn_state(struct msgclient *c, int fd)
+{
+    if (c->fd >= 0)
+        conn_lost(c, -ECONNRESET);
+    c->fd = fd;
+    c->write_dead = false;
+    c->goaway = false;
+    c->goaway_ms = 0;
+    c->goaway_reason[0] = '\0';
+    c->conn_error = false;
+    buffer_free(&c->in);
+    buffer_free(&c->out);
+}
+
+int msgclient_adopt(struct msgclient *c, int fd)
+{
+    if (fd < 0)
+        return -EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -EINVAL;
+    reset_conn_state(c, fd);
+    return 0;
+}
+
+/* Removes and returns the newest node of the reply queue. */
+static struct msgclient_rnode *take_tail(struct msgclient *c)
+{
+    struct msgclient_rnode *prev = NULL, *n = c->rhead;
+    if (!n)
+        return NULL;
+    while (n->next) {
+        prev = n;
+        n = n->next;
+    }
+    if (prev)
+        prev->next = NULL;
+    else
+        c->rhead = NULL;
+    c->rtail = prev;
+    c->nreplies--;
+    return n;
+}
+
+/* AUTH on a fresh connection (nothing else owed on it). Its reply is the
+ * newest node in the queue once nothing is pending: older nodes are replies
+ * from an earlier connection that the caller has not received yet. */
+static int auth_exchange(struct msgclient *c, struct msgclient_reply *reply)
+{
+    int rc = msgclient_send(c, MSG_CMD_AUTH, c->o.token, strlen(c->o.token));
+    if (rc < 0)
+        return rc;
+    int64_t deadline = deadline_after(c->o.timeout_ms);
+    while (c->pending > 0) {
+        rc = io_step(c, deadline);
+        if (rc == -ETIMEDOUT || rc == -EINTR || rc == -ENOTCONN) {
+            c->pending = 0;
+            conn_lost(c, -ECONNRESET);
+            prefix_err(c, "AUTH: ");
+            return rc;
+        }
+    }
+    struct msgclient_rnode *n = take_tail(c);
+    if (!n)
+        return -ENOMEM;
+    rc = n->result;
+    if (rc == MSGCLIENT_ERROR_REPLY)
+        snprintf(c->err, sizeof c->err, "AUTH: %s (%u): %s", msg_error_name(n->r.error_code),
+                 n->r.error_code, n->r.error_text);
+    else if (rc < 0)
+        prefix_err(c, "AUTH: ");
+    if (rc >= 0 && reply)
+        *reply = n->r;
+    else
+        msgclient_reply_free(&n->r);
+    free(n);
+    return rc;
+}
+
+int msgclient_connect(struct msgclient *c, struct msgclient_reply *reply)
+{
+    if (c->fd >= 0)
+        conn_lost(c, -ECONNRESET);
+    int fd = connect_addr(c);
+    if (fd < 0)
+        return fd;
+    reset_conn_state(c, fd);
+    if (!c->o.token)
+        return 0;
+    return auth_exchange(c, reply);
+}
+
+int msgclient_reconnect(struct msgclient *c, struct msgclient_reply *reply)
+{
+    if (c->fd >= 0)
+        conn_lost(c, -ECONNRESET);
+    int rc = -ENOTCONN;
+    for (unsigned i = 0; i < c->o.reconnect_attempts; i++) {
+        unsigned wait = msgclient_backoff_ms(i, c->o.backoff_initial_ms, c->o.backoff_max_ms,
+                                             &c->rng);
+        if (wait > INT_MAX)
+            wait = INT_MAX;
+        if (wait > 0 && poll(NULL, 0, (int)wait) < 0 && errno == EINTR)
+            return -EINTR;
+        rc = msgclient_connect(c, reply);
+        if (rc >= 0) {
+            c->reconnects++;
+            return rc;
+        }
+        if (rc == -EINTR || rc == -EINVAL)
+            return rc;
+    }
+    return rc;
+}
+
+/* ---- requests and replies ------------------------------------------------- */
+
+/* Connects again before a send when the connection is gone, or going away
+ * with nothing owed, and reconnect is on. */
+static int ensure_connection(struct msgclient *c)
+{
+    bool need = c->fd < 0 || (c->goaway && c->pending == 0);
+    if (!need)
+        return 0;
+    if (!c->o.reconnect) {
+        if (c->fd >= 0)
+            return 0;   /* going away, but no reconnecting: use it while it lasts */
+        snprintf(c->err, sizeof c->err, "not connected");
+        return -ENOTCONN;
+    }
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+    int rc = msgclient_reconnect(c, &r);
+    msgclient_reply_free(&r);
+    if (rc == MSGCLIENT_ERROR_REPLY)
+        return -EACCES;
+    return rc;
+}
+
+int msgclient_send(struct msgclient *c, uint32_t cmd, const void *payload, size_t len)
+{
+    if (cmd & MSG_FLAG_REPLY) {
+        snprintf(c->err, sizeof c->err, "0x%08X is a reply, not a request", cmd);
+        return -EINVAL;
+    }
+    if (len > UINT32_MAX)
+        return -EMSGSIZE;
+    int rc = ensure_connection(c);
+    if (rc < 0)
+        return rc;
+    if (c->write_dead) {
+        /* the write side failed: the loss shows up on the read side soon */
+        c->pending++;
+        return 0;
+    }
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, cmd, (uint32_t)len);
+    if (buffer_reserve(&c->out, sizeof h + len) < 0)
+        return -ENOMEM;
+    buffer_append(&c->out, h, sizeof h);
+    if (len)
+        buffer_append(&c->out, payload, len);
+    c->pending++;
+    if (buffer_readable(&c->out) >= EAGER_WRITE)
+        write_some(c);
+    return 0;
+}
+
+int msgclient_flush(struct msgclient *c)
+{
+    int64_t deadline = deadline_after(c->o.timeout_ms);
+    for (;;) {
+        if (c->fd < 0)
+            return -ENOTCONN;
+        if (c->write_dead)
+            return -EPIPE;
+        write_some(c);
+        if (buffer_readable(&c->out) == 0)
+            return c->write_dead ? -EPIPE : 0;
+        int rc = io_step(c, deadline);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int msgclient_recv(struct msgclient *c, struct msgclient_reply *reply)
+{
+    int64_t deadline = deadline_after(c->o.timeout_ms);
+    for (;;) {
+        struct msgclient_rnode *n = c->rhead;
+        if (n) {
+            c->rhead = n->next;
+            if (!c->rhead)
+                c->rtail = NULL;
+            c->nreplies--;
+            int result = n->result;
+            if (result >= 0)
+                *reply = n->r;
+            free(n);
+            return result;
+        }
+        if (c->pending == 0) {
+            snprintf(c->err, sizeof c->err, "no request is waiting for a reply");
+            return -ENOMSG;
+        }
+        int rc = io_step(c, deadline);
+        if (rc == -ETIMEDOUT || rc == -EINTR || rc == -ENOTCONN)
+            return rc;
+        /* on a loss the owed requests are queued as failures: loop to them */
+    }
+}
+
+int msgclient_call(struct msgclient *c, uint32_t cmd, const void *payload, size_t len,
+                   struct msgclient_reply *reply)
+{
+    int rc = msgclient_send(c, cmd, payload, len);
+    if (rc < 0)
+        return rc;
+    return msgclient_recv(c, reply);
+}
+
+int msgclient_recv_message(struct msgclient *c, struct msgclient_message *m, int timeout_ms)
+{
+    if (c->o.on_message)
+        return -EINVAL;
+    int64_t deadline = deadline_after(timeout_ms);
+    for (;;) {
+        struct msgclient_mnode *n = c->mhead;
+        if (n) {
+            c->mhead = n->next;
+            if (!c->mhead)
+                c->mtail = NULL;
+            c->nmessages--;
+            *m = n->m;
+            free(n);
+            return 0;
+        }
+        if (c->fd < 0) {
+            snprintf(c->err, sizeof c->err, "not connected");
+            return -ENOTCONN;
+        }
+        int rc = io_step(c, deadline);
+        if (rc < 0)
+            return rc;
+    }
+}

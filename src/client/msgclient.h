@@ -1,0 +1,179 @@
+/* msgclient: a small blocking client of the msg protocol (PROTOCOL.md) built on
+ * poll(2): connect with a timeout, optional AUTH, calls and pipelined
+ * send/receive, transparent answers to server PINGs, MESSAGE pushes, GOAWAY,
+ * and reconnection with exponential back-off and random jitter.
+ *
+ * A struct msgclient belongs to one thread at a time (the caller's): no
+ * function here may be called on the same client from two threads at once.
+ * Functions return >= 0 on success and -errno on failure; a reply that is an
+ * error reply is not a failure of the call: it returns MSGCLIENT_ERROR_REPLY
+ * with the code and text in the struct msgclient_reply. */
+#ifndef MSGD_MSGCLIENT_H
+#define MSGD_MSGCLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSGCLIENT_ERROR_REPLY 1       /* result: the server sent an error reply */
+#define MSGCLIENT_TEXT_MAX 256        /* error texts kept, with the NUL */
+#define MSGCLIENT_MESSAGES_MAX 65536  /* MESSAGE pushes queued; more are dropped */
+
+/* Called with each MESSAGE push (topic, then message bytes) from inside the
+ * call that read it, on that call's thread. The bytes are valid only during
+ * the call. */
+typedef void (*msgclient_message_fn)(void *user, const uint8_t *topic, size_t topic_len,
+                                     const uint8_t *data, size_t data_len);
+
+struct msgclient_options {
+    const char *addr;              /* "HOST:PORT", "[IPV6]:PORT" or "unix:/path" (copied) */
+    const char *token;             /* AUTH token sent after each connect; NULL: none (copied) */
+    int connect_timeout_ms;        /* per connect attempt; < 0: no limit */
+    int timeout_ms;                /* per wait for a reply or a flush; < 0: no limit */
+    bool reconnect;                /* reconnect after GOAWAY or a lost connection */
+    unsigned backoff_initial_ms;   /* first back-off step */
+    unsigned backoff_max_ms;       /* back-off cap */
+    unsigned reconnect_attempts;   /* connect attempts per reconnect, >= 1 */
+    uint32_t max_frame;            /* largest payload accepted from the server */
+    msgclient_message_fn on_message; /* NULL: MESSAGEs queue for msgclient_recv_message */
+    void *user;                    /* passed to on_message */
+    uint64_t seed;                 /* jitter seed; 0: a random one */
+};
+
+/* One reply. payload is malloc'd (NULL when len is 0) and owned by the caller:
+ * release it with msgclient_reply_free. For an error reply (ERROR bit set,
+ * including the connection-level error 0xC0000000) error_code and error_text
+ * hold the decoded error payload; otherwise error_code is 0. */
+struct msgclient_reply {
+    uint32_t command;              /* the whole command word, REPLY/ERROR bits included */
+    uint8_t *payload;
+    size_t len;
+    uint32_t error_code;
+    char error_text[MSGCLIENT_TEXT_MAX];
+};
+
+/* One MESSAGE push. buf is malloc'd and holds the topic and the data, each
+ * followed by a NUL (not counted in the lengths); topic and data point into it.
+ * Release with msgclient_message_free. */
+struct msgclient_message {
+    uint8_t *buf;
+    const uint8_t *topic;
+    size_t topic_len;
+    const uint8_t *data;
+    size_t data_len;
+};
+
+struct msgclient;
+
+/* Fills o with the defaults: no address, no token, 5 s timeouts, no
+ * reconnect, back-off 100 ms doubling to 5 s, 8 attempts, max_frame 256 MiB.
+ * Thread-safe. */
+void msgclient_options_init(struct msgclient_options *o);
+
+/* A new, unconnected client with a copy of o. NULL when out of memory.
+ * Any thread; the client then belongs to that thread. */
+struct msgclient *msgclient_new(const struct msgclient_options *o);
+
+/* Closes the connection (if any) and frees everything, queued replies and
+ * messages included. c may be NULL. The owning thread. */
+void msgclient_free(struct msgclient *c);
+
+/* Connects to o->addr (closing any previous connection first): a non-blocking
+ * connect bounded by connect_timeout_ms over each resolved address, then
+ * TCP_NODELAY, then AUTH when a token is set. Returns 0; MSGCLIENT_ERROR_REPLY
+ * when AUTH got an error reply (in *reply when reply is not NULL; the
+ * connection stays open); or -errno (-ECONNREFUSED, -ETIMEDOUT, -EINVAL for a
+ * bad address, ...) with the reason in msgclient_error(). The owning thread. */
+int msgclient_connect(struct msgclient *c, struct msgclient_reply *reply);
+
+/* Like msgclient_connect but waits first, and retries: attempt i (from 0)
+ * waits msgclient_backoff_ms(i, ...) before it connects, up to
+ * reconnect_attempts attempts. Returns what the last attempt returned. The
+ * owning thread. */
+int msgclient_reconnect(struct msgclient *c, struct msgclient_reply *reply);
+
+/* Uses fd, an already connected stream socket, as the connection (closing any
+ * previous one). The client owns fd from then on and makes it non-blocking.
+ * No AUTH is sent. Returns 0 or -EINVAL. The owning thread. */
+int msgclient_adopt(struct msgclient *c, int fd);
+
+/* Closes the connection. Requests still waiting for replies are answered with
+ * -ECONNRESET by msgclient_recv. The owning thread. */
+void msgclient_close(struct msgclient *c);
+
+/* Queues one request (cmd must have the REPLY and ERROR bits clear) for
+ * sending; it goes out at the next flush, recv or call. When the connection is
+ * gone, or going away (GOAWAY) with no reply owed, and reconnect is set, it
+ * reconnects first (msgclient_reconnect). Returns 0, -EINVAL, -ENOTCONN,
+ * -ENOMEM, or a reconnect failure (an AUTH error reply on reconnect gives
+ * -EACCES). The owning thread. */
+int msgclient_send(struct msgclient *c, uint32_t cmd, const void *payload, size_t len);
+
+/* Writes everything queued, reading (and queueing) whatever arrives meanwhile.
+ * Returns 0, -ETIMEDOUT, -EINTR, or -ECONNRESET/-EPIPE. The owning thread. */
+int msgclient_flush(struct msgclient *c);
+
+/* The reply to the oldest request sent and not yet answered, waiting up to
+ * timeout_ms for it while it flushes, answers server PINGs, delivers MESSAGEs
+ * and notes GOAWAY. Returns 0 (a reply), MSGCLIENT_ERROR_REPLY (an error
+ * reply, or the connection-level error, after which the connection is
+ * closed), -ETIMEDOUT, -EINTR (a signal arrived), -ECONNRESET (the connection
+ * was lost: once for each request that was owed a reply), -EPROTO (the server
+ * broke the framing; the connection is closed), -ENOMSG (no request is
+ * waiting). *reply is filled only for 0 and MSGCLIENT_ERROR_REPLY. The
+ * owning thread. */
+int msgclient_recv(struct msgclient *c, struct msgclient_reply *reply);
+
+/* msgclient_send, then msgclient_recv: returns what msgclient_recv returns,
+ * or the send failure. Replies owed to earlier pipelined requests must be
+ * received first, or this returns the first of them. The owning thread. */
+int msgclient_call(struct msgclient *c, uint32_t cmd, const void *payload, size_t len,
+                   struct msgclient_reply *reply);
+
+/* The next MESSAGE push (queued ones first), waiting up to timeout_ms (< 0:
+ * no limit) while answering PINGs; replies that arrive meanwhile are queued
+ * for msgclient_recv. Only when on_message is NULL. Returns 0, -ETIMEDOUT,
+ * -EINTR, -ECONNRESET (lost; the connection is closed), -ECONNABORTED (the
+ * server sent the connection-level error: msgclient_error() says which),
+ * -EPROTO, -ENOTCONN or -EINVAL. The owning thread. */
+int msgclient_recv_message(struct msgclient *c, struct msgclient_message *m, int timeout_ms);
+
+/* Frees what a reply or a message holds and clears it. NULL-safe. Any thread. */
+void msgclient_reply_free(struct msgclient_reply *r);
+void msgclient_message_free(struct msgclient_message *m);
+
+/* State, for the owning thread. */
+bool msgclient_connected(const struct msgclient *c);
+/* True once a GOAWAY arrived on the current connection; *ms_left and *reason
+ * (NUL-terminated, owned by c) are set when not NULL. */
+bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const char **reason);
+/* Requests sent (or queued) and not yet answered. */
+size_t msgclient_pending(const struct msgclient *c);
+/* The latest failure, in words ("connect 127.0.0.1:7700: Connection refused"). */
+const char *msgclient_error(const struct msgclient *c);
+/* Server PINGs answered, unexpected frames dropped, MESSAGEs dropped (queue
+ * full), and reconnects made, over the client's life. */
+uint64_t msgclient_pings_answered(const struct msgclient *c);
+uint64_t msgclient_frames_dropped(const struct msgclient *c);
+uint64_t msgclient_messages_dropped(const struct msgclient *c);
+uint64_t msgclient_reconnects(const struct msgclient *c);
+
+/* The wait before reconnect attempt `attempt` (0 = the first): the step
+ * cap = min(max_ms, initial_ms * 2^attempt), then a uniformly random value in
+ * [cap/2, cap] ("equal jitter") drawn from *rng (a xorshift state, never 0;
+ * updated). Thread-safe for distinct rng states. */
+unsigned msgclient_backoff_ms(unsigned attempt, unsigned initial_ms, unsigned max_ms,
+                              uint64_t *rng);
+
+/* Decodes an error payload (u32 code, text): *code and text (NUL-terminated,
+ * cut to textlen, control bytes replaced by '?'). Returns 0, or -EINVAL when
+ * the payload is shorter than 4 bytes (then *code is 0). Thread-safe. */
+int msgclient_decode_error(const uint8_t *p, size_t len, uint32_t *code, char *text,
+                           size_t textlen);
+
+/* Splits "HOST:PORT" or "[IPV6]:PORT" into host (brackets removed) and port.
+ * Returns 0 or -EINVAL (no port, port not 1..65535, host too long). Thread-safe. */
+int msgclient_split_hostport(const char *addr, char *host, size_t hostlen, char *port,
+                             size_t portlen);
+
+#endif

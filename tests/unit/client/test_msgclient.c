@@ -1,0 +1,698 @@
+/* test_msgclient: the msgclient library against fake servers on socketpairs
+ * and loopback listeners of its own (no daemon): back-off, PING answers,
+ * pipelined replies, pushes, GOAWAY, errors, timeouts, reconnect and AUTH. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "client/msgclient.h"
+#include "msg.h"
+#include "test.h"
+
+#define WAIT_MS 5000
+
+/* ---- a fake server's side of the wire (blocking, bounded by WAIT_MS) ------- */
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, WAIT_MS) <= 0)
+            return -ETIMEDOUT;
+        ssize_t r = read(fd, p + got, n - got);
+        if (r <= 0)
+            return r == 0 ? -ECONNRESET : -errno;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads one frame; payload into buf (cap bytes). Returns its length or -errno. */
+static long read_frame(int fd, uint32_t *cmd, uint8_t *buf, size_t cap)
+{
+    uint8_t h[MSG_HEADER_LEN];
+    if (read_full(fd, h, sizeof h) < 0)
+        return -EIO;
+    struct msg_header mh;
+    msg_header_decode(h, &mh);
+    if (mh.magic != MSG_MAGIC || mh.version != MSG_VERSION || mh.length > cap)
+        return -EPROTO;
+    if (read_full(fd, buf, mh.length) < 0)
+        return -EIO;
+    *cmd = mh.command;
+    return (long)mh.length;
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w <= 0)
+            return;
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static void write_frame(int fd, uint32_t cmd, const void *p, size_t n)
+{
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, cmd, (uint32_t)n);
+    write_all(fd, h, sizeof h);
+    write_all(fd, p, n);
+}
+
+/* The same frame, one byte per write (half packets). */
+static void write_frame_bytewise(int fd, uint32_t cmd, const void *p, size_t n)
+{
+    uint8_t buf[MSG_HEADER_LEN + 64];
+    msg_header_encode(buf, cmd, (uint32_t)n);
+    memcpy(buf + MSG_HEADER_LEN, p, n);
+    for (size_t i = 0; i < MSG_HEADER_LEN + n; i++)
+        write_all(fd, buf + i, 1);
+}
+
+static void write_error(int fd, uint32_t cmd, uint32_t code, const char *text)
+{
+    uint8_t p[128];
+    size_t n = msg_error_payload(p, sizeof p, code, text);
+    write_frame(fd, cmd, p, n);
+}
+
+struct fake {
+    int fd;
+    int listen_fd;
+    int ok;                        /* the server thread's own checks passed */
+    char why[128];
+};
+
+static void fake_fail(struct fake *f, const char *why)
+{
+    if (f->ok) {
+        f->ok = 0;
+        snprintf(f->why, sizeof f->why, "%s", why);
+    }
+}
+
+static struct msgclient *client_on_pair(int *server_fd, int timeout_ms)
+{
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.timeout_ms = timeout_ms;
+    struct msgclient *c = msgclient_new(&o);
+    CHECK(c != NULL);
+    CHECK_EQ(msgclient_adopt(c, sv[0]), 0);
+    *server_fd = sv[1];
+    return c;
+}
+
+static void run_fake(struct fake *f, void *(*fn)(void *), pthread_t *t)
+{
+    f->ok = 1;
+    f->why[0] = '\0';
+    CHECK_EQ(pthread_create(t, NULL, fn, f), 0);
+}
+
+static void join_fake(struct fake *f, pthread_t t)
+{
+    pthread_join(t, NULL);
+    if (!f->ok)
+        TEST_FAIL("fake server: %s", f->why);
+}
+
+/* A loopback listener on an ephemeral port; returns the fd, *port set. */
+static int listen_loopback(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    CHECK_EQ(listen(fd, 8), 0);
+    socklen_t sl = sizeof sin;
+    CHECK_EQ(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+static int accept_wait(int lfd)
+{
+    struct pollfd pfd = {lfd, POLLIN, 0};
+    if (poll(&pfd, 1, WAIT_MS) <= 0)
+        return -1;
+    return accept(lfd, NULL, NULL);
+}
+
+/* ---- pure functions ---------------------------------------------------------- */
+
+TEST(backoff_doubles_within_jitter_and_caps)
+{
+    uint64_t rng = 12345;
+    for (unsigned a = 0; a < 12; a++) {
+        unsigned cap = 100u << a;
+        if (cap > 5000 || a > 6)
+            cap = 5000;
+        for (int k = 0; k < 50; k++) {
+            unsigned v = msgclient_backoff_ms(a, 100, 5000, &rng);
+            if (v < cap / 2 || v > cap)
+                TEST_FAIL("attempt %u: %u not in [%u, %u]", a, v, cap / 2, cap);
+        }
+    }
+    /* huge attempt numbers do not overflow */
+    unsigned v = msgclient_backoff_ms(1000, 100, 5000, &rng);
+    CHECK(v >= 2500 && v <= 5000);
+    CHECK(rng != 0);
+}
+
+TEST(backoff_jitter_spreads_and_is_seeded)
+{
+    uint64_t a = 7, b = 7, c = 8;
+    int same_ab = 1, distinct = 0;
+    unsigned prev = 0;
+    for (int i = 0; i < 64; i++) {
+        unsigned va = msgclient_backoff_ms(3, 100, 5000, &a);
+        unsigned vb = msgclient_backoff_ms(3, 100, 5000, &b);
+        unsigned vc = msgclient_backoff_ms(3, 100, 5000, &c);
+        same_ab &= va == vb;
+        distinct += i > 0 && va != prev;
+        prev = va;
+        (void)vc;
+    }
+    CHECK(same_ab);          /* same seed, same sequence */
+    CHECK(distinct > 32);    /* but the values spread */
+    uint64_t z = 0;          /* a zero state still works */
+    unsigned v = msgclient_backoff_ms(0, 100, 5000, &z);
+    CHECK(v >= 50 && v <= 100);
+    CHECK(z != 0);
+    uint64_t r = 1;
+    CHECK_EQ(msgclient_backoff_ms(0, 0, 0, &r), 0);
+}
+
+TEST(split_hostport)
+{
+    char h[64], p[8];
+    CHECK_EQ(msgclient_split_hostport("127.0.0.1:7700", h, sizeof h, p, sizeof p), 0);
+    CHECK_STR(h, "127.0.0.1");
+    CHECK_STR(p, "7700");
+    CHECK_EQ(msgclient_split_hostport("[::1]:80", h, sizeof h, p, sizeof p), 0);
+    CHECK_STR(h, "::1");
+    CHECK_STR(p, "80");
+    CHECK_EQ(msgclient_split_hostport("localhost:65535", h, sizeof h, p, sizeof p), 0);
+    CHECK_EQ(msgclient_split_hostport("localhost", h, sizeof h, p, sizeof p), -EINVAL);
+    CHECK_EQ(msgclient_split_hostport("host:0", h, sizeof h, p, sizeof p), -EINVAL);
+    CHECK_EQ(msgclient_split_hostport("host:65536", h, sizeof h, p, sizeof p), -EINVAL);
+    CHECK_EQ(msgclient_split_hostport("host:12a", h, sizeof h, p, sizeof p), -EINVAL);
+    CHECK_EQ(msgclient_split_hostport(":80", h, sizeof h, p, sizeof p), -EINVAL);
+    CHECK_EQ(msgclient_split_hostport("[::1]80", h, sizeof h, p, sizeof p), -EINVAL);
+}
+
+TEST(decode_error_payload)
+{
+    uint8_t p[64];
+    size_t n = msg_error_payload(p, sizeof p, MSG_ERR_DISABLED, "off\n");
+    uint32_t code;
+    char text[8];
+    CHECK_EQ(msgclient_decode_error(p, n, &code, text, sizeof text), 0);
+    CHECK_EQ(code, MSG_ERR_DISABLED);
+    CHECK_STR(text, "off?");    /* control bytes are not passed through */
+    n = msg_error_payload(p, sizeof p, 1, "a long text that is cut");
+    CHECK_EQ(msgclient_decode_error(p, n, &code, text, sizeof text), 0);
+    CHECK_STR(text, "a long ");
+    CHECK_EQ(msgclient_decode_error(p, 3, &code, text, sizeof text), -EINVAL);
+    CHECK_EQ(code, 0);
+}
+
+/* ---- PING answered while waiting ------------------------------------------------ */
+
+static void *ping_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[256];
+    uint32_t cmd;
+    long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 1 || cmd != MSG_CMD_ECHO || buf[0] != 'x')
+        return fake_fail(f, "expected ECHO x"), NULL;
+    write_frame(f->fd, MSG_CMD_PING, "hb", 2);          /* a heartbeat before the reply */
+    n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 2 || cmd != (MSG_FLAG_REPLY | MSG_CMD_PING) || memcmp(buf, "hb", 2) != 0)
+        return fake_fail(f, "expected the PING reply 0x80000001 hb"), NULL;
+    write_frame_bytewise(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, "x", 1);
+    return NULL;
+}
+
+TEST(ping_is_answered_while_waiting)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, ping_server, &t);
+    struct msgclient_reply r;
+    int rc = msgclient_call(c, MSG_CMD_ECHO, "x", 1, &r);
+    join_fake(&f, t);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_ECHO);
+    CHECK_EQ(r.len, 1);
+    CHECK_EQ(r.payload[0], 'x');
+    CHECK_EQ(r.error_code, 0);
+    CHECK_EQ(msgclient_pings_answered(c), 1);
+    msgclient_reply_free(&r);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+/* ---- pipelining, pushes in between, split frames ----------------------------------- */
+
+#define PIPE_N 100
+
+static void *pipeline_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    uint32_t got[PIPE_N];
+    for (int i = 0; i < PIPE_N; i++) {       /* all requests arrive before any reply */
+        long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+        if (n != 4 || cmd != MSG_CMD_ECHO)
+            return fake_fail(f, "expected ECHO with 4 bytes"), NULL;
+        got[i] = msg_get_u32(buf);
+    }
+    uint8_t msg[] = "\x05" "topic" "hello";
+    for (int i = 0; i < PIPE_N; i++) {
+        uint8_t p[4];
+        msg_put_u32(p, got[i]);
+        if (i == 10)
+            write_frame(f->fd, MSG_CMD_MESSAGE, msg, sizeof msg - 1);
+        if (i == 20)
+            write_frame(f->fd, MSG_CMD_PING, "", 0);
+        if (i % 7 == 0)
+            write_frame_bytewise(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, p, 4);
+        else
+            write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, p, 4);
+    }
+    long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 0 || cmd != (MSG_FLAG_REPLY | MSG_CMD_PING))
+        return fake_fail(f, "expected an empty PING reply"), NULL;
+    return NULL;
+}
+
+TEST(pipelined_replies_in_order_with_pushes_between)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, pipeline_server, &t);
+    for (uint32_t i = 0; i < PIPE_N; i++) {
+        uint8_t p[4];
+        msg_put_u32(p, 1000 + i);
+        CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, p, 4), 0);
+    }
+    CHECK_EQ(msgclient_pending(c), PIPE_N);
+    CHECK_EQ(msgclient_flush(c), 0);
+    for (uint32_t i = 0; i < PIPE_N; i++) {
+        struct msgclient_reply r;
+        CHECK_EQ(msgclient_recv(c, &r), 0);
+        CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_ECHO);
+        CHECK_EQ(r.len, 4);
+        CHECK_EQ(msg_get_u32(r.payload), 1000 + i);
+        msgclient_reply_free(&r);
+    }
+    CHECK_EQ(msgclient_pending(c), 0);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_recv(c, &r), -ENOMSG);
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, 0), 0);
+    CHECK_EQ(m.topic_len, 5);
+    CHECK_STR((const char *)m.topic, "topic");
+    CHECK_EQ(m.data_len, 5);
+    CHECK_STR((const char *)m.data, "hello");
+    msgclient_message_free(&m);
+    /* the PING reply goes out with the next I/O */
+    CHECK_EQ(msgclient_flush(c), 0);
+    join_fake(&f, t);
+    CHECK_EQ(msgclient_pings_answered(c), 1);
+    CHECK_EQ(msgclient_recv_message(c, &m, 10), -ETIMEDOUT);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+/* ---- MESSAGE to a callback --------------------------------------------------------- */
+
+struct seen { int n; char last[32]; };
+
+static void on_message(void *user, const uint8_t *topic, size_t tl, const uint8_t *data,
+                       size_t dl)
+{
+    struct seen *s = user;
+    s->n++;
+    snprintf(s->last, sizeof s->last, "%.*s=%.*s", (int)tl, (const char *)topic, (int)dl,
+             (const char *)data);
+}
+
+static void *message_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    if (read_frame(f->fd, &cmd, buf, sizeof buf) != 0 || cmd != MSG_CMD_PING)
+        return fake_fail(f, "expected PING"), NULL;
+    write_frame(f->fd, MSG_CMD_MESSAGE, "\x01" "tA", 3);
+    write_frame(f->fd, MSG_CMD_MESSAGE, "\x09" "bad", 4);     /* topic longer than payload */
+    write_frame(f->fd, MSG_CMD_MESSAGE, "\x01" "uB", 3);
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_PING, "", 0);
+    return NULL;
+}
+
+TEST(messages_go_to_the_callback)
+{
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct seen s = {0, ""};
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.on_message = on_message;
+    o.user = &s;
+    struct msgclient *c = msgclient_new(&o);
+    CHECK_EQ(msgclient_adopt(c, sv[0]), 0);
+    struct fake f;
+    f.fd = sv[1];
+    pthread_t t;
+    run_fake(&f, message_server, &t);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, MSG_CMD_PING, NULL, 0, &r), 0);
+    join_fake(&f, t);
+    CHECK_EQ(s.n, 2);
+    CHECK_STR(s.last, "u=B");
+    CHECK_EQ(msgclient_frames_dropped(c), 1);
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, 0), -EINVAL);
+    msgclient_reply_free(&r);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+/* ---- error replies, GOAWAY, EOF, connection-level error, garbage, timeout ------------ */
+
+static void *goaway_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    for (int i = 0; i < 4; i++)
+        if (read_frame(f->fd, &cmd, buf, sizeof buf) < 0)
+            return fake_fail(f, "expected 4 requests"), NULL;
+    write_error(f->fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | 999, MSG_ERR_UNKNOWN_COMMAND, "nope");
+    uint8_t ga[4 + 7];
+    msg_put_u32(ga, 1500);
+    memcpy(ga + 4, "restart", 7);
+    write_frame(f->fd, MSG_CMD_GOAWAY, ga, sizeof ga);
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, "b", 1);
+    shutdown(f->fd, SHUT_RDWR);     /* two requests left unanswered */
+    return NULL;
+}
+
+TEST(error_reply_goaway_then_eof)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, goaway_server, &t);
+    CHECK_EQ(msgclient_send(c, 999, NULL, 0), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "b", 1), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "c", 1), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "d", 1), 0);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_recv(c, &r), MSGCLIENT_ERROR_REPLY);
+    CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_FLAG_ERROR | 999);
+    CHECK_EQ(r.error_code, MSG_ERR_UNKNOWN_COMMAND);
+    CHECK_STR(r.error_text, "nope");
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_recv(c, &r), 0);
+    CHECK_EQ(r.payload[0], 'b');
+    msgclient_reply_free(&r);
+    uint32_t ms = 0;
+    const char *reason = NULL;
+    CHECK(msgclient_going_away(c, &ms, &reason));
+    CHECK_EQ(ms, 1500);
+    CHECK_STR(reason, "restart");
+    CHECK_EQ(msgclient_recv(c, &r), -ECONNRESET);
+    CHECK_EQ(msgclient_recv(c, &r), -ECONNRESET);
+    CHECK_EQ(msgclient_recv(c, &r), -ENOMSG);
+    CHECK(!msgclient_connected(c));
+    CHECK_EQ(msgclient_send(c, MSG_CMD_PING, NULL, 0), -ENOTCONN);  /* no reconnect option */
+    join_fake(&f, t);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+static void *conn_error_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    for (int i = 0; i < 2; i++)
+        if (read_frame(f->fd, &cmd, buf, sizeof buf) < 0)
+            return fake_fail(f, "expected 2 requests"), NULL;
+    write_error(f->fd, MSG_CONN_ERROR, MSG_ERR_IDLE_TIMEOUT, "idle");
+    shutdown(f->fd, SHUT_RDWR);
+    return NULL;
+}
+
+TEST(connection_level_error_answers_the_waiting_request)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, conn_error_server, &t);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_STATS, NULL, 0), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_STATS, NULL, 0), 0);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_recv(c, &r), MSGCLIENT_ERROR_REPLY);
+    CHECK_EQ(r.command, MSG_CONN_ERROR);
+    CHECK_EQ(r.error_code, MSG_ERR_IDLE_TIMEOUT);
+    CHECK_STR(r.error_text, "idle");
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_recv(c, &r), -ECONNRESET);
+    CHECK(strstr(msgclient_error(c), "IDLE_TIMEOUT") != NULL);
+    join_fake(&f, t);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+static void *idle_conn_error_server(void *arg)
+{
+    struct fake *f = arg;
+    write_error(f->fd, MSG_CONN_ERROR, MSG_ERR_IDLE_TIMEOUT, "idle");
+    shutdown(f->fd, SHUT_RDWR);
+    return NULL;
+}
+
+TEST(connection_level_error_ends_recv_message)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, idle_conn_error_server, &t);
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, WAIT_MS), -ECONNABORTED);
+    CHECK(strstr(msgclient_error(c), "IDLE_TIMEOUT") != NULL);
+    CHECK_EQ(msgclient_recv_message(c, &m, 10), -ENOTCONN);
+    join_fake(&f, t);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+TEST(garbage_from_the_server_is_eproto)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_PING, NULL, 0), 0);
+    CHECK_EQ(msgclient_flush(c), 0);
+    write_all(f.fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_recv(c, &r), -EPROTO);
+    CHECK(strstr(msgclient_error(c), "BAD_MAGIC") != NULL);
+    CHECK(!msgclient_connected(c));
+    close(f.fd);
+    msgclient_free(c);
+}
+
+TEST(no_reply_times_out)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, 50);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, MSG_CMD_PING, NULL, 0, &r), -ETIMEDOUT);
+    CHECK_EQ(msgclient_pending(c), 1);   /* still owed: a late reply is not lost */
+    write_frame(f.fd, MSG_FLAG_REPLY | MSG_CMD_PING, "", 0);
+    CHECK_EQ(msgclient_recv(c, &r), 0);
+    CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_PING);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+TEST(a_reply_is_not_a_request)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, 50);
+    CHECK_EQ(msgclient_send(c, MSG_FLAG_REPLY | MSG_CMD_PING, NULL, 0), -EINVAL);
+    CHECK_EQ(msgclient_pending(c), 0);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+/* ---- real sockets: refused, reconnect after GOAWAY, AUTH --------------------------- */
+
+TEST(connect_refused)
+{
+    int port;
+    int lfd = listen_loopback(&port);
+    close(lfd);                           /* nothing listens there now */
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    struct msgclient *c = msgclient_new(&o);
+    CHECK_EQ(msgclient_connect(c, NULL), -ECONNREFUSED);
+    CHECK(strstr(msgclient_error(c), "refused") != NULL);
+    CHECK(!msgclient_connected(c));
+    msgclient_free(c);
+    o.addr = "no-port-here";
+    c = msgclient_new(&o);
+    CHECK_EQ(msgclient_connect(c, NULL), -EINVAL);
+    msgclient_free(c);
+    o.addr = "unix:/nonexistent/msgd.sock";
+    c = msgclient_new(&o);
+    CHECK_EQ(msgclient_connect(c, NULL), -ENOENT);
+    msgclient_free(c);
+}
+
+static void *reconnect_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    for (int round = 0; round < 2; round++) {
+        int fd = accept_wait(f->listen_fd);
+        if (fd < 0)
+            return fake_fail(f, "no connection"), NULL;
+        long n = read_frame(fd, &cmd, buf, sizeof buf);
+        if (n != 6 || cmd != MSG_CMD_AUTH || memcmp(buf, "sekret", 6) != 0) {
+            close(fd);
+            return fake_fail(f, "expected AUTH sekret first"), NULL;
+        }
+        write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_AUTH, "", 0);
+        n = read_frame(fd, &cmd, buf, sizeof buf);
+        if (n != 1 || cmd != MSG_CMD_ECHO) {
+            close(fd);
+            return fake_fail(f, "expected ECHO"), NULL;
+        }
+        if (round == 0) {
+            uint8_t ga[4] = {0, 0, 0, 0};
+            write_frame(fd, MSG_CMD_GOAWAY, ga, 4);
+        }
+        write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, buf, 1);
+        if (round == 0) {
+            /* the client must not send more here: it reconnects */
+            struct pollfd pfd = {fd, POLLIN, 0};
+            if (poll(&pfd, 1, WAIT_MS) != 1 || read(fd, buf, 1) != 0)
+                fake_fail(f, "expected the client to close after GOAWAY");
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+TEST(reconnects_with_auth_after_goaway)
+{
+    struct fake f;
+    int port;
+    f.listen_fd = listen_loopback(&port);
+    pthread_t t;
+    run_fake(&f, reconnect_server, &t);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    o.token = "sekret";
+    o.reconnect = true;
+    o.backoff_initial_ms = 2;
+    o.backoff_max_ms = 10;
+    o.seed = 99;
+    struct msgclient *c = msgclient_new(&o);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_connect(c, NULL), 0);
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, "1", 1, &r), 0);
+    CHECK_EQ(r.payload[0], '1');
+    msgclient_reply_free(&r);
+    CHECK(msgclient_going_away(c, NULL, NULL));
+    CHECK_EQ(msgclient_reconnects(c), 0);
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, "2", 1, &r), 0);
+    CHECK_EQ(r.payload[0], '2');
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_reconnects(c), 1);
+    CHECK(!msgclient_going_away(c, NULL, NULL));
+    msgclient_free(c);
+    join_fake(&f, t);
+    close(f.listen_fd);
+}
+
+static void *auth_fail_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    int fd = accept_wait(f->listen_fd);
+    if (fd < 0)
+        return fake_fail(f, "no connection"), NULL;
+    if (read_frame(fd, &cmd, buf, sizeof buf) < 0 || cmd != MSG_CMD_AUTH)
+        fake_fail(f, "expected AUTH");
+    else
+        write_error(fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_AUTH, MSG_ERR_AUTH_FAILED,
+                    "wrong token");
+    struct pollfd pfd = {fd, POLLIN, 0};
+    poll(&pfd, 1, WAIT_MS);             /* until the client closes */
+    close(fd);
+    return NULL;
+}
+
+TEST(auth_failure_is_an_error_reply)
+{
+    struct fake f;
+    int port;
+    f.listen_fd = listen_loopback(&port);
+    pthread_t t;
+    run_fake(&f, auth_fail_server, &t);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    o.token = "bad";
+    struct msgclient *c = msgclient_new(&o);
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+    CHECK_EQ(msgclient_connect(c, &r), MSGCLIENT_ERROR_REPLY);
+    CHECK_EQ(r.error_code, MSG_ERR_AUTH_FAILED);
+    CHECK_STR(r.error_text, "wrong token");
+    CHECK(strstr(msgclient_error(c), "AUTH_FAILED") != NULL);
+    CHECK_EQ(msgclient_pending(c), 0);
+    msgclient_reply_free(&r);
+    msgclient_free(c);
+    join_fake(&f, t);
+    close(f.listen_fd);
+}
+
+int main(int argc, char **argv)
+{
+    return test_main(argc, argv);
+}
