@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
-# Installs what msgd needs to build, run and test on Debian 12.
-# Idempotent: installs only the packages that are missing. Uses sudo when not root.
+# Installs what msgd needs on Debian 12, with apt-get. Idempotent: only the
+# missing packages are installed. Uses sudo when not root.
+#
+#   scripts/deps.sh            build, run and `make test` (includes clang and
+#                              libclang-rt-14-dev for the libFuzzer smoke runs)
+#   scripts/deps.sh bench      also what `make bench` measures against
+#   scripts/deps.sh valgrind   also valgrind (`make valgrind`)
+#   scripts/deps.sh all        everything
 set -euo pipefail
 
-pkgs=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd procps)
-# Optional extras for fuzzing and deeper checks; installed when asked.
-if [ "${MSGD_DEPS_EXTRA:-0}" = 1 ]; then
-    pkgs+=(clang libclang-rt-14-dev valgrind strace)
-fi
+base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
+      util-linux procps clang libclang-rt-14-dev)
+bench=(redis-server redis-tools iperf3 strace)
+valgrind=(valgrind)
+
+pkgs=("${base[@]}")
+for group in "$@"; do
+    case "$group" in
+    bench) pkgs+=("${bench[@]}") ;;
+    valgrind) pkgs+=("${valgrind[@]}") ;;
+    all) pkgs+=("${bench[@]}" "${valgrind[@]}") ;;
+    *) echo "deps.sh: unknown group '$group' (bench, valgrind, all)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${pkgs[@]}"; do
