@@ -26,19 +26,30 @@
 
 /* ---- value parsers ---------------------------------------------------- */
 
-/* Parses a plain decimal number (digits only). Returns 0 or -EINVAL. */
-static int parse_uint(const char *s, uint64_t *out)
+/* Reads the run of decimal digits at *s (at least one) into *out and moves
+ * *s past it. Returns 0, or -EINVAL when there is no digit or it overflows. */
+static int read_digits(const char **s, uint64_t *out)
 {
-    if (!s || !isdigit((unsigned char)*s))
+    const char *p = *s;
+    if (!p || !isdigit((unsigned char)*p))
         return -EINVAL;
     uint64_t v = 0;
-    for (; isdigit((unsigned char)*s); s++) {
-        unsigned d = (unsigned)(*s - '0');
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
         if (v > (UINT64_MAX - d) / 10)
             return -EINVAL;
         v = v * 10 + d;
     }
-    if (*s)
+    *s = p;
+    *out = v;
+    return 0;
+}
+
+/* Parses a plain decimal number (digits only). Returns 0 or -EINVAL. */
+static int parse_uint(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    if (read_digits(&s, &v) < 0 || *s)
         return -EINVAL;
     *out = v;
     return 0;
@@ -46,15 +57,9 @@ static int parse_uint(const char *s, uint64_t *out)
 
 int config_parse_duration_ms(const char *s, uint64_t *ms)
 {
-    if (!s || !ms || !isdigit((unsigned char)*s))
+    uint64_t whole;
+    if (!ms || read_digits(&s, &whole) < 0)
         return -EINVAL;
-    uint64_t whole = 0;
-    for (; isdigit((unsigned char)*s); s++) {
-        unsigned d = (unsigned)(*s - '0');
-        if (whole > (UINT64_MAX - d) / 10)
-            return -EINVAL;
-        whole = whole * 10 + d;
-    }
     /* Fraction digits past the twelfth are ignored: far below a millisecond. */
     uint64_t frac = 0, den = 1;
     if (*s == '.') {
@@ -91,15 +96,9 @@ int config_parse_duration_ms(const char *s, uint64_t *ms)
 
 int config_parse_size(const char *s, uint64_t *bytes)
 {
-    if (!s || !bytes || !isdigit((unsigned char)*s))
+    uint64_t v;
+    if (!bytes || read_digits(&s, &v) < 0)
         return -EINVAL;
-    uint64_t v = 0;
-    for (; isdigit((unsigned char)*s); s++) {
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -EINVAL;
-        v = v * 10 + d;
-    }
     uint64_t mult = 1;
     if (*s) {
         switch (*s) {

@@ -104,7 +104,7 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
     unsigned frames = 0;
     c->state &= ~(uint32_t)CONN_MORE;
     while (off < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-        if (frames == CONN_FRAMES_PER_TURN || buffer_readable(&pl->out) > high) {
+        if (frames == CONN_FRAMES_PER_TURN || pipeline_pending(pl) > high) {
             c->state |= CONN_MORE;
             break;
         }
