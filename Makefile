@@ -1,5 +1,6 @@
-# msgd: `make` builds build/msgd; `make test` installs what is missing, builds,
-# and runs the unit and integration suites, plain and under ASan+UBSan.
+# msgd: `make` builds build/msgd and the client tools; `make test` installs
+# what is missing, builds, and runs the unit and integration suites, plain and
+# under ASan+UBSan, then each libFuzzer target for 60 s (mk/fuzz.mk).
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -94,7 +95,9 @@ integration: all
 test: deps
 	$(MAKE) check BUILD=build
 	$(MAKE) check BUILD=build-asan SAN=asan
-	@bash tests/total.sh build/results build-asan/results
+	$(MAKE) fuzz-smoke
+	@echo "fuzz $(words $(FUZZ_TARGETS)) 0" > build-fuzz/results
+	@bash tests/total.sh build/results build-asan/results build-fuzz/results
 
 tsan: deps
 	$(MAKE) check BUILD=build-tsan SAN=tsan CC=gcc
@@ -118,6 +121,6 @@ uninstall:
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(OBJS:.o=.d) $(UNIT_BINS:=.d) $(EXTRA_UNIT_BINS:=.d)

@@ -25,8 +25,9 @@ struct buffer {
 
 static inline size_t buffer_readable(const struct buffer *b) { return b->wpos - b->rpos; }
 static inline size_t buffer_writable(const struct buffer *b) { return b->cap - b->wpos; }
-static inline uint8_t *buffer_peek(const struct buffer *b) { return b->data + b->rpos; }
-static inline uint8_t *buffer_tail(const struct buffer *b) { return b->data + b->wpos; }
+/* The readable bytes, and the writable room (NULL for a buffer with no memory). */
+static inline uint8_t *buffer_peek(const struct buffer *b) { return b->data ? b->data + b->rpos : NULL; }
+static inline uint8_t *buffer_tail(const struct buffer *b) { return b->data ? b->data + b->wpos : NULL; }
 
 /* Makes room for at least n more writable bytes, first by moving the readable
  * bytes to the front, then by growing (doubling). Returns 0 or -ENOMEM. */

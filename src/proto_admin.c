@@ -117,7 +117,12 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
     memcpy(line, frame, len);
     line[len] = '\0';
     if (len == 0)
+        return; /* a blank line is no command */
+    if (memchr(line, '\0', len)) {
+        reply_line(pl, "ERR the line holds a NUL byte");
+        reply_line(pl, "END");
         return;
+    }
     struct buffer text = BUFFER_INIT;
     if (strcmp(line, "help") == 0) {
         reply_line(pl, "help     this list");
