@@ -1,5 +1,7 @@
-/* reactor: one sub-reactor thread: its loop, its mailbox, its connection
- * slots. Everything but reactor_start/_post_conn/_stop runs on its thread. */
+/* reactor: one sub-reactor thread: its loop, its mailbox and what arrives
+ * there (new connections, worker results, fan-outs, reloads, the drain), and
+ * its connection table. Everything but the functions in reactor.h runs on
+ * its thread. */
 #include "reactor.h"
 
 #include <errno.h>
@@ -41,38 +43,10 @@ struct reactor_conn_msg {
 
 static struct mailbox_item stop_msgs[REACTOR_MAX]; /* one preallocated STOP each */
 
-static int slot_alloc(struct reactor *r, uint32_t *slot)
-{
-    if (r->free_head == UINT32_MAX) {
-        uint32_t n = r->nslots ? r->nslots * 2 : 64;
-        if (n > 0xFFFFFFFu)
-            return -ENOSPC;
-        struct reactor_slot *s = realloc(r->slots, sizeof *s * n);
-        if (!s)
-            return -ENOMEM;
-        for (uint32_t i = r->nslots; i < n; i++)
-            s[i] = (struct reactor_slot){NULL, 0, i + 1 < n ? i + 1 : UINT32_MAX};
-        r->free_head = r->nslots;
-        r->slots = s;
-        r->nslots = n;
-    }
-    *slot = r->free_head;
-    r->free_head = r->slots[*slot].next_free;
-    return 0;
-}
-
-static void slot_release(struct reactor *r, uint32_t slot)
-{
-    r->slots[slot].conn = NULL;
-    r->slots[slot].gen = (r->slots[slot].gen + 1) & 0xFFFFFFFu;
-    r->slots[slot].next_free = r->free_head;
-    r->free_head = slot;
-}
-
 /* Tells the main thread once a drain has closed every connection. */
 static void check_drained(struct reactor *r)
 {
-    if (!r->host.env.draining || r->nconns > 0 || atomic_load(&r->drained))
+    if (!r->host.env.draining || r->conns.count > 0 || atomic_load(&r->drained))
         return;
     atomic_store(&r->drained, 1);
     ev_timer_stop(r->loop, &r->drain_timer);
@@ -86,8 +60,7 @@ static void conn_closed_cb(struct conn_host *h, struct conn *c)
     uint32_t subs = pubsub_remove_all(&r->pubsub, &c->pl);
     if (subs)
         stats_add(h->env.stats, STATS_SUBSCRIPTIONS, (uint64_t)-subs);
-    slot_release(r, CONN_ID_SLOT(c->id));
-    r->nconns--;
+    conntab_release(&r->conns, c->id);
     check_drained(r);
     stats_add(h->env.stats, STATS_CONN_CURRENT, (uint64_t)-1);
     if (c->pl.proto->counted)
@@ -99,8 +72,9 @@ static void conn_closed_cb(struct conn_host *h, struct conn *c)
 
 static void adopt(struct reactor *r, struct reactor_conn_msg *m)
 {
-    uint32_t slot;
-    if (slot_alloc(r, &slot) < 0) {
+    int err = 0;
+    uint64_t id = conntab_reserve(&r->conns, &err);
+    if (err < 0) {
         log_warn("reactor %d: no slot for a new connection, closing it", r->index);
         close(m->fd);
         if (m->proto->counted)
@@ -108,35 +82,23 @@ static void adopt(struct reactor *r, struct reactor_conn_msg *m)
         return;
     }
     net_set_nodelay(m->fd);
-    uint64_t id = CONN_ID(r->index, slot, r->slots[slot].gen);
     struct conn *c = conn_open(&r->host, m->fd, m->proto, id);
     if (!c) {
-        slot_release(r, slot);
+        conntab_release(&r->conns, id);
         if (m->proto->counted)
             atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
         return;
     }
-    r->slots[slot].conn = c;
-    r->nconns++;
+    conntab_set(&r->conns, id, c);
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
-}
-
-/* The connection with this id, or NULL when it has gone (its slot is free or
- * holds a newer generation). */
-static struct conn *conn_by_id(struct reactor *r, uint64_t id)
-{
-    uint32_t slot = CONN_ID_SLOT(id);
-    if (slot >= r->nslots || !r->slots[slot].conn || r->slots[slot].conn->id != id)
-        return NULL;
-    return r->slots[slot].conn;
 }
 
 /* Puts a late reply into slot seq of connection id, if it is still there.
  * Returns 0, or -ENOENT when the connection (or its slot) has gone. */
 static int complete_slot(struct reactor *r, uint64_t id, uint32_t seq, struct buffer *reply)
 {
-    struct conn *c = conn_by_id(r, id);
+    struct conn *c = conntab_get(&r->conns, id);
     uint64_t t0;
     int idx;
     if (!c || pipeline_complete(&c->pl, seq, reply, &t0, &idx) < 0)
@@ -192,8 +154,8 @@ static void publish_to(struct pipeline *pl, void *arg)
 static void list_conns(struct reactor *r, struct buffer *out)
 {
     ev_tstamp now = ev_now(r->loop);
-    for (uint32_t i = 0; i < r->nslots; i++) {
-        struct conn *c = r->slots[i].conn;
+    for (uint32_t i = 0; i < r->conns.nslots; i++) {
+        struct conn *c = conntab_at(&r->conns, i);
         if (!c)
             continue;
         char peer[NET_NAME_LEN], line[320];
@@ -295,9 +257,9 @@ static void free_item(struct mailbox_item *it)
 
 static void close_all(struct reactor *r)
 {
-    for (uint32_t i = 0; i < r->nslots; i++)
-        if (r->slots[i].conn)
-            conn_close(r->slots[i].conn);
+    for (uint32_t i = 0; i < r->conns.nslots; i++)
+        if (conntab_at(&r->conns, i))
+            conn_close(conntab_at(&r->conns, i));
 }
 
 static void drain_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -305,8 +267,8 @@ static void drain_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct reactor *r = w->data;
-    if (r->nconns > 0)
-        log_info("reactor %d: drain deadline: closing %u connections", r->index, r->nconns);
+    if (r->conns.count > 0)
+        log_info("reactor %d: drain deadline: closing %u connections", r->index, r->conns.count);
     close_all(r);
 }
 
@@ -316,9 +278,9 @@ static void start_drain(struct reactor *r, uint32_t ms)
     ev_timer_init(&r->drain_timer, drain_deadline_cb, ms / 1000.0, 0.);
     r->drain_timer.data = r;
     ev_timer_start(r->loop, &r->drain_timer);
-    for (uint32_t i = 0; i < r->nslots; i++)
-        if (r->slots[i].conn)
-            conn_drain(r->slots[i].conn, ms);
+    for (uint32_t i = 0; i < r->conns.nslots; i++)
+        if (conntab_at(&r->conns, i))
+            conn_drain(conntab_at(&r->conns, i), ms);
     check_drained(r);
 }
 
@@ -396,7 +358,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     ev_init(&r->drain_timer, drain_deadline_cb);
     pubsub_init(&r->pubsub);
     r->index = index;
-    r->free_head = UINT32_MAX;
+    conntab_init(&r->conns, index);
     r->live = &reg->live;
     int rc = config_copy(&r->cfg, cfg);
     if (rc < 0) {
@@ -521,8 +483,7 @@ void reactor_free(struct reactor *r)
     ev_timer_stop(r->loop, &r->drain_timer);
     ev_timer_stop(r->loop, &r->tick_timer);
     ev_loop_destroy(r->loop);
-    free(r->slots);
-    r->slots = NULL;
+    conntab_free(&r->conns);
     pubsub_free(&r->pubsub);
     config_free(&r->cfg);
 }

@@ -9,27 +9,14 @@
 
 #include "config.h"
 #include "conn.h"
+#include "conntab.h"
 #include "mailbox.h"
 #include "pipeline.h"
 #include "pubsub.h"
 #include "stats.h"
 #include "worker.h"
 
-/* A connection id: reactor (8 bits) | slot (28 bits) | generation (28 bits).
- * The generation changes each time a slot is reused, so a late message for a
- * closed connection never reaches the next one in its slot or on its fd. */
 #define REACTOR_MAX 256
-#define CONN_ID(reactor, slot, gen) \
-    ((uint64_t)(reactor) << 56 | (uint64_t)(slot) << 28 | (uint64_t)((gen) & 0xFFFFFFFu))
-#define CONN_ID_REACTOR(id) ((int)((id) >> 56))
-#define CONN_ID_SLOT(id) ((uint32_t)(((id) >> 28) & 0xFFFFFFFu))
-#define CONN_ID_GEN(id) ((uint32_t)((id) & 0xFFFFFFFu))
-
-struct reactor_slot {
-    struct conn *conn;                 /* NULL when free */
-    uint32_t gen;
-    uint32_t next_free;                /* free-list link when free */
-};
 
 struct reactor {
     int index;
@@ -43,10 +30,7 @@ struct reactor {
     struct pubsub pubsub;              /* its topic table; reactor thread only */
     struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
     struct mailbox *main_box;          /* set before start: the main thread's */
-    struct reactor_slot *slots;        /* reactor thread only */
-    uint32_t nslots;
-    uint32_t free_head;                /* UINT32_MAX when no slot is free */
-    uint32_t nconns;
+    struct conntab conns;              /* reactor thread only */
     _Atomic uint64_t *live;            /* the registry's counted-connection gauge */
     ev_timer drain_timer;              /* reactor thread only: the drain deadline */
     struct ev_loop *main_loop;         /* set before start: told when drained */
