@@ -91,6 +91,33 @@ static void backlog_remove(struct conn *c)
     c->state &= ~(uint32_t)CONN_IN_BACKLOG;
 }
 
+/* ---- the lent output buffer ---- */
+
+/* Lends the host's scratch buffer as c's output when c holds none. */
+static void borrow_scratch(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    if (c->pl.out.data != NULL || (c->state & CONN_BORROWED))
+        return;
+    c->pl.out = h->scratch;
+    h->scratch = (struct buffer)BUFFER_INIT;
+    c->state |= CONN_BORROWED;
+}
+
+/* Gives the scratch buffer back once it is empty; output the socket did not
+ * take keeps it (the host makes itself a new one when next needed). */
+static void return_scratch(struct conn *c)
+{
+    struct conn_host *h = c->host;
+    if (!(c->state & CONN_BORROWED))
+        return;
+    c->state &= ~(uint32_t)CONN_BORROWED;
+    if (buffer_readable(&c->pl.out) == 0 && h->scratch.data == NULL) {
+        h->scratch = c->pl.out;
+        c->pl.out = (struct buffer)BUFFER_INIT;
+    }
+}
+
 /* ---- input ---- */
 
 /* Feeds the whole frames at p to the protocol until the input runs out or a
@@ -99,6 +126,7 @@ static void backlog_remove(struct conn *c)
 static size_t process(struct conn *c, const uint8_t *p, size_t n)
 {
     struct pipeline *pl = &c->pl;
+    borrow_scratch(c);
     uint64_t high = c->host->env.cfg->out_high_water;
     size_t off = 0;
     unsigned frames = 0;
@@ -275,6 +303,7 @@ static void settle(struct conn *c)
         return;
     }
     update_events(c);
+    return_scratch(c);
 }
 
 void conn_drain(struct conn *c, uint32_t ms_left)
@@ -345,6 +374,12 @@ static void heartbeat_cb(struct timer *t, struct timer_entry *e)
         return;
     c->pl.proto->heartbeat(&c->pl);
     stats_add(c->host->env.stats, STATS_HEARTBEATS, 1);
+    if (flush(c) < 0)
+        return;
+    /* Silent for a whole interval: give back the buffers an active
+     * connection keeps between requests (only the empty ones). */
+    buffer_shrink(&c->pl.out, 0);
+    buffer_shrink(&c->in, 0);
     settle(c);
 }
 
@@ -376,6 +411,7 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
                heartbeat_cb, idle_cb);
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
+    h->scratch = (struct buffer)BUFFER_INIT;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
     ev_check_start(loop, &h->backlog_check);
@@ -385,6 +421,7 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
 
 void conn_host_stop(struct conn_host *h)
 {
+    buffer_free(&h->scratch);
     timer_stop(&h->timer);
     ev_check_stop(h->loop, &h->backlog_check);
     ev_idle_stop(h->loop, &h->backlog_idle);
