@@ -18,7 +18,7 @@
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
 #define CONN_FRAMES_PER_TURN 1024       /* frames handled per connection per loop turn */
 #define CONN_KEEP_BUFFER (16 * 1024)    /* an emptied buffer bigger than this is freed */
-#define CONN_LINGER_READS 4             /* reads that drain input before a close */
+#define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
 enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
 
@@ -144,6 +144,10 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
             off = n;
             break;
         }
+        /* A frame wholly read before the drain began is answered as usual;
+         * the mark only covers the front of the input buffer. */
+        pl->read_before_drain = c->drain_mark >= (size_t)r;
+        c->drain_mark = c->drain_mark > (size_t)r ? c->drain_mark - (size_t)r : 0;
         pl->proto->handle(pl, p + off, (size_t)r);
         off += (size_t)r;
         frames++;
@@ -243,17 +247,45 @@ static int flush(struct conn *c)
     return 0;
 }
 
-/* Closes after the last reply: shuts the write side, then drains what the
- * peer already sent, so close() does not answer unread input with a RST that
- * could destroy the replies still in flight. */
+/* Reads and discards what the peer sends while lingering. Returns 1 when
+ * the peer has closed (or the socket failed): time to close. */
+static int linger_drain(struct conn *c)
+{
+    uint8_t sink[CONN_READ_EXTRA];
+    for (int i = 0; i < CONN_LINGER_READS; i++) {
+        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    }
+    return 0;
+}
+
+/* Closes after the last reply without losing it. close() on a socket with
+ * unread input answers with a RST, and a RST makes the peer's kernel throw
+ * away the replies it has not read yet. So: shut the write side (a FIN after
+ * the last byte), then linger, reading and discarding, until the peer closes
+ * too or the linger time (timer.h) passes. */
 static void close_gracefully(struct conn *c)
 {
-    uint8_t sink[4096];
     shutdown(c->fd, SHUT_WR);
-    for (int i = 0; i < CONN_LINGER_READS; i++)
-        if (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
-            break;
-    conn_close(c);
+    if (linger_drain(c)) {
+        conn_close(c);
+        return;
+    }
+    c->state |= CONN_LINGER;
+    c->pl.flags |= PIPELINE_CLOSE; /* no more pushes (MESSAGE) either */
+    if (c->state & CONN_IN_BACKLOG)
+        backlog_remove(c);
+    timer_linger(&c->host->timer, &c->te);
+    if (c->events != EV_READ) {
+        if (c->events)
+            ev_io_stop(c->host->loop, &c->io);
+        ev_io_set(&c->io, c->fd, EV_READ);
+        ev_io_start(c->host->loop, &c->io);
+        c->events = EV_READ;
+    }
 }
 
 /* Decides what happens next after input was processed or output drained:
@@ -263,6 +295,8 @@ static void settle(struct conn *c)
 {
     struct pipeline *pl = &c->pl;
     const struct config *cfg = c->host->env.cfg;
+    if (c->state & CONN_LINGER)
+        return; /* nothing more goes out; io_cb and the timer close it */
     if (pl->flags & PIPELINE_FAILED) {
         conn_close(c);
         return;
@@ -308,6 +342,9 @@ static void settle(struct conn *c)
 
 void conn_drain(struct conn *c, uint32_t ms_left)
 {
+    if (c->state & CONN_LINGER)
+        return; /* already closing */
+    c->drain_mark = buffer_readable(&c->in);
     if (c->pl.proto->goaway)
         c->pl.proto->goaway(&c->pl, ms_left);
     else
@@ -329,6 +366,11 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     struct conn *c = w->data;
+    if (c->state & CONN_LINGER) {
+        if (linger_drain(c))
+            conn_close(c);
+        return;
+    }
     if (revents & EV_READ)
         on_readable(c); /* it settles, which flushes too */
     else if (revents & EV_WRITE)
@@ -383,6 +425,13 @@ static void heartbeat_cb(struct timer *t, struct timer_entry *e)
     settle(c);
 }
 
+/* A closing connection lingered long enough: close it now. */
+static void linger_cb(struct timer *t, struct timer_entry *e)
+{
+    (void)t;
+    conn_close(CONN_OF_ENTRY(e));
+}
+
 static void idle_cb(struct timer *t, struct timer_entry *e)
 {
     struct conn *c = CONN_OF_ENTRY(e);
@@ -409,6 +458,7 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
 {
     timer_init(&h->timer, loop, ms_to_s(h->env.cfg->heartbeat_ms), ms_to_s(h->env.cfg->idle_ms),
                heartbeat_cb, idle_cb);
+    h->timer.on_linger = linger_cb;
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
     h->scratch = (struct buffer)BUFFER_INIT;

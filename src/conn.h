@@ -41,6 +41,8 @@ enum conn_state {
     CONN_PEER_EOF = 1u << 1,     /* the peer shut down its write side */
     CONN_IN_BACKLOG = 1u << 2,   /* on host->backlog */
     CONN_BORROWED = 1u << 3,     /* pl.out is the host's scratch buffer */
+    CONN_LINGER = 1u << 4,       /* write side shut: reading and discarding until the
+                                  * peer closes or the linger time passes */
 };
 
 struct conn {
@@ -54,6 +56,7 @@ struct conn {
     struct pipeline pl;          /* protocol state and output */
     struct timer_entry te;       /* heartbeat and idle deadlines */
     struct conn *backlog_next;
+    size_t drain_mark;           /* input bytes read before the GOAWAY, still unprocessed */
     ev_tstamp created;
     uint64_t bytes_in, bytes_out;
 };

@@ -92,6 +92,8 @@ struct pipeline {
     struct pubsub_subs *subs;    /* msg: this connection's topics (pubsub.h) */
     uint64_t msgs_dropped;       /* msg: MESSAGEs skipped as a slow consumer */
     uint64_t req_t0;             /* when the request being handled was decoded */
+    bool read_before_drain;      /* the frame being handled was read before the
+                                  * GOAWAY: answered as usual (rule 6) */
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no

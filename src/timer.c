@@ -49,6 +49,9 @@ static void rearm(struct timer *t)
     if (t->interval > 0 && (first = timer_list_first(&t->ping_list)) != NULL &&
         (due == 0 || first->at + t->interval < due))
         due = first->at + t->interval;
+    if ((first = timer_list_first(&t->linger_list)) != NULL &&
+        (due == 0 || first->at + t->linger < due))
+        due = first->at + t->linger;
     if (due == 0) {
         ev_timer_stop(t->loop, &t->watcher);
         return;
@@ -76,6 +79,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct timer_link *l;
     while (t->idle > 0 && (l = timer_list_first(&t->idle_list)) != NULL && l->at + t->idle <= now)
         t->on_idle(t, ENTRY_OF(l, idle)); /* removes the entry */
+    while ((l = timer_list_first(&t->linger_list)) != NULL && l->at + t->linger <= now)
+        t->on_linger(t, ENTRY_OF(l, idle)); /* removes the entry */
     /* Each entry's ping link moves to the tail as it is served, so the loop
      * ends at the first entry not yet due. */
     while (t->interval > 0 && (l = timer_list_first(&t->ping_list)) != NULL &&
@@ -99,6 +104,9 @@ void timer_init(struct timer *t, struct ev_loop *loop, ev_tstamp interval, ev_ts
     t->loop = loop;
     timer_list_init(&t->idle_list);
     timer_list_init(&t->ping_list);
+    timer_list_init(&t->linger_list);
+    t->linger = 2.0;
+    t->on_linger = on_idle;
     t->interval = interval;
     t->idle = idle;
     t->slack = slack_for(interval, idle);
@@ -140,6 +148,14 @@ void timer_activity(struct timer *t, struct timer_entry *e)
     timer_list_touch(&t->idle_list, &e->idle, now);
     if (e->wants_ping)
         timer_list_touch(&t->ping_list, &e->ping, now);
+}
+
+void timer_linger(struct timer *t, struct timer_entry *e)
+{
+    timer_list_unlink(&e->ping);
+    e->wants_ping = false;
+    timer_list_touch(&t->linger_list, &e->idle, ev_now(t->loop));
+    rearm(t);
 }
 
 void timer_remove(struct timer *t, struct timer_entry *e)

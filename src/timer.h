@@ -6,6 +6,8 @@
  *
  *   idle list: ordered by last receive time; due at  last_rx + idle
  *   ping list: ordered by max(last receive, last PING); due at  that + interval
+ *   linger list: closing connections, ordered by when they began to linger;
+ *                due at  that + linger (a fixed time)
  *
  * Reactor thread only. */
 #ifndef MSGD_TIMER_H
@@ -37,8 +39,8 @@ struct timer;
 /* Called for an entry whose heartbeat is due; the timer has already moved
  * the entry's ping link to the tail. */
 typedef void (*timer_ping_fn)(struct timer *t, struct timer_entry *e);
-/* Called for an entry silent past idle_timeout; it must timer_remove(e)
- * (closing the connection does). */
+/* Called for an entry silent past idle_timeout, or lingering past the linger
+ * time; it must timer_remove(e) (closing the connection does). */
 typedef void (*timer_idle_fn)(struct timer *t, struct timer_entry *e);
 
 struct timer {
@@ -46,6 +48,9 @@ struct timer {
     ev_timer watcher;
     struct timer_list idle_list;
     struct timer_list ping_list;
+    struct timer_list linger_list;     /* entries whose idle link lingers */
+    ev_tstamp linger;                  /* seconds a closing connection may linger */
+    timer_idle_fn on_linger;
     ev_tstamp interval;                /* heartbeat, seconds; 0 = off */
     ev_tstamp idle;                    /* idle timeout, seconds; 0 = off */
     ev_tstamp slack;                   /* lateness allowed to batch wake-ups */
@@ -75,7 +80,11 @@ void timer_add(struct timer *t, struct timer_entry *e, bool wants_ping);
 /* Records life (bytes received) for e now. O(1). */
 void timer_activity(struct timer *t, struct timer_entry *e);
 
-/* Takes e off both lists. */
+/* Moves e from the heartbeat and idle lists to the linger list: from now on
+ * only on_linger, after t->linger seconds, applies to it. */
+void timer_linger(struct timer *t, struct timer_entry *e);
+
+/* Takes e off every list. */
 void timer_remove(struct timer *t, struct timer_entry *e);
 
 /* Stops the watcher. Entries must have been removed. */
