@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "latency.h"
 #include "stats.h"
 
 #define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
 #define CONN_FRAMES_PER_TURN 1024       /* frames handled per connection per loop turn */
 #define CONN_KEEP_BUFFER (16 * 1024)    /* an emptied buffer bigger than this is freed */
+#define CONN_SCRATCH_KEEP (4u << 20)    /* the reactor keeps a scratch buffer up to this */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
 enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
@@ -112,9 +114,12 @@ static void return_scratch(struct conn *c)
     if (!(c->state & CONN_BORROWED))
         return;
     c->state &= ~(uint32_t)CONN_BORROWED;
-    if (buffer_readable(&c->pl.out) == 0 && h->scratch.data == NULL) {
+    if (buffer_readable(&c->pl.out) == 0 && h->scratch.data == NULL &&
+        c->pl.out.cap <= CONN_SCRATCH_KEEP) {
         h->scratch = c->pl.out;
         c->pl.out = (struct buffer)BUFFER_INIT;
+    } else {
+        buffer_shrink(&c->pl.out, CONN_KEEP_BUFFER);
     }
 }
 
@@ -127,6 +132,7 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
 {
     struct pipeline *pl = &c->pl;
     borrow_scratch(c);
+    pl->req_t0 = latency_now_ns();
     uint64_t high = c->host->env.cfg->out_high_water;
     size_t off = 0;
     unsigned frames = 0;
@@ -243,7 +249,10 @@ static int flush(struct conn *c)
         if ((size_t)w < len)
             break; /* the socket is full; EV_WRITE says when it has room */
     }
-    buffer_shrink(out, CONN_KEEP_BUFFER);
+    /* The lent scratch buffer goes back whole (return_scratch); a buffer of
+     * the connection's own is freed once empty if it grew large. */
+    if (!(c->state & CONN_BORROWED))
+        buffer_shrink(out, CONN_KEEP_BUFFER);
     return 0;
 }
 

@@ -91,7 +91,8 @@ struct pipeline {
     size_t held_bytes;           /* bytes held in slots */
     struct pubsub_subs *subs;    /* msg: this connection's topics (pubsub.h) */
     uint64_t msgs_dropped;       /* msg: MESSAGEs skipped as a slow consumer */
-    uint64_t req_t0;             /* when the request being handled was decoded */
+    uint64_t req_t0;             /* when the request being handled was decoded
+                                  * (set per batch by conn, chained by proto_msg) */
     bool read_before_drain;      /* the frame being handled was read before the
                                   * GOAWAY: answered as usual (rule 6) */
 };

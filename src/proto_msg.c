@@ -51,7 +51,9 @@ static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t 
 static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
 {
     uint32_t cmd = msg_get_u32(frame + 8);
-    pl->req_t0 = latency_now_ns();
+    /* pl->req_t0 is when this frame was decoded: set by the connection at the
+     * start of a batch, and by the end of the previous timed frame (one clock
+     * read per frame, not two). */
     const uint8_t *payload = frame + MSG_HEADER_LEN;
     size_t plen = len - MSG_HEADER_LEN;
     if (cmd & MSG_FLAG_REPLY) {
@@ -77,14 +79,16 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
     if (def->where == CMD_INLINE) {
         uint32_t seq_before = pl->next_seq;
         def->fn(pl, cmd, payload, plen);
+        uint64_t now = latency_now_ns();
         /* A handler that reserved a slot (PUBLISH) is timed when it completes. */
         if (pl->next_seq == seq_before)
-            latency_record(&pl->env->stats->lat, latency_cmd_index(cmd),
-                           latency_now_ns() - pl->req_t0);
+            latency_record(&pl->env->stats->lat, latency_cmd_index(cmd), now - pl->req_t0);
+        pl->req_t0 = now;
         return;
     }
     if (def->fn(pl, cmd, payload, plen) == 0)
         submit_job(pl, def, cmd, payload, plen);
+    pl->req_t0 = latency_now_ns();
 }
 
 static void msg_violation_cb(struct pipeline *pl, long code)
