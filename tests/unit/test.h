@@ -59,8 +59,11 @@ static int test_count;
 
 #define CHECK_MEM(a, b, n)                                                    \
     do {                                                                      \
-        if (memcmp((a), (b), (n)) != 0)                                       \
-            TEST_FAIL("CHECK_MEM(%s, %s, %zu): bytes differ", #a, #b, (size_t)(n)); \
+        const void *check_a_ = (a), *check_b_ = (b);                          \
+        size_t check_n_ = (size_t)(n);                                        \
+        if (check_n_ > 0 && (check_a_ == NULL || check_b_ == NULL ||          \
+                             memcmp(check_a_, check_b_, check_n_) != 0))      \
+            TEST_FAIL("CHECK_MEM(%s, %s, %zu): bytes differ", #a, #b, check_n_); \
     } while (0)
 
 /* Runs every registered test (or those named on the command line), each in a
