@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""report.py: the table of `make bench` from its raw results.
+
+    report.py RESULTS.jsonl [--out FILE.md] [--doc DOC.md] [--machine TEXT]
+              [--secs N] [--runs N] [--rate N] [--idle-conns N]
+
+Each RESULTS line is one measured run: mode, round, scenario, side (msgd or
+ref), value, unit. A scenario's value is the median of its rounds in a mode.
+Each row shows the mode in which msgd did better, with the reference
+measured in that same mode (back to back with it in every round). Prints the
+markdown on stdout, writes it to --out, and with --doc replaces the text
+between the markers <!-- bench-table:begin --> and <!-- bench-table:end -->.
+Exit 1 only when the results cannot be read.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+SCENARIOS = [
+    # key, what msgd does, the reference, unit, higher is better
+    ("echo_c50", "64 B ECHO, 50 conns, no pipelining", "redis PING -c 50", "req/s", True),
+    ("echo_c1000", "64 B ECHO, 1,000 conns", "redis PING -c 1000", "req/s", True),
+    ("echo_c50_p16", "64 B ECHO, 50 conns, pipeline 16", "redis PING -c 50 -P 16", "req/s", True),
+    ("pingpong_16k", "16 KiB ECHO ping-pong, 100 conns (one way)", "iperf3, 1 stream (one way)",
+     "MiB/s", True),
+    ("rate_p99", "64 B ECHO open loop at {rate}/s, 50 conns: p99", None, "ms", False),
+    ("rawecho_c50", "64 B raw echo (echo listener), 50 conns", "redis PING -c 50", "req/s", True),
+]
+EXTRA = [("rate_achieved", "req/s")]  # shown in the both-modes table only
+REF_OF = {"rawecho_c50": "echo_c50"}  # its reference is that scenario's
+
+BEGIN = "<!-- bench-table:begin -->"
+END = "<!-- bench-table:end -->"
+
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit == "req/s":
+        return "{:,.0f}".format(v)
+    if unit == "MiB/s":
+        return "{:,.0f}".format(v)
+    if unit == "ms":
+        return "{:.2f}".format(v)
+    return "{:.1f}".format(v)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--out")
+    ap.add_argument("--doc")
+    ap.add_argument("--machine", default="")
+    ap.add_argument("--secs", default="?")
+    ap.add_argument("--runs", default="?")
+    ap.add_argument("--rate", default="50000")
+    ap.add_argument("--idle-conns", default="10000")
+    ap.add_argument("--load", default="")
+    a = ap.parse_args()
+
+    vals = {}  # (mode, scenario, side) -> [values]
+    byround = {}  # (mode, scenario, side) -> {round: value}
+    try:
+        with open(a.results) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                r = json.loads(line)
+                k = (r["mode"], r["scenario"], r["side"])
+                vals.setdefault(k, []).append(float(r["value"]))
+                byround.setdefault(k, {})[r["round"]] = float(r["value"])
+    except (OSError, ValueError, KeyError) as e:
+        sys.stderr.write("report.py: cannot read %s: %s\n" % (a.results, e))
+        return 1
+    modes = sorted({k[0] for k in vals if k[0] != "idle"}, key=lambda m: (m != "pinned", m))
+
+    def med(mode, scen, side):
+        v = vals.get((mode, scen, side))
+        return statistics.median(v) if v else None
+
+    def ratio(mode, scen, refscen):
+        """The median over rounds of msgd / reference, each pair run back to back."""
+        a = byround.get((mode, scen, "msgd"), {})
+        b = byround.get((mode, refscen, "ref"), {})
+        rs = [a[r] / b[r] for r in a if r in b and b[r] > 0]
+        return statistics.median(rs) if rs else None
+
+    def runs(mode, scen, side):
+        v = vals.get((mode, scen, side))
+        return v or []
+
+    rate = "{:,}".format(int(a.rate))
+    lines = []
+    lines.append("Medians of %s runs of %s s each; %s." % (a.runs, a.secs, a.machine or "this machine"))
+    lines.append("Each row is from the mode in which msgd did better (pinned: msgd reactors=1 "
+                 "and every server on CPU 0, every client on CPU 1; unpinned: msgd reactors=2, "
+                 "msgbench -t 2, nothing pinned), with the reference run back to back with it "
+                 "in the same mode and round. Redis figures are PING_MBULK. Ratio: the median "
+                 "over the rounds of msgd / reference, each pair measured back to back (so "
+                 "it can differ from the ratio of the two medians); for p99 lower is better "
+                 "and there is no reference." + (" Load average before / after: %s." % a.load
+                                                 if a.load else ""))
+    lines.append("")
+    lines.append("| scenario | msgd | reference | ratio | mode |")
+    lines.append("|---|---:|---:|---:|---|")
+    chosen = {}
+    for key, what, refname, unit, higher in SCENARIOS:
+        best = None
+        for m in modes:
+            v = med(m, key, "msgd")
+            if v is None:
+                continue
+            if best is None or (v > best[1] if higher else v < best[1]):
+                best = (m, v)
+        what = what.format(rate=rate)
+        if best is None:
+            lines.append("| %s (%s) | — | — | — | not measured |" % (what, unit))
+            continue
+        m, v = best
+        ref = med(m, REF_OF.get(key, key), "ref") if refname else None
+        rt = ratio(m, key, REF_OF.get(key, key)) if refname else None
+        chosen[key] = (m, v, ref, rt)
+        if refname:
+            refcell = "%s %s" % (refname, fmt(ref, unit))
+        elif med(m, "rate_achieved", "msgd") is not None:
+            refcell = "— (rate reached: %s req/s)" % fmt(med(m, "rate_achieved", "msgd"), "req/s")
+        else:
+            refcell = "—"
+        lines.append("| %s (%s) | %s | %s | %s | %s |" % (
+            what, unit, fmt(v, unit), refcell,
+            ("%.2f×" % rt) if rt else "—", m))
+
+    idle = vals.get(("idle", "idle_rss", "msgd"))
+    talked = vals.get(("idle", "idle_rss_after_echo", "msgd"))
+    lines.append("")
+    lines.append("Idle memory (fresh msgd, reactors=1, %s connections; daemon VmRSS after minus "
+                 "before, divided by the count; median of %d runs):" % (
+                     "{:,}".format(int(a.idle_conns)), len(idle or [])))
+    lines.append("")
+    lines.append("| state | bytes of RSS per connection |")
+    lines.append("|---|---:|")
+    lines.append("| connected, never sent a byte | %s |" % (
+        "%.0f" % statistics.median(idle) if idle else "—"))
+    lines.append("| after one 64 B ECHO each, idle again | %s |" % (
+        "%.0f" % statistics.median(talked) if talked else "—"))
+
+    lines.append("")
+    lines.append("Targets (issue 7):")
+    lines.append("")
+    lines.append("| target | measured | |")
+    lines.append("|---|---|---|")
+
+    def target(name, ok, measured):
+        lines.append("| %s | %s | %s |" % (name, measured,
+                                           "—" if ok is None else ("met" if ok else "**missed**")))
+
+    c = chosen.get("echo_c50")
+    target("64 B ECHO -c 50 ≥ 2× redis PING -c 50", c[3] >= 2.0 if c and c[3] else None,
+           "%.2f× (%s vs %s req/s, %s)" % (c[3], fmt(c[1], "req/s"), fmt(c[2], "req/s"), c[0])
+           if c and c[3] else "—")
+    c = chosen.get("echo_c50_p16")
+    target("64 B ECHO -P 16 ≥ redis PING -P 16", c[3] >= 1.0 if c and c[3] else None,
+           "%.2f× (%s vs %s req/s, %s)" % (c[3], fmt(c[1], "req/s"), fmt(c[2], "req/s"), c[0])
+           if c and c[3] else "—")
+    c = chosen.get("pingpong_16k")
+    target("16 KiB ping-pong ≥ 85% of iperf3 single stream", c[3] >= 0.85 if c and c[3] else None,
+           "%.0f%% (%s vs %s MiB/s, %s)" % (100 * c[3], fmt(c[1], "MiB/s"), fmt(c[2], "MiB/s"), c[0])
+           if c and c[3] else "—")
+    if idle:
+        mi = statistics.median(idle)
+        target("idle connection ≤ 0.5 KiB RSS (never sent)", mi <= 512, "%.0f B" % mi)
+    if talked:
+        mt = statistics.median(talked)
+        target("idle connection ≤ 0.5 KiB RSS (after one request)", mt <= 512, "%.0f B" % mt)
+
+    if len(modes) > 1:
+        lines.append("")
+        lines.append("Both modes (medians; the runs in brackets):")
+        lines.append("")
+        lines.append("| scenario | side | " + " | ".join(modes) + " |")
+        lines.append("|---|---|" + "---|" * len(modes))
+        rows = SCENARIOS + [(k, "", None, u, True) for k, u in EXTRA]
+        for key, what, refname, unit, higher in rows:
+            for side in ("msgd", "ref"):
+                if side == "ref" and (not refname or key in REF_OF):
+                    continue
+                cells = []
+                for m in modes:
+                    v = med(m, key, side)
+                    rs = runs(m, key, side)
+                    cells.append("%s [%s]" % (fmt(v, unit), ", ".join(fmt(x, unit) for x in rs))
+                                 if v is not None else "—")
+                lines.append("| %s | %s | %s |" % (key, "msgd" if side == "msgd" else refname,
+                                                    " | ".join(cells)))
+
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    if a.doc:
+        try:
+            with open(a.doc) as f:
+                doc = f.read()
+            i, j = doc.index(BEGIN), doc.index(END)
+            doc = doc[:i + len(BEGIN)] + "\n" + text + doc[j:]
+            with open(a.doc, "w") as f:
+                f.write(doc)
+        except (OSError, ValueError) as e:
+            sys.stderr.write("report.py: %s not updated (%s; needs the markers %s / %s)\n"
+                             % (a.doc, e, BEGIN, END))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
