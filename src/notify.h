@@ -1,5 +1,6 @@
 /* notify: the sd_notify messages msgd sends to its supervisor. Each is a
- * no-op when $NOTIFY_SOCKET is unset. Main thread only. */
+ * no-op when $NOTIFY_SOCKET is unset, and none blocks the main loop when the
+ * supervisor does not read (notify.c says what is dropped). Main thread only. */
 #ifndef MSGD_NOTIFY_H
 #define MSGD_NOTIFY_H
 

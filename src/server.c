@@ -416,9 +416,10 @@ int server_run(const struct config *cfg_in, const char *path)
         s.nreactors = REACTOR_MAX;
     s.max_conns = fit_fd_limit(cfg->max_connections, s.nreactors);
 
-    if (acceptor_open(&s.acceptor, cfg, err, sizeof err) < 0) {
+    int rc = acceptor_open(&s.acceptor, cfg, err, sizeof err);
+    if (rc < 0) {
         log_error("cannot listen: %s", err);
-        notify_failed(EADDRNOTAVAIL, err);
+        notify_failed(-rc, err);
         config_free(&s.cfg);
         return 1;
     }

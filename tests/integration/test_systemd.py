@@ -71,6 +71,26 @@ class NotifyLifecycleTests(MsgdTestCase):
         d.expected_exit = True
 
 
+class UnreadNotifySocketTests(MsgdTestCase):
+    shared_daemon = False
+
+    def test_a_supervisor_that_never_reads_blocks_nothing(self):
+        """The notify socket's queue holds about ten datagrams. After READY the
+        test stops reading it; 20 reloads (two datagrams each) overflow it.
+        msgd must go on accepting, reloading and stopping: the main loop never
+        blocks on the notify socket."""
+        d = self.start_daemon()
+        for i in range(1, 21):  # one at a time: signals sent together merge
+            d.send_signal(signal.SIGHUP)
+            wait_until(lambda: d.read_log().count("reloaded ") >= i, timeout(1),
+                       "reload %d to be done" % i)
+        c = d.client()  # accepting happens on the main thread
+        self.addCleanup(c.close)
+        self.assert_frame(c.call(mp.PING, b"alive"), mp.REPLY | mp.PING, b"alive")
+        d.send_signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(timeout(2)), 0, d.log_tail())
+
+
 class WatchdogTests(MsgdTestCase):
     shared_daemon = False
 
