@@ -380,6 +380,33 @@ class MsgcliFakeServerTests(ToolMixin, unittest.TestCase):
 class MsgcliOwnDaemonTests(ToolMixin, MsgdTestCase):
     shared_daemon = False
 
+    def test_sub_reconnects_after_goaway_to_a_restarted_daemon(self):
+        """The library's reconnect (msgcli sub uses it) against the real
+        daemon: the daemon drains (GOAWAY), exits, and a new one starts on
+        the same port; sub reconnects after its back-off with jitter,
+        subscribes again and prints what is published to the new daemon."""
+        d1 = self.start_daemon()
+        port = d1.port()
+        sub = subprocess.Popen([MSGCLI, "-p", str(port), "sub", "restart"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+        self.addCleanup(MsgcliTests._reap, sub)
+        self.assertIn("subscribed to restart", MsgcliTests._read_line(sub.stderr, timeout()))
+        r = self.cli("pub", "restart", "before", port=port)
+        self.assertEqual(r.stdout.strip(), "1", repr(r))
+        self.assertEqual(MsgcliTests._read_line(sub.stdout, timeout()), "restart before\n")
+        d1.send_signal(signal.SIGTERM)
+        self.assertEqual(d1.wait_exit(timeout()), 0, d1.log_tail())
+        d2 = self.start_daemon({"msg": {"listen": "127.0.0.1:%d" % port}})
+        self.assertEqual(d2.port(), port)
+        # sub re-subscribes on its own; publish until the new daemon counts it.
+        harness.wait_until(
+            lambda: self.cli("pub", "restart", "after", port=port).stdout.strip() == "1",
+            timeout(2), "the reconnected subscriber on the new daemon")
+        self.assertEqual(MsgcliTests._read_line(sub.stdout, timeout()), "restart after\n")
+        sub.send_signal(signal.SIGINT)
+        self.assertEqual(sub.wait(timeout()), 0)
+
     def test_auth_token(self):
         d = self.start_daemon({"auth": {"tokens": "s3cret"}})
         port = d.port()
