@@ -166,6 +166,14 @@ static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size
     return 0;
 }
 
+int commands_publish_reply(struct buffer *out, uint32_t count)
+{
+    uint8_t frame[MSG_HEADER_LEN + 4];
+    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
+    msg_put_u32(frame + MSG_HEADER_LEN, count);
+    return buffer_append(out, frame, sizeof frame);
+}
+
 /* The command table, indexed by command number. */
 static const struct cmd_def table[] = {
     [MSG_CMD_PING] = {MSG_CMD_PING, "PING", CMD_INLINE, 0, cmd_ping, NULL},

@@ -59,6 +59,13 @@ size_t msg_error_payload(uint8_t *out, size_t cap, uint32_t code, const char *te
     return 4 + len;
 }
 
+size_t msg_encode_error(uint8_t *out, size_t cap, uint32_t word, uint32_t code, const char *text)
+{
+    size_t n = msg_error_payload(out + MSG_HEADER_LEN, cap - MSG_HEADER_LEN, code, text);
+    msg_header_encode(out, word, (uint32_t)n);
+    return MSG_HEADER_LEN + n;
+}
+
 static const char *const error_names[MSG_ERR_MAX + 1] = {
     [MSG_ERR_UNKNOWN_COMMAND] = "UNKNOWN_COMMAND",
     [MSG_ERR_BAD_PAYLOAD] = "BAD_PAYLOAD",

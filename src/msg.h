@@ -84,6 +84,11 @@ long msg_split(const uint8_t *p, size_t n, uint32_t max_frame, struct msg_header
  * cut to fit. Returns its length. */
 size_t msg_error_payload(uint8_t *out, size_t cap, uint32_t code, const char *text);
 
+/* Writes a whole error frame (header with command word word, then u32 code
+ * and text) into out (cap >= MSG_HEADER_LEN + 4), text cut to fit.
+ * Returns the frame's length. */
+size_t msg_encode_error(uint8_t *out, size_t cap, uint32_t word, uint32_t code, const char *text);
+
 /* The name of an error code ("UNKNOWN_COMMAND"), or "UNKNOWN" for others. */
 const char *msg_error_name(uint32_t code);
 

@@ -2,6 +2,7 @@
 #include "proto_msg.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "commands.h"
@@ -111,15 +112,14 @@ static void msg_heartbeat_cb(struct pipeline *pl)
     stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
 }
 
+static void write_error(struct pipeline *pl, uint32_t word, uint32_t code, const char *text,
+                        bool push);
+
+/* The last word to a silent connection: a push, so it does not wait behind
+ * replies still held for a worker job. */
 static void msg_idle_cb(struct pipeline *pl)
 {
-    uint8_t payload[64];
-    size_t n = msg_error_payload(payload, sizeof payload, MSG_ERR_IDLE_TIMEOUT, "idle timeout");
-    uint8_t h[MSG_HEADER_LEN];
-    msg_header_encode(h, MSG_CONN_ERROR, (uint32_t)n);
-    pipeline_push2(pl, h, sizeof h, payload, n);
-    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
-    stats_add(pl->env->stats, (enum stats_id)(STATS_ERRORS + MSG_ERR_IDLE_TIMEOUT), 1);
+    write_error(pl, MSG_CONN_ERROR, MSG_ERR_IDLE_TIMEOUT, "idle timeout", true);
 }
 
 /* The drain notice (rule 6): u32 milliseconds left, then a reason. */
@@ -154,14 +154,17 @@ void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, siz
     stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
 }
 
-/* Encodes an error frame with command word word. */
-static void write_error(struct pipeline *pl, uint32_t word, uint32_t code, const char *text)
+/* Encodes an error frame with command word word: in reply order, or as a
+ * push that goes straight out. */
+static void write_error(struct pipeline *pl, uint32_t word, uint32_t code, const char *text,
+                        bool push)
 {
-    uint8_t payload[ERR_TEXT_MAX];
-    size_t n = msg_error_payload(payload, sizeof payload, code, text);
-    uint8_t h[MSG_HEADER_LEN];
-    msg_header_encode(h, word, (uint32_t)n);
-    pipeline_write2(pl, h, sizeof h, payload, n);
+    uint8_t frame[MSG_HEADER_LEN + ERR_TEXT_MAX];
+    size_t n = msg_encode_error(frame, sizeof frame, word, code, text);
+    if (push)
+        pipeline_push2(pl, frame, n, NULL, 0);
+    else
+        pipeline_write(pl, frame, n);
     stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
     if (code <= MSG_ERR_MAX)
         stats_add(pl->env->stats, (enum stats_id)(STATS_ERRORS + code), 1);
@@ -169,11 +172,11 @@ static void write_error(struct pipeline *pl, uint32_t word, uint32_t code, const
 
 void proto_msg_error(struct pipeline *pl, uint32_t cmd, uint32_t code, const char *text)
 {
-    write_error(pl, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (cmd & MSG_CMD_MASK), code, text);
+    write_error(pl, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (cmd & MSG_CMD_MASK), code, text, false);
 }
 
 void proto_msg_conn_error(struct pipeline *pl, uint32_t code, const char *text)
 {
-    write_error(pl, MSG_CONN_ERROR, code, text);
+    write_error(pl, MSG_CONN_ERROR, code, text, false);
     pipeline_close_after_flush(pl);
 }

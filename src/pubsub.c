@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "msg.h"
+#include "stats.h"
+
 struct pubsub_topic {
     struct pubsub_topic *next;         /* hash chain */
     uint64_t hash;
@@ -196,14 +199,31 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl)
     return n;
 }
 
-uint32_t pubsub_visit(struct pubsub *ps, const uint8_t *topic, size_t len, pubsub_visit_fn fn,
-                      void *arg)
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *frame, size_t len, uint64_t high_water,
+                        pubsub_visit_fn queued, void *arg, uint32_t *skipped)
 {
-    struct pubsub_topic **pp = find_slot(ps, topic, len, topic_hash(topic, len));
+    const uint8_t *topic = frame + MSG_HEADER_LEN + 1;
+    size_t tlen = frame[MSG_HEADER_LEN];
+    *skipped = 0;
+    struct pubsub_topic **pp = find_slot(ps, topic, tlen, topic_hash(topic, tlen));
     struct pubsub_topic *t = pp ? *pp : NULL;
     if (!t)
         return 0;
-    for (uint32_t i = 0; i < t->nsubs; i++)
-        fn(t->subs[i], arg);
-    return t->nsubs;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < t->nsubs; i++) {
+        struct pipeline *pl = t->subs[i];
+        struct stats *st = pl->env->stats;
+        if (pipeline_pending(pl) > high_water || (pl->flags & PIPELINE_CLOSE)) {
+            pl->msgs_dropped++;
+            stats_add(st, STATS_MESSAGES_DROPPED, 1);
+            (*skipped)++;
+            continue;
+        }
+        pipeline_push2(pl, frame, len, NULL, 0);
+        stats_add(st, STATS_MESSAGES_DELIVERED, 1);
+        stats_add(st, STATS_FRAMES_OUT, 1);
+        n++;
+        queued(pl, arg);
+    }
+    return n;
 }

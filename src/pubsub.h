@@ -47,9 +47,15 @@ int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *to
  * many there were. */
 uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl);
 
-/* Calls fn for each subscriber of topic. Returns how many. fn must not
- * change the table. */
-uint32_t pubsub_visit(struct pubsub *ps, const uint8_t *topic, size_t len, pubsub_visit_fn fn,
-                      void *arg);
+/* Delivers a PUBLISH's MESSAGE frame (len bytes: header, u8 topic length,
+ * topic, message) to this reactor's subscribers of its topic, as a push.
+ * The slow-consumer policy: a subscriber whose unsent output is above
+ * high_water (or that is closing) is skipped, and the skip counted on it and
+ * in its reactor's stats. queued(pl, arg) is called for each subscriber it
+ * was queued to, so the caller can schedule the write; it must not change
+ * the table. Returns how many it was queued to; *skipped says how many were
+ * skipped. */
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *frame, size_t len, uint64_t high_water,
+                        pubsub_visit_fn queued, void *arg, uint32_t *skipped);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "fanout.h"
 #include "log.h"
 #include "net.h"
@@ -114,10 +115,10 @@ static void deliver(struct reactor *r, struct worker_job *job)
         /* The worker ran out of memory encoding the reply: the request still
          * gets an answer, in its place. */
         uint8_t frame[MSG_HEADER_LEN + 64];
-        size_t n = msg_error_payload(frame + MSG_HEADER_LEN, 64, MSG_ERR_OVERLOADED, "out of memory");
-        msg_header_encode(frame, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
-                          (uint32_t)n);
-        buffer_append(&job->result, frame, MSG_HEADER_LEN + n);
+        size_t n = msg_encode_error(frame, sizeof frame,
+                                    MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
+                                    MSG_ERR_OVERLOADED, "out of memory");
+        buffer_append(&job->result, frame, n);
     }
     if (complete_slot(r, job->conn_id, job->seq, &job->result) < 0)
         stats_add(r->host.env.stats, STATS_RESULTS_DROPPED, 1);
@@ -126,28 +127,12 @@ static void deliver(struct reactor *r, struct worker_job *job)
     worker_job_free(job);
 }
 
-struct publish_visit {
-    struct reactor *r;
-    const struct fanout *f;
-    uint64_t queued;
-};
-
-/* One local subscriber of a PUBLISH: queue the MESSAGE unless it is a slow
- * consumer (above output_high_water), which is skipped and counted. */
-static void publish_to(struct pipeline *pl, void *arg)
+/* A subscriber got a MESSAGE: write it later this turn (the topic walk must
+ * not see a connection close under it). */
+static void defer_write(struct pipeline *pl, void *arg)
 {
-    struct publish_visit *v = arg;
-    struct stats *st = v->r->host.env.stats;
-    if (pipeline_pending(pl) > v->r->cfg.out_high_water || (pl->flags & PIPELINE_CLOSE)) {
-        pl->msgs_dropped++;
-        stats_add(st, STATS_MESSAGES_DROPPED, 1);
-        return;
-    }
-    pipeline_push2(pl, v->f->data, v->f->len, NULL, 0);
-    stats_add(st, STATS_MESSAGES_DELIVERED, 1);
-    stats_add(st, STATS_FRAMES_OUT, 1);
-    v->queued++;
-    conn_defer(conn_of_pipeline(pl)); /* written later this turn: the walk stays safe */
+    (void)arg;
+    conn_defer(conn_of_pipeline(pl));
 }
 
 /* One line per connection for the admin `conns` command. */
@@ -175,10 +160,10 @@ static void list_conns(struct reactor *r, struct buffer *out)
 static void fanout_visit(struct reactor *r, struct fanout *f)
 {
     if (f->kind == FANOUT_PUBLISH) {
-        struct publish_visit v = {r, f, 0};
-        const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
-        pubsub_visit(&r->pubsub, topic, f->data[MSG_HEADER_LEN], publish_to, &v);
-        atomic_fetch_add_explicit(&f->count, v.queued, memory_order_relaxed);
+        uint32_t skipped;
+        uint32_t n = pubsub_deliver(&r->pubsub, f->data, f->len, r->cfg.out_high_water,
+                                    defer_write, NULL, &skipped);
+        atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
     } else if (f->kind == FANOUT_CONNS) {
         list_conns(r, &f->results[r->index]);
     }
@@ -191,19 +176,14 @@ static void fanout_done(struct reactor *r, struct fanout *f)
 {
     struct buffer reply = BUFFER_INIT;
     if (f->kind == FANOUT_PUBLISH) {
-        uint8_t frame[MSG_HEADER_LEN + 4];
-        msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
-        msg_put_u32(frame + MSG_HEADER_LEN,
-                    (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
-        if (buffer_append(&reply, frame, sizeof frame) == 0)
+        uint32_t count = (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed);
+        if (commands_publish_reply(&reply, count) == 0)
             stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
     } else {
-        int failed = 0;
+        /* Each reactor's lines, then END; out of memory shows as a cut list. */
         for (int i = 0; i < f->nreactors; i++)
-            failed |= buffer_append(&reply, buffer_peek(&f->results[i]),
-                                    buffer_readable(&f->results[i])) < 0;
-        failed |= buffer_append(&reply, "END\n", 4) < 0;
-        (void)failed; /* a short list still ends; out of memory shows as a cut */
+            buffer_append(&reply, buffer_peek(&f->results[i]), buffer_readable(&f->results[i]));
+        buffer_append(&reply, "END\n", 4);
     }
     complete_slot(r, f->conn_id, f->seq, &reply);
     buffer_free(&reply);

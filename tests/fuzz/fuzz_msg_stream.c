@@ -208,34 +208,21 @@ static int topic_find(const struct run *r, const uint8_t *t, size_t n)
     return -1;
 }
 
-/* ---- the reactor's mailbox turn (reactor.c's mailbox_cb, fanout_visit,
- * publish_to and fanout_done, for one reactor and this one connection) ---- */
+/* ---- the reactor's mailbox turn (reactor.c's fanout_visit and fanout_done,
+ * for one reactor and this one connection, around the same pubsub_deliver
+ * and commands_publish_reply) ---- */
 
 #if FUZZ_PUBSUB
 static struct mailbox box;
 static struct mailbox *boxes[1];
 
-struct visit {
-    struct run *r;
-    const struct fanout *f;
-    uint64_t queued;
-};
-
-static void publish_to(struct pipeline *pl, void *arg)
+/* The real delivery (pubsub_deliver, the slow-consumer policy included);
+ * this only checks it is this connection and counts. */
+static void queued_to(struct pipeline *pl, void *arg)
 {
-    struct visit *v = arg;
-    FUZZ_CHECK(pl == v->r->pl, "a MESSAGE for a pipeline that is not the connection's");
-    struct stats *st = pl->env->stats;
-    if (pipeline_pending(pl) > pl->env->cfg->out_high_water || (pl->flags & PIPELINE_CLOSE)) {
-        pl->msgs_dropped++;
-        stats_add(st, STATS_MESSAGES_DROPPED, 1);
-        return;
-    }
-    pipeline_push2(pl, v->f->data, v->f->len, NULL, 0);
-    stats_add(st, STATS_MESSAGES_DELIVERED, 1);
-    stats_add(st, STATS_FRAMES_OUT, 1);
-    v->queued++;
-    v->r->delivered++;
+    struct run *r = arg;
+    FUZZ_CHECK(pl == r->pl, "a MESSAGE for a pipeline that is not the connection's");
+    r->delivered++;
 }
 
 static void mailbox_turn(struct fuzz_conn *fc)
@@ -258,21 +245,21 @@ static void mailbox_turn(struct fuzz_conn *fc)
                 FUZZ_CHECK(msg_get_u32(f->data + 8) == CMD_MESSAGE &&
                                msg_get_u32(f->data + 12) == f->len - MSG_HEADER_LEN,
                            "the MESSAGE frame of a fan-out");
-                struct visit v = {r, f, 0};
-                uint32_t n = pubsub_visit(&r->ps, topic, tlen, publish_to, &v);
-                FUZZ_CHECK(n == (topic_find(r, topic, tlen) >= 0 ? 1u : 0u),
-                           "pubsub_visit found %u subscribers, the model %d", n,
+                uint32_t skipped;
+                uint32_t n = pubsub_deliver(&r->ps, f->data, f->len, pl->env->cfg->out_high_water,
+                                            queued_to, r, &skipped);
+                FUZZ_CHECK(n + skipped == (topic_find(r, topic, tlen) >= 0 ? 1u : 0u),
+                           "pubsub_deliver found %u subscribers, the model %d", n + skipped,
                            topic_find(r, topic, tlen) >= 0);
-                atomic_fetch_add_explicit(&f->count, v.queued, memory_order_relaxed);
+                atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
                 fanout_visited(f);
                 fanout_release(f);
             } else {
                 struct buffer reply = BUFFER_INIT;
-                uint8_t frame[MSG_HEADER_LEN + 4];
-                msg_header_encode(frame, MSG_FLAG_REPLY | CMD_PUBLISH, 4);
-                msg_put_u32(frame + MSG_HEADER_LEN,
-                            (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
-                FUZZ_CHECK(buffer_append(&reply, frame, sizeof frame) == 0, "out of memory");
+                FUZZ_CHECK(commands_publish_reply(
+                               &reply, (uint32_t)atomic_load_explicit(&f->count,
+                                                                      memory_order_relaxed)) == 0,
+                           "out of memory");
                 stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
                 uint64_t t0;
                 int idx;
