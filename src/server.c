@@ -281,27 +281,18 @@ static void main_mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 #define STATUS_EVERY_S 5.0
 
-/* Sums a counter over every reactor. */
-static uint64_t total_of(const struct server *s, enum stats_id id)
-{
-    uint64_t sum = 0;
-    for (int i = 0; i < s->reg.nreactors; i++)
-        sum += stats_get(&s->reg.reactors[i], id);
-    return sum;
-}
-
 static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct server *s = w->data;
     ev_tstamp now = ev_now(loop);
-    uint64_t frames = total_of(s, STATS_FRAMES_IN);
+    uint64_t frames = stats_sum(&s->reg, STATS_FRAMES_IN);
     double rate = now > s->status_at ? (double)(frames - s->status_frames) / (now - s->status_at) : 0;
     s->status_frames = frames;
     s->status_at = now;
     char status[256];
     snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s",
-             (unsigned long long)total_of(s, STATS_CONN_CURRENT), rate, s->nreactors,
+             (unsigned long long)stats_sum(&s->reg, STATS_CONN_CURRENT), rate, s->nreactors,
              s->draining ? ", draining" : "");
     notify_status(status);
 }

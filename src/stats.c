@@ -111,12 +111,11 @@ int stats_format(const struct stats_registry *reg, struct buffer *b)
     return o.failed ? -ENOMEM : 0;
 }
 
-/* Sums counter id over every reactor. */
-static uint64_t sum_of(const struct stats_registry *reg, int id)
+uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id)
 {
     uint64_t v = 0;
     for (int r = 0; r < reg->nreactors; r++)
-        v += stats_get(&reg->reactors[r], (enum stats_id)id);
+        v += stats_get(&reg->reactors[r], id);
     return v;
 }
 
@@ -173,7 +172,7 @@ int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
     put(&o, "# HELP msgd_errors_total Error replies sent, by code.\n# TYPE msgd_errors_total counter\n");
     for (uint32_t code = 1; code <= MSG_ERR_MAX; code++)
         put(&o, "msgd_errors_total{code=\"%s\"} %llu\n", msg_error_name(code),
-            (unsigned long long)sum_of(reg, STATS_ERRORS + (int)code));
+            (unsigned long long)stats_sum(reg, (enum stats_id)(STATS_ERRORS + code)));
     /* Latency: a histogram per command (every fourth bucket: one per octave),
      * and the p50/p99/p999 the STATS command shows. */
     put(&o, "# HELP msgd_request_duration_seconds From a request decoded to its reply queued.\n"

@@ -72,6 +72,9 @@ struct stats_registry {
 int stats_registry_init(struct stats_registry *reg, int nreactors);
 void stats_registry_free(struct stats_registry *reg);
 
+/* Sums counter id over every reactor. Thread-safe (reads only). */
+uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id);
+
 /* Appends the STATS text ("name value\n" lines) to out. Returns 0 or
  * -ENOMEM. Thread-safe: reads counters only. */
 int stats_format(const struct stats_registry *reg, struct buffer *out);
