@@ -75,6 +75,24 @@ struct pipeline_slot {
     struct buffer bytes;         /* encoded replies, in order */
 };
 
+/* Write-through: one reply whose bulk still lies in the input the reactor is
+ * handling, to be sent from there instead of copied into out (pipeline_write2
+ * records it; the connection sends it and keeps what the socket refuses with
+ * pipeline_through_keep before that input goes away). It always comes before
+ * every byte in out: it is recorded only while out is empty. */
+#define PIPELINE_THROUGH_HEAD 16          /* header bytes copied in front of the bulk */
+#define PIPELINE_THROUGH_MIN 2048         /* smaller bulks are cheaper to copy */
+
+struct pipeline_through {
+    const uint8_t *lo, *hi;      /* the input being handled, set by the connection
+                                  * around the protocol's handle calls; NULL: none */
+    uint8_t head[PIPELINE_THROUGH_HEAD];
+    size_t head_len;             /* bytes of head not sent yet */
+    size_t head_off;             /* bytes of head already sent */
+    const uint8_t *data;         /* the bulk's unsent bytes (inside lo..hi) */
+    size_t len;
+};
+
 struct pipeline {
     const struct proto *proto;
     const struct pipeline_env *env;
@@ -95,6 +113,7 @@ struct pipeline {
                                   * (set per batch by conn, chained by proto_msg) */
     bool read_before_drain;      /* the frame being handled was read before the
                                   * GOAWAY: answered as usual (rule 6) */
+    struct pipeline_through through; /* a reply sent from the input (above) */
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no
@@ -123,17 +142,33 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
 int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
                       uint64_t *t0_ns, int *lat_idx);
 
-/* Bytes not yet written: out plus the held replies. */
+/* Bytes of the write-through reply not sent yet. */
+static inline size_t pipeline_through_pending(const struct pipeline *pl)
+{
+    return pl->through.head_len + pl->through.len;
+}
+
+/* Bytes not yet written: the write-through reply, out, and the held replies. */
 static inline size_t pipeline_pending(const struct pipeline *pl)
 {
-    return buffer_readable(&pl->out) + pl->held_bytes;
+    return pipeline_through_pending(pl) + buffer_readable(&pl->out) + pl->held_bytes;
 }
 
 /* True when the connection owes nothing: no output, no job out. */
 static inline bool pipeline_idle(const struct pipeline *pl)
 {
-    return buffer_readable(&pl->out) == 0 && pl->slots_head == NULL;
+    return pipeline_through_pending(pl) == 0 && buffer_readable(&pl->out) == 0 &&
+           pl->slots_head == NULL;
 }
+
+/* Marks n bytes of the write-through reply as sent (n <= its pending bytes). */
+void pipeline_through_sent(struct pipeline *pl, size_t n);
+
+/* Copies what is left of the write-through reply into out, in front of out's
+ * bytes, so nothing points into the input any more. On allocation failure
+ * marks the pipeline PIPELINE_FAILED (the reply is dropped with the
+ * connection). Reactor thread only. */
+void pipeline_through_keep(struct pipeline *pl);
 
 /* Frees the held slots and the output. Reactor thread only. */
 void pipeline_free(struct pipeline *pl);

@@ -232,10 +232,17 @@ def _remaining(deadline):
 class Client:
     """A blocking msg (or raw echo) client with a timeout on every wait."""
 
-    def __init__(self, host, port, timeout=5.0, nodelay=True, answer_pings=False):
+    def __init__(self, host, port, timeout=5.0, nodelay=True, answer_pings=False, rcvbuf=None):
+        """rcvbuf: SO_RCVBUF set before connecting (a slow reader's small window)."""
         self.timeout = timeout
         self.answer_pings = answer_pings
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         if nodelay:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = FrameReader()

@@ -11,10 +11,20 @@ from harness import MsgdTestCase, timeout
 
 class PipeliningTests(MsgdTestCase):
 
-    def test_10000_echoes_in_one_write(self):
-        n = 10000
-        c = self.connect()
-        blob = b"".join(mp.encode(mp.ECHO, struct.pack(">I", i)) for i in range(n))
+    def expect_replies(self, c, want, wait):
+        """Reads len(want) frames, each equal to want[i] = (cmd, payload),
+        within wait seconds in all; then no extra frame."""
+        deadline = time.monotonic() + wait
+        for i, (cmd, payload) in enumerate(want):
+            got = c.recv_frame(max(0.0, deadline - time.monotonic()))
+            if got != (cmd, payload):
+                self.fail("reply %d: expected %s, got %s" % (
+                    i, mp.describe(cmd, payload[:8]), mp.describe(got[0], got[1][:8])))
+        self.assertTrue(c.quiet(0), "no extra frames")
+
+    def send_and_expect(self, c, blob, want, wait):
+        """Sends blob from a thread (it may block until replies are read)
+        while expect_replies reads."""
         errors = []
 
         def send():
@@ -25,18 +35,54 @@ class PipeliningTests(MsgdTestCase):
 
         t = threading.Thread(target=send, daemon=True)
         t.start()
-        deadline = time.monotonic() + timeout(3)
         try:
-            for i in range(n):
-                cmd, payload = c.recv_frame(max(0.0, deadline - time.monotonic()))
-                if cmd != mp.REPLY | mp.ECHO or payload != struct.pack(">I", i):
-                    self.fail("reply %d: expected ECHO reply with seq %d, got %s"
-                              % (i, i, mp.describe(cmd, payload)))
+            self.expect_replies(c, want, wait)
         finally:
             t.join(timeout())
         self.assertFalse(t.is_alive(), "sender still blocked")
         self.assertEqual(errors, [])
-        self.assertTrue(c.quiet(0), "no extra frames")
+
+    def test_10000_echoes_in_one_write(self):
+        n = 10000
+        c = self.connect()
+        blob = b"".join(mp.encode(mp.ECHO, struct.pack(">I", i)) for i in range(n))
+        want = [(mp.REPLY | mp.ECHO, struct.pack(">I", i)) for i in range(n)]
+        self.send_and_expect(c, blob, want, timeout(3))
+
+    def test_large_echoes_to_a_slow_reader(self):
+        # Replies of 2 KiB and more are sent straight from the input
+        # (write-through); when the socket refuses part of one, the rest must
+        # be kept ahead of the replies queued behind it. A reader with a small
+        # receive buffer makes the socket refuse again and again while large
+        # ECHOs, with small PINGs between them, keep arriving.
+        c = self.connect(rcvbuf=8192)
+        sizes = [2048, 2049, 4096, 30000, 65536 - 16, 5000, 17000] * 30
+        frames, want = [], []
+        for i, n in enumerate(sizes):
+            payload = struct.pack(">I", i) + bytes([i & 0xFF]) * (n - 4)
+            frames.append(mp.encode(mp.ECHO, payload))
+            want.append((mp.REPLY | mp.ECHO, payload))
+            if i % 3 == 0:
+                frames.append(mp.encode(mp.PING))
+                want.append((mp.REPLY | mp.PING, b""))
+        self.send_and_expect(c, b"".join(frames), want, timeout(4))
+
+    def test_large_echoes_to_a_reader_that_waits(self):
+        # The ECHOs arrive while the client reads nothing, so replies go out
+        # straight from the input while the socket has room; the one the
+        # socket takes only in part is kept (copied) and every later reply
+        # queues behind it. 10 MiB is more than the socket holds (loopback's
+        # send buffer grows to 4 MiB) and less than this daemon's high water.
+        d = self.start_daemon({"limits": {"output_high_water": "16M",
+                                          "output_low_water": "1M",
+                                          "output_hard_limit": "32M"}})
+        c = self.connect(daemon=d, rcvbuf=8192)
+        want = []
+        for i in range(340):
+            payload = struct.pack(">I", i) + bytes([(i * 37) & 0xFF]) * 30000
+            c.send_raw(mp.encode(mp.ECHO, payload))
+            want.append((mp.REPLY | mp.ECHO, payload))
+        self.expect_replies(c, want, timeout(3))
 
     def test_two_and_a_half_frames(self):
         c = self.connect()

@@ -656,6 +656,158 @@ static void run_random(uint64_t seed)
     pipeline_free(&pl);
 }
 
+/* ---- write-through (pipeline_through_*) ---- */
+
+#define BULK 4096
+
+static void fill(uint8_t *p, size_t n, uint8_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(seed + i * 7);
+}
+
+/* The bytes a connection would send: the write-through reply, then out. */
+static size_t pending_stream(const struct pipeline *pl, uint8_t *dst)
+{
+    const struct pipeline_through *t = &pl->through;
+    memcpy(dst, t->head + t->head_off, t->head_len);
+    if (t->len)
+        memcpy(dst + t->head_len, t->data, t->len);
+    size_t n = t->head_len + t->len;
+    if (buffer_readable(&pl->out))
+        memcpy(dst + n, buffer_peek(&pl->out), buffer_readable(&pl->out));
+    return n + buffer_readable(&pl->out);
+}
+
+TEST(through_records_bulk_in_input_without_copy)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    static uint8_t input[BULK + 100];
+    fill(input, sizeof input, 1);
+    pl.through.lo = input;
+    pl.through.hi = input + sizeof input;
+    pipeline_write2(&pl, "HEADHEADHEADHEAD", 16, input + 50, BULK);
+    CHECK_EQ(buffer_readable(&pl.out), 0);        /* nothing copied */
+    CHECK(pl.through.data == input + 50);
+    CHECK_EQ(pipeline_through_pending(&pl), 16 + BULK);
+    CHECK_EQ(pipeline_pending(&pl), 16 + BULK);
+    CHECK(!pipeline_idle(&pl));
+    /* a second reply goes to out, behind it; a push too */
+    write_str(&pl, "two");
+    pipeline_push2(&pl, "P", 1, NULL, 0);
+    CHECK_EQ(pipeline_through_pending(&pl), 16 + BULK);
+    check_out(&pl, "twoP");
+    uint8_t want[16 + BULK + 4], got[sizeof want + 16];
+    memcpy(want, "HEADHEADHEADHEAD", 16);
+    memcpy(want + 16, input + 50, BULK);
+    memcpy(want + 16 + BULK, "twoP", 4);
+    CHECK_EQ(pending_stream(&pl, got), sizeof want);
+    CHECK_MEM(got, want, sizeof want);
+    pipeline_free(&pl);
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+}
+
+TEST(through_not_taken_when_it_cannot_be_first_or_is_outside)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    static uint8_t input[BULK * 3], other[BULK];
+    pl.through.lo = input;
+    pl.through.hi = input + BULK * 2; /* the array runs on: a write past hi is valid */
+    /* too small */
+    pipeline_write2(&pl, "H", 1, input, PIPELINE_THROUGH_MIN - 1);
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    CHECK_EQ(buffer_readable(&pl.out), PIPELINE_THROUGH_MIN);
+    /* out not empty: copied, to keep the order */
+    pipeline_write2(&pl, "H", 1, input, BULK);
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    pipeline_free(&pl);
+
+    pl_init(&pl);
+    pl.through.lo = input;
+    pl.through.hi = input + BULK * 2;
+    pipeline_write2(&pl, "H", 1, other, BULK);               /* not in the input */
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    pipeline_free(&pl);
+
+    pl_init(&pl);
+    pl.through.lo = input;
+    pl.through.hi = input + BULK * 2;
+    pipeline_write2(&pl, "H", 1, input + BULK + 1, BULK);    /* runs past the end */
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    pipeline_free(&pl);
+
+    pl_init(&pl);
+    pipeline_write2(&pl, "H", 1, input, BULK);               /* no input set */
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    pipeline_free(&pl);
+
+    pl_init(&pl);
+    pl.through.lo = input;
+    pl.through.hi = input + BULK * 2;
+    CHECK(pl_reserve(&pl) >= 0);                             /* a job is out */
+    pipeline_write2(&pl, "H", 1, input, BULK);
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    CHECK_EQ(pl.held_bytes, 1 + BULK);
+    pipeline_free(&pl);
+}
+
+TEST(through_one_piece_write_is_all_bulk)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    static uint8_t input[BULK];
+    fill(input, sizeof input, 3);
+    pl.through.lo = input;
+    pl.through.hi = input + sizeof input;
+    pipeline_write(&pl, input, BULK); /* the raw echo's write */
+    CHECK_EQ(pl.through.head_len, 0);
+    CHECK_EQ(pl.through.len, BULK);
+    /* only one write-through reply at a time */
+    pipeline_write(&pl, input, BULK);
+    CHECK_EQ(pl.through.len, BULK);
+    CHECK_EQ(buffer_readable(&pl.out), BULK);
+    pipeline_free(&pl);
+}
+
+/* Sent n bytes, then kept the rest: out holds exactly the unsent stream. */
+static void sent_then_keep(size_t n, bool with_out)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    static uint8_t input[BULK];
+    fill(input, sizeof input, (uint8_t)n);
+    pl.through.lo = input;
+    pl.through.hi = input + sizeof input;
+    pipeline_write2(&pl, "0123456789abcdef", 16, input, BULK);
+    if (with_out)
+        write_str(&pl, "tail");
+    static uint8_t before[16 + BULK + 4], after[sizeof before];
+    size_t total = pending_stream(&pl, before);
+    size_t mine = pipeline_through_pending(&pl);
+    pipeline_through_sent(&pl, n < mine ? n : mine);
+    if (n > mine)
+        buffer_consume(&pl.out, n - mine);
+    pipeline_through_keep(&pl);
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    CHECK(pl.through.data == NULL);
+    CHECK_EQ(buffer_readable(&pl.out), total - n);
+    CHECK(pending_stream(&pl, after) == total - n);
+    CHECK_MEM(after, before + n, total - n);
+    pipeline_free(&pl);
+}
+
+TEST(through_keep_copies_exactly_the_unsent_rest)
+{
+    size_t cuts[] = {0, 1, 15, 16, 17, 100, BULK, BULK + 15, BULK + 16};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        sent_then_keep(cuts[i], false);
+        sent_then_keep(cuts[i], true);
+    }
+    sent_then_keep(BULK + 18, true); /* into out's bytes */
+}
+
 TEST(randomized_order_matches_requests)
 {
     run_random(0x5eed1234ULL);
