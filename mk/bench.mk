@@ -15,6 +15,11 @@ BENCH_BUILD ?= build-bench
 bench-build:
 	@bash scripts/deps.sh bench
 	$(MAKE) all BUILD=$(BENCH_BUILD) SAN=
+	$(MAKE) $(BENCH_BUILD)/echo_ref
+
+# The smallest echo server, the 16 KiB ping-pong's second reference.
+$(BENCH_BUILD)/echo_ref: scripts/bench/echo_ref.c
+	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -pthread
 
 bench: bench-build
 	bash scripts/bench.sh $(BENCH_BUILD)

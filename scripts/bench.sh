@@ -42,6 +42,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 OUT=${BENCH_OUT:-$BUILD/bench}
 MSGD=$BUILD/msgd
 MSGBENCH=$BUILD/msgbench
+ECHO_REF=$BUILD/echo_ref
 
 die() { echo "bench: $*" >&2; exit 2; }
 case $RUNS in ''|*[!0-9]*) die "BENCH_RUNS must be a number";; esac
@@ -51,7 +52,8 @@ case $SECS in ''|*[!0-9]*) die "BENCH_SECONDS must be a number";; esac
 for m in $MODES; do
     case $m in pinned|unpinned) ;; *) die "unknown mode '$m' in BENCH_MODES";; esac
 done
-[ -x "$MSGD" ] && [ -x "$MSGBENCH" ] || die "$MSGD or $MSGBENCH missing (run make bench)"
+[ -x "$MSGD" ] && [ -x "$MSGBENCH" ] && [ -x "$ECHO_REF" ] ||
+    die "$MSGD, $MSGBENCH or $ECHO_REF missing (run make bench)"
 for p in python3 taskset timeout; do command -v $p >/dev/null || die "$p not found"; done
 if [ $IDLE_ONLY -eq 0 ]; then
     for p in redis-server redis-benchmark iperf3; do
@@ -238,9 +240,10 @@ record() {
 
 fail() { FAILED=1; say "FAILED: $*"; }
 
-# run_msgbench MODE ROUND SCENARIO PORT ARGS...: runs msgbench, records the value.
+# run_msgbench MODE ROUND SCENARIO PORT ARGS...: runs msgbench, records the value
+# (as msgd's, or with SIDE=ref as the reference's).
 run_msgbench() {
-    local mode=$1 round=$2 scen=$3 port=$4
+    local mode=$1 round=$2 scen=$3 port=$4 side=${SIDE:-msgd}
     shift 4
     local pin=() threads=1
     if [ "$mode" = pinned ]; then pin=(taskset -c 1); else threads=2; fi
@@ -257,20 +260,20 @@ run_msgbench() {
     fi
     local value unit=req/s
     case $scen in
-    pingpong_16k) unit=MiB/s
+    pingpong_16k*) unit=MiB/s
         value=$(python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["mib_per_sec"] / 2))' <<< "$json") ;;
     rate_p99) unit=ms
         value=$(python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["latency_ms"]["p99"])' <<< "$json") ;;
     *)  value=$(python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["requests_per_sec"])' <<< "$json") ;;
     esac
-    record "$mode" "$round" "$scen" msgd "$value" "$unit" "$json"
+    record "$mode" "$round" "$scen" "$side" "$value" "$unit" "$json"
     if [ "$scen" = rate_p99 ]; then  # p99 means little when the rate was not reached
         local got
         got=$(python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["requests_per_sec"])' <<< "$json")
         record "$mode" "$round" rate_achieved msgd "$got" req/s
         say "  [$mode round $round] msgd  $scen: $value $unit (at $got req/s)"
     else
-        say "  [$mode round $round] msgd  $scen: $value $unit"
+        say "  [$mode round $round] $side  $scen: $value $unit"
     fi
 }
 
@@ -339,6 +342,29 @@ run_iperf3() {
     say "  [$mode round $round] iperf3 single stream: $value MiB/s"
 }
 
+# run_echo_ref MODE ROUND: the 16 KiB ping-pong against the smallest echo server
+# (scripts/bench/echo_ref.c: one read and one write per request, nothing else),
+# pinned like msgd and with as many threads as msgd has reactors; msgbench
+# --protocol echo measures it as it measures msgd. MiB/s one way.
+run_echo_ref() {
+    local mode=$1 round=$2 port spin=() threads=1 started=0
+    if [ "$mode" = pinned ]; then spin=(taskset -c 0); else threads=2; fi
+    for _ in 1 2 3; do
+        port=$(freeport) || break
+        if start_server echo_ref listen "$port" -- "${spin[@]}" "$ECHO_REF" "$port" "$threads"; then
+            started=1
+            break
+        fi
+    done
+    if [ $started -eq 0 ]; then
+        fail "echo_ref did not start (see $OUT/echo_ref.log)"
+        return 1
+    fi
+    local spid=$STARTED_PID
+    SIDE=ref run_msgbench "$mode" "$round" pingpong_16k_min "$port" --protocol echo -c 100 -s 16384
+    stop_server "$spid"
+}
+
 # One round in one mode: each msgd scenario, then its reference, back to back.
 round() {
     local mode=$1 r=$2 reactors=1 scpus=0 rcpus=0
@@ -354,6 +380,7 @@ round() {
     run_redis "$mode" "$r" echo_c50_p16 -c 50 -P 16
     run_msgbench "$mode" "$r" pingpong_16k "$MSG_PORT" -c 100 -s 16384
     run_iperf3 "$mode" "$r"
+    run_echo_ref "$mode" "$r"
     run_msgbench "$mode" "$r" rate_p99 "$MSG_PORT" -c 50 -s 64 --rate "$RATE"
     run_msgbench "$mode" "$r" rawecho_c50 "$ECHO_PORT" --protocol echo -c 50 -s 64
 

@@ -24,11 +24,14 @@ SCENARIOS = [
     ("echo_c50_p16", "64 B ECHO, 50 conns, pipeline 16", "redis PING -c 50 -P 16", "req/s", True),
     ("pingpong_16k", "16 KiB ECHO ping-pong, 100 conns (one way)", "iperf3, 1 stream (one way)",
      "MiB/s", True),
+    ("pingpong_16k_min", "16 KiB ECHO ping-pong, 100 conns (one way)",
+     "smallest echo server (echo_ref), same client", "MiB/s", True),
     ("rate_p99", "64 B ECHO open loop at {rate}/s, 50 conns: p99", None, "ms", False),
     ("rawecho_c50", "64 B raw echo (echo listener), 50 conns", "redis PING -c 50", "req/s", True),
 ]
 EXTRA = [("rate_achieved", "req/s")]  # shown in the both-modes table only
 REF_OF = {"rawecho_c50": "echo_c50"}  # its reference is that scenario's
+MSGD_OF = {"pingpong_16k_min": "pingpong_16k"}  # its msgd side is that scenario's
 
 BEGIN = "<!-- bench-table:begin -->"
 END = "<!-- bench-table:end -->"
@@ -76,19 +79,22 @@ def main():
         return 1
     modes = sorted({k[0] for k in vals if k[0] != "idle"}, key=lambda m: (m != "pinned", m))
 
+    def side_key(scen, side):
+        return MSGD_OF.get(scen, scen) if side == "msgd" else scen
+
     def med(mode, scen, side):
-        v = vals.get((mode, scen, side))
+        v = vals.get((mode, side_key(scen, side), side))
         return statistics.median(v) if v else None
 
     def ratio(mode, scen, refscen):
         """The median over rounds of msgd / reference, each pair run back to back."""
-        a = byround.get((mode, scen, "msgd"), {})
+        a = byround.get((mode, side_key(scen, "msgd"), "msgd"), {})
         b = byround.get((mode, refscen, "ref"), {})
         rs = [a[r] / b[r] for r in a if r in b and b[r] > 0]
         return statistics.median(rs) if rs else None
 
     def runs(mode, scen, side):
-        v = vals.get((mode, scen, side))
+        v = vals.get((mode, side_key(scen, side), side))
         return v or []
 
     rate = "{:,}".format(int(a.rate))
@@ -168,6 +174,11 @@ def main():
     target("16 KiB ping-pong ≥ 85% of iperf3 single stream", c[3] >= 0.85 if c and c[3] else None,
            "%.0f%% (%s vs %s MiB/s, %s)" % (100 * c[3], fmt(c[1], "MiB/s"), fmt(c[2], "MiB/s"), c[0])
            if c and c[3] else "—")
+    c = chosen.get("pingpong_16k_min")
+    if c and c[3]:
+        lines.append("| (not a target) 16 KiB ping-pong vs the smallest echo server | "
+                     "%.0f%% (%s vs %s MiB/s, %s) | |" % (
+                         100 * c[3], fmt(c[1], "MiB/s"), fmt(c[2], "MiB/s"), c[0]))
     if idle:
         mi = statistics.median(idle)
         target("idle connection ≤ 0.5 KiB RSS (never sent)", mi <= 512, "%.0f B" % mi)
@@ -185,6 +196,8 @@ def main():
         for key, what, refname, unit, higher in rows:
             for side in ("msgd", "ref"):
                 if side == "ref" and (not refname or key in REF_OF):
+                    continue
+                if side == "msgd" and key in MSGD_OF:
                     continue
                 cells = []
                 for m in modes:
