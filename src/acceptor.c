@@ -245,13 +245,30 @@ void acceptor_stop(struct acceptor *a)
     a->paused = 1;
 }
 
+/* Closes one listener's socket (once), unlinking the path of a unix socket
+ * this process bound itself. */
+static void listener_close(struct listener *l)
+{
+    if (l->fd < 0)
+        return;
+    if (!l->adopted && strncmp(l->name, "unix:", 5) == 0)
+        unlink(l->name + 5);
+    close(l->fd);
+    l->fd = -1;
+}
+
+void acceptor_shut(struct acceptor *a)
+{
+    acceptor_stop(a);
+    for (int i = 0; i < a->nls; i++)
+        if (!a->ls[i].adopted)
+            listener_close(&a->ls[i]);
+}
+
 void acceptor_close(struct acceptor *a)
 {
-    for (int i = 0; i < a->nls; i++) {
-        if (!a->ls[i].adopted && strncmp(a->ls[i].name, "unix:", 5) == 0)
-            unlink(a->ls[i].name + 5);
-        close(a->ls[i].fd);
-    }
+    for (int i = 0; i < a->nls; i++)
+        listener_close(&a->ls[i]);
     free(a->ls);
     a->ls = NULL;
     a->nls = 0;

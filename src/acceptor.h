@@ -54,6 +54,13 @@ void acceptor_start(struct acceptor *a, struct ev_loop *loop, struct reactor *re
 /* Stops accepting (the sockets stay open). */
 void acceptor_stop(struct acceptor *a);
 
+/* Stops accepting for good (the drain) and closes the listeners this process
+ * bound itself: a new connection is refused at once rather than left in a
+ * backlog that nobody will accept, so its client backs off and retries, and
+ * reaches the next instance. Sockets passed by systemd stay open: systemd
+ * holds them too and queues connections for the next instance. */
+void acceptor_shut(struct acceptor *a);
+
 /* Closes the listening sockets (and unlinks unix socket paths). */
 void acceptor_close(struct acceptor *a);
 

@@ -104,9 +104,10 @@ static void stop_now(struct server *s, const char *why)
     ev_break(s->loop, EVBREAK_ALL);
 }
 
-/* SIGTERM/SIGINT: stop accepting, tell systemd, and drain (rule 6): every
- * reactor sends GOAWAY, answers what it already read, and closes each
- * connection once it owes nothing, or at drain_timeout. */
+/* SIGTERM/SIGINT: stop accepting (closing our own listeners, so new
+ * connections are refused), tell systemd, and drain (rule 6): every reactor
+ * sends GOAWAY, answers what it already read, and closes each connection once
+ * it owes nothing, or at drain_timeout. */
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -119,7 +120,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     s->draining = 1;
     uint32_t ms = (uint32_t)s->cfg.drain_ms;
     log_info("signal %d: draining (up to %u ms)", w->signum, ms);
-    acceptor_stop(&s->acceptor);
+    acceptor_shut(&s->acceptor);
     notify_stopping();
     for (int i = 0; i < s->nreactors; i++)
         if (reactor_post_drain(&s->reactors[i], ms) < 0) {

@@ -239,6 +239,10 @@ class DrainTests(MsgdTestCase):
         self.assertLessEqual(ms, 3000)
         self.assertGreater(ms, 2000)
         self.assertEqual(payload[4:], b"server shutting down")
+        # The listener is closed for the drain: a new client is refused at
+        # once (and backs off), not left in a backlog nobody accepts.
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", d.port()), timeout=timeout(1)).close()
         c.send_frame(mp.ECHO, b"late")
         c.send_frame(mp.PING, b"still-there")
         got = [c.recv_frame(timeout(1)) for _ in range(3)]
