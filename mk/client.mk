@@ -7,7 +7,7 @@ CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o
 CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(CLIENT_BASE_OBJS)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
                $(BUILD)/obj/client/msgbench.o
-CLIENT_UNIT_BINS := $(BUILD)/tests/test_msgclient
+CLIENT_UNIT_BINS := $(BUILD)/tests/test_msgclient $(BUILD)/tests/test_msgclient_daemon
 
 EXTRA_BINS += $(BUILD)/msgcli $(BUILD)/msgbench
 EXTRA_UNIT_BINS += $(CLIENT_UNIT_BINS)
@@ -24,7 +24,20 @@ $(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_BASE_OBJS)
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread
 
-$(BUILD)/obj/client:
+# The library against the real daemon (tests/unit/client/daemon.c starts
+# $(BUILD)/msgd, or MSGD_BIN). connect() is wrapped so the test can see the
+# client's reconnect attempts.
+CLIENT_TEST_DAEMON_OBJ := $(BUILD)/obj/tests/client_daemon.o
+
+$(CLIENT_TEST_DAEMON_OBJ): tests/unit/client/daemon.c | $(BUILD)/obj/tests
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/test_msgclient_daemon: tests/unit/client/test_msgclient_daemon.c \
+		$(CLIENT_TEST_DAEMON_OBJ) $(CLIENT_LIB_OBJS) $(BUILD)/msgd | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests/unit -Itests/unit/client -o $@ $< $(CLIENT_TEST_DAEMON_OBJ) \
+	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -Wl,--wrap=connect -pthread
+
+$(BUILD)/obj/client $(BUILD)/obj/tests:
 	mkdir -p $@
 
--include $(CLIENT_OBJS:.o=.d) $(CLIENT_UNIT_BINS:=.d)
+-include $(CLIENT_OBJS:.o=.d) $(CLIENT_UNIT_BINS:=.d) $(CLIENT_TEST_DAEMON_OBJ:.o=.d)

@@ -452,6 +452,13 @@ static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, siz
         uint32_t code = 0;
         char text[MSGCLIENT_TEXT_MAX];
         msgclient_decode_error(p, len, &code, text, sizeof text);
+        /* The same word with UNKNOWN_COMMAND is the ordinary error reply to
+         * a request with command 0 (PROTOCOL.md rule 4): the connection goes
+         * on, and UNKNOWN_COMMAND is never connection-level. */
+        if (code == MSG_ERR_UNKNOWN_COMMAND && c->pending > 0) {
+            c->pending--;
+            return queue_reply(c, cmd, p, len);
+        }
         snprintf(c->err, sizeof c->err, "connection error %s (%u): %s",
                  msg_error_name(code), code, text);
         c->conn_error = true;

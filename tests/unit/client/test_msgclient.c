@@ -486,6 +486,46 @@ TEST(connection_level_error_answers_the_waiting_request)
     msgclient_free(c);
 }
 
+/* Answers a command-0 request with 0xC0000000 UNKNOWN_COMMAND (rule 4: an
+ * ordinary error reply), echoes a PING, then closes without any error. */
+static void *command_zero_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    if (read_frame(f->fd, &cmd, buf, sizeof buf) < 0 || cmd != 0)
+        return fake_fail(f, "expected a command-0 request"), NULL;
+    write_error(f->fd, MSG_CONN_ERROR, MSG_ERR_UNKNOWN_COMMAND, "unknown command");
+    long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n < 0 || cmd != MSG_CMD_PING)
+        return fake_fail(f, "expected a PING"), NULL;
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_PING, buf, (size_t)n);
+    shutdown(f->fd, SHUT_RDWR);
+    return NULL;
+}
+
+TEST(command_zero_error_reply_is_not_a_connection_error)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, command_zero_server, &t);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, 0, NULL, 0, &r), MSGCLIENT_ERROR_REPLY);
+    CHECK_EQ(r.command, MSG_CONN_ERROR);
+    CHECK_EQ(r.error_code, MSG_ERR_UNKNOWN_COMMAND);
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_call(c, MSG_CMD_PING, "p", 1, &r), 0);
+    msgclient_reply_free(&r);
+    /* the close that follows is an ordinary close, not the stale error */
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, WAIT_MS), -ECONNRESET);
+    CHECK(strstr(msgclient_error(c), "closed the connection") != NULL);
+    join_fake(&f, t);
+    close(f.fd);
+    msgclient_free(c);
+}
+
 static void *idle_conn_error_server(void *arg)
 {
     struct fake *f = arg;
