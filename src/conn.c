@@ -167,10 +167,9 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
  * that input changes or goes away. Returns the bytes consumed. */
 static size_t process_through(struct conn *c, const uint8_t *p, size_t n)
 {
-    c->pl.through.lo = p;
-    c->pl.through.hi = p ? p + n : NULL;
+    pipeline_through_begin(&c->pl, p, n);
     size_t used = process(c, p, n);
-    c->pl.through.lo = c->pl.through.hi = NULL;
+    pipeline_through_end(&c->pl);
     return used;
 }
 
@@ -249,11 +248,11 @@ static void on_readable(struct conn *c)
 static int flush_through(struct conn *c)
 {
     struct pipeline *pl = &c->pl;
-    struct pipeline_through *t = &pl->through;
+    const struct pipeline_through *t = pipeline_through_of(pl);
     struct iovec iov[3];
     int cnt = 0;
     if (t->head_len)
-        iov[cnt++] = (struct iovec){t->head + t->head_off, t->head_len};
+        iov[cnt++] = (struct iovec){(void *)(uintptr_t)(t->head + t->head_off), t->head_len};
     iov[cnt++] = (struct iovec){(void *)(uintptr_t)t->data, t->len}; /* only read */
     if (buffer_readable(&pl->out) > 0)
         iov[cnt++] = (struct iovec){buffer_peek(&pl->out), buffer_readable(&pl->out)};
@@ -533,6 +532,8 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
     h->scratch = (struct buffer)BUFFER_INIT;
+    h->through = (struct pipeline_through){0};
+    h->env.through = &h->through;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
     ev_check_start(loop, &h->backlog_check);

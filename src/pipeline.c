@@ -41,15 +41,15 @@ static bool in_input(const struct pipeline_through *t, const void *p, size_t n)
     return t->lo != NULL && b >= lo && b <= hi && n <= hi - b;
 }
 
-/* Records a reply as the write-through one when it may be: nothing queued
- * ahead of it, none recorded yet, and a bulk big enough lying in the input
- * (b, or a alone). Returns true when recorded. */
+/* Records a reply as the write-through one when it may be: pl's input is
+ * being handled, nothing is queued ahead, none is recorded yet, and a bulk
+ * big enough lies in the input (b, or a alone). Returns true when recorded. */
 static bool through_record(struct pipeline *pl, const void *a, size_t an, const void *b,
                            size_t bn)
 {
-    struct pipeline_through *t = &pl->through;
-    if (t->lo == NULL || pl->slots_head || buffer_readable(&pl->out) > 0 ||
-        pipeline_through_pending(pl) > 0)
+    struct pipeline_through *t = pipeline_through_of(pl);
+    if (t == NULL || t->lo == NULL || pl->slots_head || buffer_readable(&pl->out) > 0 ||
+        t->head_len + t->len > 0)
         return false;
     if (bn == 0) { /* one piece: all bulk */
         b = a;
@@ -67,9 +67,37 @@ static bool through_record(struct pipeline *pl, const void *a, size_t an, const 
     return true;
 }
 
+static void through_clear(struct pipeline_through *t)
+{
+    *t = (struct pipeline_through){0};
+}
+
+void pipeline_through_begin(struct pipeline *pl, const uint8_t *p, size_t n)
+{
+    struct pipeline_through *t = pl->env ? pl->env->through : NULL;
+    if (t == NULL || p == NULL)
+        return;
+    through_clear(t); /* whatever an earlier connection left was kept already */
+    t->owner = pl;
+    t->lo = p;
+    t->hi = p + n;
+}
+
+void pipeline_through_end(struct pipeline *pl)
+{
+    struct pipeline_through *t = pipeline_through_of(pl);
+    if (t == NULL)
+        return;
+    t->lo = t->hi = NULL;
+    if (t->head_len + t->len == 0)
+        through_clear(t);
+}
+
 void pipeline_through_sent(struct pipeline *pl, size_t n)
 {
-    struct pipeline_through *t = &pl->through;
+    struct pipeline_through *t = pipeline_through_of(pl);
+    if (t == NULL)
+        return;
     size_t h = n < t->head_len ? n : t->head_len;
     t->head_off += h;
     t->head_len -= h;
@@ -80,8 +108,10 @@ void pipeline_through_sent(struct pipeline *pl, size_t n)
 
 void pipeline_through_keep(struct pipeline *pl)
 {
-    struct pipeline_through *t = &pl->through;
-    size_t n = pipeline_through_pending(pl);
+    struct pipeline_through *t = pipeline_through_of(pl);
+    if (t == NULL)
+        return;
+    size_t n = t->head_len + t->len;
     size_t old = buffer_readable(&pl->out);
     struct buffer b = BUFFER_INIT;
     /* out is empty (the common case): the reply goes into it as it is. */
@@ -96,8 +126,7 @@ void pipeline_through_keep(struct pipeline *pl)
         buffer_free(&pl->out);
         pl->out = b;
     }
-    t->head_len = t->head_off = t->len = 0;
-    t->data = NULL;
+    through_clear(t);
 }
 
 void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn)
@@ -216,6 +245,8 @@ void pipeline_free(struct pipeline *pl)
     pl->slots_tail = NULL;
     pl->held_bytes = 0;
     pl->jobs_pending = 0;
-    pl->through = (struct pipeline_through){0};
+    struct pipeline_through *t = pipeline_through_of(pl);
+    if (t)
+        through_clear(t);
     buffer_free(&pl->out);
 }

@@ -666,14 +666,29 @@ static void fill(uint8_t *p, size_t n, uint8_t seed)
         p[i] = (uint8_t)(seed + i * 7);
 }
 
+/* The reactor's write-through record, as conn.c lends it through the env. */
+static struct pipeline_env tenv;
+static struct pipeline_through trec;
+
+/* pl's input is [lo, hi) from now on (what conn.c does around process). */
+static void through_on(struct pipeline *pl, const uint8_t *lo, const uint8_t *hi)
+{
+    tenv.through = &trec;
+    pl->env = &tenv;
+    pipeline_through_begin(pl, lo, (size_t)(hi - lo));
+}
+
 /* The bytes a connection would send: the write-through reply, then out. */
 static size_t pending_stream(const struct pipeline *pl, uint8_t *dst)
 {
-    const struct pipeline_through *t = &pl->through;
-    memcpy(dst, t->head + t->head_off, t->head_len);
-    if (t->len)
-        memcpy(dst + t->head_len, t->data, t->len);
-    size_t n = t->head_len + t->len;
+    const struct pipeline_through *t = pipeline_through_of(pl);
+    size_t n = 0;
+    if (t) {
+        memcpy(dst, t->head + t->head_off, t->head_len);
+        if (t->len)
+            memcpy(dst + t->head_len, t->data, t->len);
+        n = t->head_len + t->len;
+    }
     if (buffer_readable(&pl->out))
         memcpy(dst + n, buffer_peek(&pl->out), buffer_readable(&pl->out));
     return n + buffer_readable(&pl->out);
@@ -685,11 +700,10 @@ TEST(through_records_bulk_in_input_without_copy)
     pl_init(&pl);
     static uint8_t input[BULK + 100];
     fill(input, sizeof input, 1);
-    pl.through.lo = input;
-    pl.through.hi = input + sizeof input;
+    through_on(&pl, input, input + sizeof input);
     pipeline_write2(&pl, "HEADHEADHEADHEAD", 16, input + 50, BULK);
     CHECK_EQ(buffer_readable(&pl.out), 0);        /* nothing copied */
-    CHECK(pl.through.data == input + 50);
+    CHECK(trec.data == input + 50);
     CHECK_EQ(pipeline_through_pending(&pl), 16 + BULK);
     CHECK_EQ(pipeline_pending(&pl), 16 + BULK);
     CHECK(!pipeline_idle(&pl));
@@ -704,8 +718,33 @@ TEST(through_records_bulk_in_input_without_copy)
     memcpy(want + 16 + BULK, "twoP", 4);
     CHECK_EQ(pending_stream(&pl, got), sizeof want);
     CHECK_MEM(got, want, sizeof want);
+    /* the input handled: the recorded reply stays, nothing new is recorded */
+    pipeline_through_end(&pl);
+    CHECK_EQ(pipeline_through_pending(&pl), 16 + BULK);
+    CHECK(trec.lo == NULL);
     pipeline_free(&pl);
     CHECK_EQ(pipeline_through_pending(&pl), 0);
+    CHECK(trec.owner == NULL);
+}
+
+TEST(through_belongs_to_the_pipeline_whose_input_it_is)
+{
+    struct pipeline pl, other;
+    pl_init(&pl);
+    pl_init(&other);
+    static uint8_t input[BULK];
+    through_on(&pl, input, input + sizeof input);
+    other.env = &tenv; /* same reactor, not the connection being handled */
+    pipeline_write2(&other, "H", 1, input, BULK);
+    CHECK_EQ(pipeline_through_pending(&other), 0);
+    CHECK_EQ(buffer_readable(&other.out), 1 + BULK);
+    pipeline_through_end(&pl);          /* nothing recorded: the record is free */
+    CHECK(trec.owner == NULL);
+    pipeline_write2(&pl, "H", 1, input, BULK);  /* after end: copied */
+    CHECK_EQ(pipeline_through_pending(&pl), 0);
+    CHECK_EQ(buffer_readable(&pl.out), 1 + BULK);
+    pipeline_free(&pl);
+    pipeline_free(&other);
 }
 
 TEST(through_not_taken_when_it_cannot_be_first_or_is_outside)
@@ -713,8 +752,7 @@ TEST(through_not_taken_when_it_cannot_be_first_or_is_outside)
     struct pipeline pl;
     pl_init(&pl);
     static uint8_t input[BULK * 3], other[BULK];
-    pl.through.lo = input;
-    pl.through.hi = input + BULK * 2; /* the array runs on: a write past hi is valid */
+    through_on(&pl, input, input + BULK * 2); /* the array runs on: a write past hi is valid */
     /* too small */
     pipeline_write2(&pl, "H", 1, input, PIPELINE_THROUGH_MIN - 1);
     CHECK_EQ(pipeline_through_pending(&pl), 0);
@@ -725,15 +763,13 @@ TEST(through_not_taken_when_it_cannot_be_first_or_is_outside)
     pipeline_free(&pl);
 
     pl_init(&pl);
-    pl.through.lo = input;
-    pl.through.hi = input + BULK * 2;
+    through_on(&pl, input, input + BULK * 2);
     pipeline_write2(&pl, "H", 1, other, BULK);               /* not in the input */
     CHECK_EQ(pipeline_through_pending(&pl), 0);
     pipeline_free(&pl);
 
     pl_init(&pl);
-    pl.through.lo = input;
-    pl.through.hi = input + BULK * 2;
+    through_on(&pl, input, input + BULK * 2);
     pipeline_write2(&pl, "H", 1, input + BULK + 1, BULK);    /* runs past the end */
     CHECK_EQ(pipeline_through_pending(&pl), 0);
     pipeline_free(&pl);
@@ -744,8 +780,7 @@ TEST(through_not_taken_when_it_cannot_be_first_or_is_outside)
     pipeline_free(&pl);
 
     pl_init(&pl);
-    pl.through.lo = input;
-    pl.through.hi = input + BULK * 2;
+    through_on(&pl, input, input + BULK * 2);
     CHECK(pl_reserve(&pl) >= 0);                             /* a job is out */
     pipeline_write2(&pl, "H", 1, input, BULK);
     CHECK_EQ(pipeline_through_pending(&pl), 0);
@@ -759,14 +794,13 @@ TEST(through_one_piece_write_is_all_bulk)
     pl_init(&pl);
     static uint8_t input[BULK];
     fill(input, sizeof input, 3);
-    pl.through.lo = input;
-    pl.through.hi = input + sizeof input;
+    through_on(&pl, input, input + sizeof input);
     pipeline_write(&pl, input, BULK); /* the raw echo's write */
-    CHECK_EQ(pl.through.head_len, 0);
-    CHECK_EQ(pl.through.len, BULK);
+    CHECK_EQ(trec.head_len, 0);
+    CHECK_EQ(trec.len, BULK);
     /* only one write-through reply at a time */
     pipeline_write(&pl, input, BULK);
-    CHECK_EQ(pl.through.len, BULK);
+    CHECK_EQ(trec.len, BULK);
     CHECK_EQ(buffer_readable(&pl.out), BULK);
     pipeline_free(&pl);
 }
@@ -778,8 +812,7 @@ static void sent_then_keep(size_t n, bool with_out)
     pl_init(&pl);
     static uint8_t input[BULK];
     fill(input, sizeof input, (uint8_t)n);
-    pl.through.lo = input;
-    pl.through.hi = input + sizeof input;
+    through_on(&pl, input, input + sizeof input);
     pipeline_write2(&pl, "0123456789abcdef", 16, input, BULK);
     if (with_out)
         write_str(&pl, "tail");
@@ -791,7 +824,7 @@ static void sent_then_keep(size_t n, bool with_out)
         buffer_consume(&pl.out, n - mine);
     pipeline_through_keep(&pl);
     CHECK_EQ(pipeline_through_pending(&pl), 0);
-    CHECK(pl.through.data == NULL);
+    CHECK(trec.data == NULL);
     CHECK_EQ(buffer_readable(&pl.out), total - n);
     CHECK(pending_stream(&pl, after) == total - n);
     CHECK_MEM(after, before + n, total - n);
