@@ -15,10 +15,11 @@ BENCH_BUILD ?= build-bench
 bench-build:
 	@bash scripts/deps.sh bench
 	$(MAKE) all BUILD=$(BENCH_BUILD) SAN=
-	$(MAKE) $(BENCH_BUILD)/echo_ref
+	$(MAKE) $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min
 
-# The smallest echo server, the 16 KiB ping-pong's second reference.
-$(BENCH_BUILD)/echo_ref: scripts/bench/echo_ref.c
+# The smallest echo server, the 16 KiB ping-pong's second reference, and the
+# cheapest ping-pong client (for judging what msgbench costs; see BENCHMARKS.md).
+$(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min: $(BENCH_BUILD)/%: scripts/bench/%.c
 	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -pthread
 
 bench: bench-build
