@@ -249,6 +249,8 @@ static int flush_through(struct conn *c)
 {
     struct pipeline *pl = &c->pl;
     const struct pipeline_through *t = pipeline_through_of(pl);
+    if (t == NULL)
+        return 0; /* nothing recorded */
     struct iovec iov[3];
     int cnt = 0;
     if (t->head_len)

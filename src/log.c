@@ -1,6 +1,7 @@
 /* log: leveled lines to stderr, one write() per line, through a bounded queue
  * and a log thread once that runs, so no reactor ever blocks on stderr. */
 #include "log.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -181,7 +182,10 @@ int log_start_thread(void)
     log_threaded = true;
     log_stopping = false;
     pthread_mutex_unlock(&log_mu);
-    int rc = pthread_create(&log_thread, NULL, log_main, NULL);
+    /* Signals blocked: a process signal delivered here would run libev's
+     * handler in this thread, and under ThreadSanitizer (which defers a
+     * handler to the thread's next intercepted call) wait for the next line. */
+    int rc = thread_start(&log_thread, log_main, NULL);
     if (rc != 0) {
         pthread_mutex_lock(&log_mu);
         log_threaded = false;

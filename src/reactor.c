@@ -5,7 +5,6 @@
 #include "reactor.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "log.h"
 #include "net.h"
 #include "proto_msg.h"
+#include "thread.h"
 
 enum reactor_msg_kind {
     REACTOR_MSG_CONN = 1,    /* struct reactor_conn_msg: adopt an accepted fd */
@@ -380,12 +380,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     if (r->tick_interval > 0)
         ev_timer_start(r->loop, &r->tick_timer);
 
-    /* Signals belong to the main thread: the new thread starts with all blocked. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&r->thread, NULL, reactor_main, r);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rc = thread_start(&r->thread, reactor_main, r); /* signals stay with main */
     if (rc != 0) {
         snprintf(err, errlen, "reactor %d: pthread_create: %s", index, strerror(rc));
         conn_host_stop(&r->host);

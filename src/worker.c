@@ -2,10 +2,11 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "thread.h"
 
 struct worker_job *worker_job_new(uint64_t conn_id, uint32_t seq, uint32_t command,
                                   worker_run_fn run, const void *p, size_t len)
@@ -72,16 +73,12 @@ int worker_pool_start(struct worker_pool *pool, int nthreads, uint32_t limit,
     pool->threads = calloc((size_t)nthreads, sizeof *pool->threads);
     if (!pool->threads)
         return -ENOMEM;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
     for (; pool->nthreads < nthreads; pool->nthreads++) {
-        rc = pthread_create(&pool->threads[pool->nthreads], NULL, worker_main, pool);
+        rc = thread_start(&pool->threads[pool->nthreads], worker_main, pool);
         if (rc != 0)
             break;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         worker_pool_stop(pool);
         return -rc;

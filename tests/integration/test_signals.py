@@ -1,6 +1,7 @@
 """Clean stops: SIGTERM and SIGINT exit 0, idle or with clients connected;
 msg clients get GOAWAY before the close (PROTOCOL.md rule 6, Drain)."""
 
+import os
 import signal
 import struct
 import time
@@ -25,6 +26,33 @@ class SignalTests(MsgdTestCase):
 
     def test_sigint_exits_0(self):
         self._stop(self.start_daemon(), signal.SIGINT)
+
+    def test_only_the_main_thread_takes_signals(self):
+        # DESIGN.md: the main thread owns SIGTERM/SIGINT/SIGHUP. Every other
+        # thread (reactors, workers, the log writer) must block them, or a
+        # process signal may run libev's handler there (under TSan that
+        # handler waited for the thread's next intercepted call).
+        d = self.start_daemon({"server": {"reactors": 2, "workers": 2}})
+        wanted = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGINT - 1)) | \
+            (1 << (signal.SIGTERM - 1))
+        tasks = sorted(int(t) for t in os.listdir("/proc/%d/task" % d.pid))
+        self.assertGreaterEqual(len(tasks), 1 + 2 + 2 * 2, tasks)  # main, reactors, workers
+        unblocked = []
+        for tid in tasks:
+            if tid == d.pid:
+                continue
+            try:
+                with open("/proc/%d/task/%d/status" % (d.pid, tid)) as f:
+                    status = f.read()
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+            comm = next(l.split()[1] for l in status.splitlines() if l.startswith("Name:"))
+            blk = int(next(l.split()[1] for l in status.splitlines()
+                           if l.startswith("SigBlk:")), 16)
+            if blk & wanted != wanted:
+                unblocked.append((tid, comm, "%016x" % blk))
+        self.assertEqual(unblocked, [], "threads that can take SIGHUP/SIGINT/SIGTERM")
+        self._stop(d, signal.SIGTERM)
 
     def _daemon_with_clients(self):
         d = self.start_daemon()
