@@ -162,25 +162,12 @@ static size_t process(struct conn *c, const uint8_t *p, size_t n)
     return off;
 }
 
-/* Processes the n bytes of input at p, letting replies be sent straight from
- * there (write-through, pipeline.h): the caller must settle (flush) before
- * that input changes or goes away. Returns the bytes consumed. */
-static size_t process_through(struct conn *c, const uint8_t *p, size_t n)
-{
-    pipeline_through_begin(&c->pl, p, n);
-    size_t used = process(c, p, n);
-    pipeline_through_end(&c->pl);
-    return used;
-}
-
-/* Processes what the input buffer holds. The caller settles next; the buffer
- * keeps its memory until then when a reply points into it. */
+/* Processes what the input buffer holds. */
 static void process_buffered(struct conn *c)
 {
-    size_t used = process_through(c, buffer_peek(&c->in), buffer_readable(&c->in));
-    buffer_consume(&c->in, used); /* moves no bytes */
-    if (pipeline_through_pending(&c->pl) == 0)
-        buffer_shrink(&c->in, CONN_KEEP_BUFFER);
+    size_t used = process(c, buffer_peek(&c->in), buffer_readable(&c->in));
+    buffer_consume(&c->in, used);
+    buffer_shrink(&c->in, CONN_KEEP_BUFFER);
 }
 
 /* One read: into the input buffer's free room (only when it already holds a
@@ -227,9 +214,7 @@ static void on_readable(struct conn *c)
         }
         process_buffered(c);
     } else {
-        /* Replies may be sent straight from extra until settle's flush below
-         * keeps what the socket refused. */
-        size_t used = process_through(c, extra, (size_t)n);
+        size_t used = process(c, extra, (size_t)n);
         if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED)) &&
             buffer_append(&c->in, extra + used, (size_t)n - used) < 0) {
             conn_close(c);
@@ -241,60 +226,12 @@ static void on_readable(struct conn *c)
 
 /* ---- output ---- */
 
-/* Sends the write-through reply and what out holds after it with one
- * sendmsg, then keeps (copies into out) what the socket did not take, so no
- * output points into the input any more. Returns 0, or -1 when the connection
- * broke and was closed. */
-static int flush_through(struct conn *c)
-{
-    struct pipeline *pl = &c->pl;
-    const struct pipeline_through *t = pipeline_through_of(pl);
-    if (t == NULL)
-        return 0; /* nothing recorded */
-    struct iovec iov[3];
-    int cnt = 0;
-    if (t->head_len)
-        iov[cnt++] = (struct iovec){(void *)(uintptr_t)(t->head + t->head_off), t->head_len};
-    iov[cnt++] = (struct iovec){(void *)(uintptr_t)t->data, t->len}; /* only read */
-    if (buffer_readable(&pl->out) > 0)
-        iov[cnt++] = (struct iovec){buffer_peek(&pl->out), buffer_readable(&pl->out)};
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-    ssize_t w;
-    do
-        w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        stats_add(c->host->env.stats, STATS_CLOSED_RESET, 1);
-        conn_close(c);
-        return -1;
-    }
-    size_t sent = w > 0 ? (size_t)w : 0;
-    c->bytes_out += sent;
-    stats_add(c->host->env.stats, STATS_BYTES_OUT, sent);
-    size_t mine = pipeline_through_pending(pl);
-    pipeline_through_sent(pl, sent < mine ? sent : mine);
-    if (sent > mine)
-        buffer_consume(&pl->out, sent - mine);
-    pipeline_through_keep(pl);
-    buffer_shrink(&c->in, CONN_KEEP_BUFFER); /* nothing points into it now */
-    if (pl->flags & PIPELINE_FAILED) {
-        conn_close(c);
-        return -1;
-    }
-    return 0;
-}
-
 /* Writes as much output as the socket takes. Returns 0, or -1 when the
  * connection broke and was closed. */
 static int flush(struct conn *c)
 {
     struct buffer *out = &c->pl.out;
-    /* One sendmsg sends everything there is, so after it either all went
-     * out or the socket is full: EV_WRITE says when it has room. */
-    bool through = pipeline_through_pending(&c->pl) > 0;
-    if (through && flush_through(c) < 0)
-        return -1;
-    while (!through && buffer_readable(out) > 0) {
+    while (buffer_readable(out) > 0) {
         size_t len = buffer_readable(out);
         ssize_t w = send(c->fd, buffer_peek(out), len, MSG_NOSIGNAL);
         if (w < 0) {
@@ -534,8 +471,6 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
     h->scratch = (struct buffer)BUFFER_INIT;
-    h->through = (struct pipeline_through){0};
-    h->env.through = &h->through;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
     ev_check_start(loop, &h->backlog_check);

@@ -31,9 +31,6 @@ struct conn_host {
      * of the connection's own, so an idle connection holds no output buffer.
      * Only what the socket did not take stays with the connection. */
     struct buffer scratch;
-    /* The write-through record of env.through (pipeline.h): one reply at a
-     * time, sent from the input of the connection being handled. */
-    struct pipeline_through through;
     /* Called once per connection as it closes, before it is freed, so the
      * reactor can release its slot. */
     void (*closed)(struct conn_host *h, struct conn *c);

@@ -34,106 +34,9 @@ static struct pipeline_slot *slot_append(struct pipeline *pl, bool waiting)
     return s;
 }
 
-/* True when the n bytes at p lie inside the input being handled. */
-static bool in_input(const struct pipeline_through *t, const void *p, size_t n)
-{
-    uintptr_t b = (uintptr_t)p, lo = (uintptr_t)t->lo, hi = (uintptr_t)t->hi;
-    return t->lo != NULL && b >= lo && b <= hi && n <= hi - b;
-}
-
-/* Records a reply as the write-through one when it may be: pl's input is
- * being handled, nothing is queued ahead, none is recorded yet, and a bulk
- * big enough lies in the input (b, or a alone). Returns true when recorded. */
-static bool through_record(struct pipeline *pl, const void *a, size_t an, const void *b,
-                           size_t bn)
-{
-    struct pipeline_through *t = pipeline_through_of(pl);
-    if (t == NULL || t->lo == NULL || pl->slots_head || buffer_readable(&pl->out) > 0 ||
-        t->head_len + t->len > 0)
-        return false;
-    if (bn == 0) { /* one piece: all bulk */
-        b = a;
-        bn = an;
-        an = 0;
-    }
-    if (bn < PIPELINE_THROUGH_MIN || an > sizeof t->head || !in_input(t, b, bn))
-        return false;
-    if (an)
-        memcpy(t->head, a, an);
-    t->head_off = 0;
-    t->head_len = an;
-    t->data = b;
-    t->len = bn;
-    return true;
-}
-
-static void through_clear(struct pipeline_through *t)
-{
-    *t = (struct pipeline_through){0};
-}
-
-void pipeline_through_begin(struct pipeline *pl, const uint8_t *p, size_t n)
-{
-    struct pipeline_through *t = pl->env ? pl->env->through : NULL;
-    if (t == NULL || p == NULL)
-        return;
-    through_clear(t); /* whatever an earlier connection left was kept already */
-    t->owner = pl;
-    t->lo = p;
-    t->hi = p + n;
-}
-
-void pipeline_through_end(struct pipeline *pl)
-{
-    struct pipeline_through *t = pipeline_through_of(pl);
-    if (t == NULL)
-        return;
-    t->lo = t->hi = NULL;
-    if (t->head_len + t->len == 0)
-        through_clear(t);
-}
-
-void pipeline_through_sent(struct pipeline *pl, size_t n)
-{
-    struct pipeline_through *t = pipeline_through_of(pl);
-    if (t == NULL)
-        return;
-    size_t h = n < t->head_len ? n : t->head_len;
-    t->head_off += h;
-    t->head_len -= h;
-    n -= h;
-    t->data += n;
-    t->len -= n;
-}
-
-void pipeline_through_keep(struct pipeline *pl)
-{
-    struct pipeline_through *t = pipeline_through_of(pl);
-    if (t == NULL)
-        return;
-    size_t n = t->head_len + t->len;
-    size_t old = buffer_readable(&pl->out);
-    struct buffer b = BUFFER_INIT;
-    /* out is empty (the common case): the reply goes into it as it is. */
-    struct buffer *dst = old ? &b : &pl->out;
-    if (n == 0) {
-        /* all sent */
-    } else if (append2(dst, t->head + t->head_off, t->head_len, t->data, t->len) < 0 ||
-               (old && buffer_append(dst, buffer_peek(&pl->out), old) < 0)) {
-        buffer_free(&b);
-        pl->flags |= PIPELINE_FAILED;
-    } else if (old) {
-        buffer_free(&pl->out);
-        pl->out = b;
-    }
-    through_clear(t);
-}
-
 void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn)
 {
     struct buffer *dst = &pl->out;
-    if (through_record(pl, a, an, b, bn))
-        return;
     if (pl->slots_head) {
         /* A job is out: hold this reply behind it. */
         struct pipeline_slot *s = pl->slots_tail;
@@ -245,8 +148,5 @@ void pipeline_free(struct pipeline *pl)
     pl->slots_tail = NULL;
     pl->held_bytes = 0;
     pl->jobs_pending = 0;
-    struct pipeline_through *t = pipeline_through_of(pl);
-    if (t)
-        through_clear(t);
     buffer_free(&pl->out);
 }

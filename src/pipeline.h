@@ -19,7 +19,6 @@ struct worker_pool;
 struct pubsub;
 struct pubsub_subs;
 struct mailbox;
-struct pipeline_through;
 
 /* What a reactor lends to every pipeline it runs. Owned by the reactor;
  * pipelines only point at it. */
@@ -34,8 +33,6 @@ struct pipeline_env {
     int nreactors;
     struct mailbox *const *boxes;      /* every reactor's mailbox, for fan-outs */
     struct mailbox *main_box;          /* the main thread's mailbox (admin reload) */
-    struct pipeline_through *through;  /* the reactor's write-through record
-                                        * (below); NULL: no write-through */
 };
 
 /* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
@@ -76,28 +73,6 @@ struct pipeline_slot {
     int lat_idx;                 /* job slots: the latency histogram (latency.h) */
     uint64_t t0_ns;              /* job slots: when the request was decoded */
     struct buffer bytes;         /* encoded replies, in order */
-};
-
-/* Write-through: one reply whose bulk still lies in the input the reactor is
- * handling, to be sent from there instead of copied into out (pipeline_write2
- * records it; the connection sends it and keeps what the socket refuses with
- * pipeline_through_keep before that input goes away). It always comes before
- * every byte in out: it is recorded only while out is empty. A reactor
- * handles one connection's input at a time, so it has one record (in its
- * pipeline_env), which costs an idle connection nothing. */
-#define PIPELINE_THROUGH_HEAD 16          /* header bytes copied in front of the bulk */
-#define PIPELINE_THROUGH_MIN 2048         /* smaller bulks are cheaper to copy */
-
-struct pipeline_through {
-    struct pipeline *owner;      /* whose input is being handled, or whose reply is
-                                  * recorded; NULL: nobody's */
-    const uint8_t *lo, *hi;      /* that input, set by the connection around the
-                                  * protocol's handle calls; NULL: none */
-    uint8_t head[PIPELINE_THROUGH_HEAD];
-    size_t head_len;             /* bytes of head not sent yet */
-    size_t head_off;             /* bytes of head already sent */
-    const uint8_t *data;         /* the bulk's unsent bytes (inside lo..hi) */
-    size_t len;
 };
 
 struct pipeline {
@@ -148,49 +123,17 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
 int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
                       uint64_t *t0_ns, int *lat_idx);
 
-/* pl's write-through record, or NULL when it holds none of pl's. */
-static inline struct pipeline_through *pipeline_through_of(const struct pipeline *pl)
-{
-    struct pipeline_through *t = pl->env ? pl->env->through : NULL;
-    return t && t->owner == pl ? t : NULL;
-}
-
-/* Bytes of pl's write-through reply not sent yet. */
-static inline size_t pipeline_through_pending(const struct pipeline *pl)
-{
-    const struct pipeline_through *t = pipeline_through_of(pl);
-    return t ? t->head_len + t->len : 0;
-}
-
-/* Bytes not yet written: the write-through reply, out, and the held replies. */
+/* Bytes not yet written: out plus the held replies. */
 static inline size_t pipeline_pending(const struct pipeline *pl)
 {
-    return pipeline_through_pending(pl) + buffer_readable(&pl->out) + pl->held_bytes;
+    return buffer_readable(&pl->out) + pl->held_bytes;
 }
 
 /* True when the connection owes nothing: no output, no job out. */
 static inline bool pipeline_idle(const struct pipeline *pl)
 {
-    return pipeline_through_pending(pl) == 0 && buffer_readable(&pl->out) == 0 &&
-           pl->slots_head == NULL;
+    return buffer_readable(&pl->out) == 0 && pl->slots_head == NULL;
 }
-
-/* Lets pl's replies be sent from the n bytes of input at p until
- * pipeline_through_end. Reactor thread only. */
-void pipeline_through_begin(struct pipeline *pl, const uint8_t *p, size_t n);
-
-/* The input is no longer being handled: no more replies are recorded; the
- * one recorded (if any) stays until pipeline_through_keep. */
-void pipeline_through_end(struct pipeline *pl);
-
-/* Marks n bytes of pl's write-through reply as sent (n <= its pending bytes). */
-void pipeline_through_sent(struct pipeline *pl, size_t n);
-
-/* Copies what is left of pl's write-through reply into out, in front of out's
- * bytes, so nothing points into the input any more, and frees the record. On
- * allocation failure marks the pipeline PIPELINE_FAILED (the reply is dropped
- * with the connection). Reactor thread only. */
-void pipeline_through_keep(struct pipeline *pl);
 
 /* Frees the held slots and the output. Reactor thread only. */
 void pipeline_free(struct pipeline *pl);
