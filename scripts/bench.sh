@@ -34,6 +34,8 @@ fi
 BUILD=${1:-build-bench}
 HERE=$(cd "$(dirname "$0")" && pwd)
 HELPERS=$HERE/bench
+# shellcheck source=bench/msgd_ini.sh
+. "$HELPERS/msgd_ini.sh"
 RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-4}
 MODES=${BENCH_MODES:-"pinned unpinned"}
@@ -168,24 +170,7 @@ MSGD_PID=""; MSG_PORT=""; ECHO_PORT=""; ADMIN_PORT=""
 # start_msgd REACTORS CPULIST(or "")
 start_msgd() {
     local reactors=$1 cpus=$2 conf=$TMP/msgd.ini
-    cat > "$conf" <<EOF
-[server]
-reactors = $reactors
-max_connections = $((IDLE_CONNS + 2000))
-backlog = 4096
-[msg]
-listen = 127.0.0.1:0
-[echo]
-listen = 127.0.0.1:0
-[admin]
-listen = 127.0.0.1:0
-[timeouts]
-heartbeat_interval = 0
-idle_timeout = 0
-drain_timeout = 1s
-[log]
-level = warn
-EOF
+    bench_msgd_ini "$reactors" $((IDLE_CONNS + 2000)) > "$conf"
     local pin=()
     [ -n "$cpus" ] && pin=(taskset -c "$cpus")
     if ! start_server msgd notify -- "${pin[@]}" "$MSGD" -c "$conf"; then

@@ -50,22 +50,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cat > "$TMP/msgd.ini" <<EOF
-[server]
-reactors = 1
-[msg]
-listen = 127.0.0.1:0
-[echo]
-listen = 127.0.0.1:0
-[admin]
-listen = 127.0.0.1:0
-[timeouts]
-heartbeat_interval = 0
-idle_timeout = 0
-drain_timeout = 1s
-[log]
-level = warn
-EOF
+# shellcheck source=msgd_ini.sh
+. "$HERE/msgd_ini.sh"
+bench_msgd_ini 1 > "$TMP/msgd.ini"
 mkfifo "$TMP/ready"
 python3 "$HERE/launch.py" notify 20 600 -- taskset -c 0 "$MSGD" -c "$TMP/msgd.ini" \
     > "$TMP/ready" 2> "$OUT/msgd.log" &
@@ -78,30 +65,9 @@ port_of() { echo "$line" | sed -n "s/.*$1=127\.0\.0\.1:\([0-9]*\).*/\1/p"; }
 PORT=$(port_of msg); ADMIN=$(port_of admin)
 [ "$SCEN" = rawecho_c50 ] && PORT=$(port_of echo)
 
-# frames_in SECONDS: the growth of the daemon's frames_in over SECONDS (read
-# twice on one admin connection, so the window is tight).
-frames_in() {
-    python3 - "$ADMIN" "$1" <<'EOF'
-import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-def get():
-    s.sendall(b"stats\n")
-    data = b""
-    while not data.endswith(b"END\n"):
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    for l in data.decode().splitlines():
-        p = l.split()
-        if len(p) == 2 and p[0] == "frames_in":
-            return int(p[1])
-    return 0
-a = get()
-time.sleep(float(sys.argv[2]))
-print(get() - a - 1)  # less this connection's own first `stats`
-EOF
-}
+# frames_in SECONDS [--strace PID OUT]: the growth of the daemon's frames_in
+# over SECONDS (frames_in.py).
+frames_in() { python3 "$HERE/frames_in.py" "$ADMIN" "$@"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 timeout -k 5 60 taskset -c 1 "$MSGBENCH" -p "$PORT" "${ARGS[@]}" -d 30 --json \
@@ -122,35 +88,7 @@ hz=$(getconf CLK_TCK)
 
     # strace counts from when it has attached to every thread; the requests
     # are counted inside its window, by one process that starts and stops it.
-    n=$(python3 - "$ADMIN" "$MSGD_PID" "$OUT/strace.txt" <<'EOF'
-import signal, socket, subprocess, sys, time
-admin, pid, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-s = socket.create_connection(("127.0.0.1", admin), timeout=5)
-def frames():
-    s.sendall(b"stats\n")
-    data = b""
-    while not data.endswith(b"END\n"):
-        c = s.recv(65536)
-        if not c:
-            break
-        data += c
-    for l in data.decode().splitlines():
-        p = l.split()
-        if len(p) == 2 and p[0] == "frames_in":
-            return int(p[1])
-    return 0
-st = subprocess.Popen(["strace", "-c", "-f", "-p", pid, "-o", out], stderr=subprocess.PIPE, text=True)
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline and "attached" not in st.stderr.readline():
-    pass
-a = frames()
-time.sleep(3)
-b = frames()
-st.send_signal(signal.SIGINT)
-st.wait(timeout=10)
-print(b - a - 1)  # less the second `stats` itself
-EOF
-)
+    n=$(frames_in 3 --strace "$MSGD_PID" "$OUT/strace.txt")
     echo "strace -c -f -p msgd for 3 s ($n requests, slowed by strace):"
     awk -v n="$n" '/^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ {
         printf "  %-14s %9d calls  %.2f per request\n", $NF, $4, n ? $4 / n : 0 }' "$OUT/strace.txt"
