@@ -78,7 +78,8 @@ int config_parse_duration_ms(const char *s, uint64_t *ms); /* "1.5s", "100ms", "
 int config_parse_size(const char *s, uint64_t *bytes);     /* "64", "16K", "1m", "2G" */
 int config_parse_bool(const char *s, bool *v);             /* on/off, yes/no, true/false, 1/0 */
 int config_parse_log_level(const char *s, enum config_log_level *lvl);
-/* Checks one address's form: HOST:PORT (port 0..65535), [IPV6]:PORT, unix:/path. */
+/* Checks one address against the one grammar: 0 exactly when
+ * net_parse_addr() accepts s (NULL is -EINVAL). Thread-safe. */
 int config_check_addr(const char *s);
 
 #endif

@@ -13,14 +13,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* A port: 1 to 5 decimal digits, 0..65535. */
 static int parse_port(const char *s, in_port_t *port)
 {
-    char *end;
-    if (*s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v > 65535)
+    unsigned long v = 0;
+    size_t n = 0;
+    for (; s[n] >= '0' && s[n] <= '9' && n < 5; n++)
+        v = v * 10 + (unsigned long)(s[n] - '0');
+    if (n == 0 || s[n] != '\0' || v > 65535)
         return -EINVAL;
     *port = htons((in_port_t)v);
     return 0;
@@ -29,6 +29,8 @@ static int parse_port(const char *s, in_port_t *port)
 int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
+    if (strnlen(text, NET_NAME_LEN) >= NET_NAME_LEN)
+        return -EINVAL;
     if (strncmp(text, "unix:", 5) == 0) {
         struct sockaddr_un *un = (struct sockaddr_un *)ss;
         const char *path = text + 5;
@@ -65,8 +67,6 @@ int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len
     in4->sin_family = AF_INET;
     if (strcmp(host, "localhost") == 0)
         strcpy(host, "127.0.0.1");
-    else if (strcmp(host, "*") == 0)
-        strcpy(host, "0.0.0.0");
     if (inet_pton(AF_INET, host, &in4->sin_addr) != 1 || parse_port(port, &in4->sin_port))
         return -EINVAL;
     *len = sizeof *in4;
@@ -78,7 +78,7 @@ int net_listen(const char *text, int backlog, char *err, size_t errlen)
     struct sockaddr_storage ss;
     socklen_t len;
     if (net_parse_addr(text, &ss, &len) < 0) {
-        snprintf(err, errlen, "%s: not a numeric address", text);
+        snprintf(err, errlen, "%s: not an address (" NET_ADDR_FORMS ")", text);
         return -EINVAL;
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -8,8 +8,16 @@
 
 #define NET_NAME_LEN 128   /* enough for "unix:/108 bytes" and "[v6]:port" */
 
-/* Parses "HOST:PORT", "[IPV6]:PORT" or "unix:/path" into *ss (numeric hosts
- * and "localhost"; no DNS). Returns 0 or -EINVAL. Thread-safe. */
+/* The one address grammar (CONFIG.md "The file"), in words for error texts. */
+#define NET_ADDR_FORMS "IPV4:PORT, localhost:PORT, [IPV6]:PORT or unix:/path"
+
+/* Parses an address of the one grammar into *ss and *len: "A.B.C.D:PORT"
+ * (dotted-quad IPv4) or "localhost:PORT" (127.0.0.1), "[IPV6]:PORT", with
+ * PORT 0..65535 in decimal, or "unix:/path" (an absolute path shorter than
+ * sun_path). No DNS: any other host name is -EINVAL. The whole text is
+ * shorter than NET_NAME_LEN. The configuration's check (config_check_addr)
+ * is this function, so what `msgd -t` accepts binds. Returns 0 or -EINVAL.
+ * Thread-safe. */
 int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Opens a non-blocking, close-on-exec listening socket on text's address with

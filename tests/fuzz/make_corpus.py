@@ -131,7 +131,7 @@ def config_corpus():
         "minimal": b"[msg]\nlisten = 127.0.0.1:0\n",
         "every_syntax": (
             b"\xef\xbb\xbf; bom and crlf\r\n[server]\r\nreactors = 4\r\nworkers=1\r\n"
-            b"user = msgd_user.1\r\n[msg]\r\nlisten = [::1]:7700, unix:/run/msgd.sock ,host-a.b:1\r\n"
+            b"user = msgd_user.1\r\n[msg]\r\nlisten = [::1]:7700, unix:/run/msgd.sock ,localhost:1\r\n"
             b"max_frame = 64K\r\n[echo]\r\nlisten = 0.0.0.0:7\r\n[admin]\r\nlisten =\r\n"
             b"[timeouts]\r\nheartbeat_interval = 1.5s\r\nidle_timeout = 2m\r\n"
             b"drain_timeout = 250ms\r\n[limits]\r\noutput_high_water = 2m\r\n"
@@ -157,7 +157,7 @@ def config_corpus():
         "err_bad_level": b"[log]\nlevel = loud\n",
         "err_bad_user": b"[server]\nuser = root;rm\n",
         "err_bad_listen": b"[msg]\nlisten = 127.0.0.1:70000, [fe80::1:80\n",
-        "err_too_many_addrs": b"[echo]\nlisten = " + b",".join(b"h:%d" % i for i in range(17)) + b"\n",
+        "err_too_many_addrs": b"[echo]\nlisten = " + b",".join(b"[::]:%d" % i for i in range(17)) + b"\n",
         "err_long_token": b"[auth]\ntokens = ok," + b"x" * 129 + b"\n",
         "err_idle_le_heartbeat": b"[timeouts]\nheartbeat_interval = 30s\nidle_timeout = 30s\n",
         "err_low_ge_high": b"[limits]\noutput_high_water = 1M\noutput_low_water = 1M\n",

@@ -68,6 +68,24 @@ class ConfigCheckTests(unittest.TestCase):
         path = self.write("long.ini", "[server]\nreactors = 2\n; " + "x" * 200 + "\nworkers = 1\n")
         self.assert_bad(path, "%s:3:" % path)
 
+    def test_address_not_in_grammar_names_line(self):
+        # One address grammar: what `msgd -t` passes is what start-up binds, so a
+        # host name (no DNS in the daemon) fails here, not at start.
+        for addr in ("example.com:1", "host.local:7700", "1.2.3:80", "[zz::1]:1",
+                     "unix:/" + "p" * 108):
+            with self.subTest(addr=addr):
+                path = self.write("addr.ini", "[server]\nworkers = 1\n\n[msg]\nlisten = %s\n"
+                                  % addr)
+                err = self.assert_bad(path, "%s:5:" % path)
+                self.assertIn(addr, err)
+
+    def test_addresses_in_grammar_pass(self):
+        path = self.write("addrs.ini", "[msg]\nlisten = localhost:0, [::1]:0, unix:%s\n"
+                          "[admin]\nlisten = 127.0.0.1:0\n" % os.path.join(self.tmp, "m.sock"))
+        rc, err = self.check(path)
+        self.assertEqual(rc, 0, "stderr:\n%s" % err)
+        self.assertIn("%s: ok" % path, err)
+
     def test_keys_that_disagree_have_no_line(self):
         # output_hard_limit < output_high_water + max_frame + 16
         path = self.write("disagree.ini",
