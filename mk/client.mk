@@ -3,7 +3,7 @@
 # sets .DEFAULT_GOAL := all before including this, so the rules below never
 # become the default goal.
 
-CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o
+CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o $(BUILD)/obj/net.o
 CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(CLIENT_BASE_OBJS)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
                $(BUILD)/obj/client/msgbench.o
@@ -18,7 +18,7 @@ $(BUILD)/obj/client/%.o: src/client/%.c | $(BUILD)/obj/client
 $(BUILD)/msgcli: $(BUILD)/obj/client/msgcli.o $(CLIENT_LIB_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^
 
-$(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_BASE_OBJS)
+$(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_LIB_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread
 
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests

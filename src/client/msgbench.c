@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -17,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buffer.h"
+#include "client/msgclient.h"
 #include "msg.h"
 
 #define NS_PER_S 1000000000ull
@@ -1027,40 +1026,28 @@ static int parse_seconds(const char *s, double *out)
     return 0;
 }
 
-/* Resolves the target into cfg.addr. Returns 0 or -1 (said why). */
-static int resolve(const char *host, const char *port, const char *unix_path)
+/* Resolves the target into cfg.addr (the first address msgclient_resolve
+ * gives). Returns 0 or -1 (said why). */
+static int resolve(const char *host, unsigned port, const char *unix_path)
 {
-    if (unix_path) {
-        const char *path = strncmp(unix_path, "unix:", 5) == 0 ? unix_path + 5 : unix_path;
-        struct sockaddr_un sun;
-        memset(&sun, 0, sizeof sun);
-        sun.sun_family = AF_UNIX;
-        if (path[0] != '/' || strlen(path) >= sizeof sun.sun_path) {
-            usage_error("-u wants unix:/path (under %zu bytes), not '%s'", sizeof sun.sun_path,
-                        unix_path);
-            return -1;
-        }
-        memcpy(sun.sun_path, path, strlen(path));
-        memcpy(&cfg.addr, &sun, sizeof sun);
-        cfg.addrlen = sizeof sun;
-        snprintf(cfg.addr_text, sizeof cfg.addr_text, "unix:%s", path);
-        return 0;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    int g = getaddrinfo(host, port, &hints, &res);
-    if (g != 0 || !res) {
-        fprintf(stderr, "%s: cannot resolve %s: %s\n", prog, host, gai_strerror(g));
+    int rc = msgclient_target(host, port, unix_path, cfg.addr_text, sizeof cfg.addr_text);
+    if (rc == -EINVAL) {
+        usage_error("-u wants unix:/path (at most %d bytes), not '%s'", MSGCLIENT_UNIX_PATH_MAX,
+                    unix_path);
         return -1;
     }
-    memcpy(&cfg.addr, res->ai_addr, res->ai_addrlen);
-    cfg.addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    snprintf(cfg.addr_text, sizeof cfg.addr_text, strchr(host, ':') ? "[%s]:%s" : "%s:%s",
-             host, port);
+    if (rc < 0) {
+        usage_error("-h wants a host name or address, not '%.64s...'", host);
+        return -1;
+    }
+    struct msgclient_addr a;
+    char err[512];
+    if (msgclient_resolve(cfg.addr_text, &a, 1, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    memcpy(&cfg.addr, &a.ss, sizeof cfg.addr);
+    cfg.addrlen = a.len;
     return 0;
 }
 
@@ -1170,7 +1157,8 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *port = "7700", *unix_path = NULL;
+    const char *host = "127.0.0.1", *unix_path = NULL;
+    unsigned port = 7700;
     uint64_t v;
     bool have_d = false, have_n = false, have_cmd = false;
     cfg.threads = 1;
@@ -1200,7 +1188,7 @@ int main(int argc, char **argv)
         case 'p':
             if (parse_count(optarg, 1, 65535, &v) < 0)
                 return usage_error("-p wants a port 1..65535, not '%s'", optarg);
-            port = optarg;
+            port = (unsigned)v;
             break;
         case 'u': unix_path = optarg; break;
         case 'a': cfg.token = optarg; break;

@@ -342,16 +342,12 @@ int main(int argc, char **argv)
         return usage_error("-p wants a port 1..65535, not '%s'", port);
 
     char addr[512];
-    if (unix_path) {
-        const char *path = strncmp(unix_path, "unix:", 5) == 0 ? unix_path + 5 : unix_path;
-        if (path[0] != '/')
-            return usage_error("-u wants unix:/path, not '%s'", unix_path);
-        snprintf(addr, sizeof addr, "unix:%s", path);
-    } else if (strchr(host, ':') && host[0] != '[') {
-        snprintf(addr, sizeof addr, "[%s]:%u", host, pv);
-    } else {
-        snprintf(addr, sizeof addr, "%s:%u", host, pv);
-    }
+    int trc = msgclient_target(host, pv, unix_path, addr, sizeof addr);
+    if (trc == -EINVAL)
+        return usage_error("-u wants unix:/path (at most %d bytes), not '%s'",
+                           MSGCLIENT_UNIX_PATH_MAX, unix_path);
+    if (trc < 0)
+        return usage_error("-h wants a host name or address, not '%.64s...'", host);
 
     /* check the command's arguments before connecting */
     uint32_t raw_cmd = 0, delay_ms = 0;

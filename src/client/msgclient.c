@@ -3,6 +3,7 @@
  * GOAWAY pushes, reconnect with back-off. Owns its fd, buffers and queues. */
 #include "client/msgclient.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -20,6 +21,7 @@
 
 #include "buffer.h"
 #include "msg.h"
+#include "net.h"
 
 #define READ_CHUNK 65536
 #define EAGER_WRITE 262144      /* send() tries a non-blocking write past this much output */
@@ -191,6 +193,86 @@ int msgclient_split_hostport(const char *addr, char *host, size_t hostlen, char 
     memcpy(host, h, hl);
     host[hl] = '\0';
     memcpy(port, ps, pl + 1);
+    return 0;
+}
+
+_Static_assert(MSGCLIENT_UNIX_PATH_MAX + 1 == sizeof ((struct sockaddr_un *)NULL)->sun_path,
+               "MSGCLIENT_UNIX_PATH_MAX is sun_path less its NUL");
+
+int msgclient_resolve(const char *text, struct msgclient_addr *out, int max, char *err,
+                      size_t errlen)
+{
+    if (!text || !*text || max < 1) {
+        snprintf(err, errlen, "no address to connect to");
+        return -EINVAL;
+    }
+    char host[256], port[8];
+    struct in_addr legacy;
+    bool is_unix = strncmp(text, "unix:", 5) == 0;
+    bool split = !is_unix && msgclient_split_hostport(text, host, sizeof host, port,
+                                                      sizeof port) == 0;
+    /* The daemon's own grammar first: what it binds, the client reaches. */
+    if ((is_unix || split) && net_parse_addr(text, &out[0].ss, &out[0].len) == 0)
+        return 1;
+    if (is_unix) {
+        snprintf(err, errlen, "bad unix socket path in %s (want unix:/path of at most %d bytes)",
+                 text, MSGCLIENT_UNIX_PATH_MAX);
+        return -EINVAL;
+    }
+    /* Past the grammar only DNS names: not a bad IPv6 literal, and not the
+     * old numeric forms ("127.1", "0x7f.1") getaddrinfo would still take. */
+    if (!split || text[0] == '[' || inet_aton(host, &legacy)) {
+        snprintf(err, errlen, "bad address %s (want IPV4:PORT, [IPV6]:PORT, NAME:PORT with "
+                 "PORT 1..65535, or unix:/path)", text);
+        return -EINVAL;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    int g = getaddrinfo(host, port, &hints, &res);
+    if (g != 0 || !res) {
+        int e = g == EAI_SYSTEM ? errno : 0;
+        snprintf(err, errlen, "cannot resolve %s: %s", host, g ? gai_strerror(g) : "no address");
+        if (res)
+            freeaddrinfo(res);
+        return e > 0 ? -e : -EHOSTUNREACH;
+    }
+    int n = 0;
+    for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof out[n].ss)
+            continue;
+        memcpy(&out[n].ss, ai->ai_addr, ai->ai_addrlen);
+        out[n].len = ai->ai_addrlen;
+        n++;
+    }
+    freeaddrinfo(res);
+    if (n == 0) {
+        snprintf(err, errlen, "cannot resolve %s: no usable address", host);
+        return -EHOSTUNREACH;
+    }
+    return n;
+}
+
+int msgclient_target(const char *host, unsigned port, const char *unix_path, char *out,
+                     size_t outlen)
+{
+    int n;
+    if (unix_path) {
+        const char *path = strncmp(unix_path, "unix:", 5) == 0 ? unix_path + 5 : unix_path;
+        n = snprintf(out, outlen, "unix:%s", path);
+    } else if (strchr(host, ':') && host[0] != '[') {
+        n = snprintf(out, outlen, "[%s]:%u", host, port);
+    } else {
+        n = snprintf(out, outlen, "%s:%u", host, port);
+    }
+    if (n < 0 || (size_t)n >= outlen)
+        return -ENAMETOOLONG;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (unix_path && net_parse_addr(out, &ss, &len) < 0)
+        return -EINVAL;
     return 0;
 }
 
@@ -642,49 +724,13 @@ static int connect_one(const struct sockaddr *sa, socklen_t salen, int timeout_m
 static int connect_addr(struct msgclient *c)
 {
     const char *addr = c->o.addr;
-    if (!addr || !*addr) {
-        snprintf(c->err, sizeof c->err, "no address to connect to");
-        return -EINVAL;
-    }
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un sun;
-        memset(&sun, 0, sizeof sun);
-        sun.sun_family = AF_UNIX;
-        size_t pl = strlen(addr + 5);
-        if (pl == 0 || pl >= sizeof sun.sun_path) {
-            snprintf(c->err, sizeof c->err, "bad unix socket path in %s", addr);
-            return -EINVAL;
-        }
-        memcpy(sun.sun_path, addr + 5, pl);
-        int fd = connect_one((const struct sockaddr *)&sun, sizeof sun, c->o.connect_timeout_ms);
-        if (fd < 0)
-            snprintf(c->err, sizeof c->err, "connect %s: %s", addr,
-                     fd == -ETIMEDOUT ? "timed out" : strerror(-fd));
-        return fd;
-    }
-    char host[256], port[8];
-    if (msgclient_split_hostport(addr, host, sizeof host, port, sizeof port) < 0) {
-        snprintf(c->err, sizeof c->err, "bad address %s (want HOST:PORT, [IPV6]:PORT or "
-                 "unix:/path)", addr);
-        return -EINVAL;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    int g = getaddrinfo(host, port, &hints, &res);
-    if (g != 0) {
-        snprintf(c->err, sizeof c->err, "cannot resolve %s: %s", host, gai_strerror(g));
-        return g == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
-    }
+    struct msgclient_addr to[MSGCLIENT_ADDRS_MAX];
+    int n = msgclient_resolve(addr, to, MSGCLIENT_ADDRS_MAX, c->err, sizeof c->err);
+    if (n < 0)
+        return n;
     int fd = -EHOSTUNREACH;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = connect_one(ai->ai_addr, ai->ai_addrlen, c->o.connect_timeout_ms);
-        if (fd >= 0)
-            break;
-    }
-    freeaddrinfo(res);
+    for (int i = 0; i < n && fd < 0; i++)
+        fd = connect_one((const struct sockaddr *)&to[i].ss, to[i].len, c->o.connect_timeout_ms);
     if (fd < 0)
         snprintf(c->err, sizeof c->err, "connect %s: %s", addr,
                  fd == -ETIMEDOUT ? "timed out" : strerror(-fd));

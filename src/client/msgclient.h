@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define MSGCLIENT_ERROR_REPLY 1       /* result: the server sent an error reply */
 #define MSGCLIENT_TEXT_MAX 256        /* error texts kept, with the NUL */
@@ -26,7 +27,7 @@ typedef void (*msgclient_message_fn)(void *user, const uint8_t *topic, size_t to
                                      const uint8_t *data, size_t data_len);
 
 struct msgclient_options {
-    const char *addr;              /* "HOST:PORT", "[IPV6]:PORT" or "unix:/path" (copied) */
+    const char *addr;              /* as msgclient_resolve takes it (copied) */
     const char *token;             /* AUTH token sent after each connect; NULL: none (copied) */
     int connect_timeout_ms;        /* per connect attempt; < 0: no limit */
     int timeout_ms;                /* per wait for a reply or a flush; < 0: no limit */
@@ -175,5 +176,32 @@ int msgclient_decode_error(const uint8_t *p, size_t len, uint32_t *code, char *t
  * Returns 0 or -EINVAL (no port, port not 1..65535, host too long). Thread-safe. */
 int msgclient_split_hostport(const char *addr, char *host, size_t hostlen, char *port,
                              size_t portlen);
+
+#define MSGCLIENT_ADDRS_MAX 16        /* addresses msgclient tries per connect */
+#define MSGCLIENT_UNIX_PATH_MAX 107   /* longest unix socket path (sun_path less its NUL) */
+
+/* One address to connect to. */
+struct msgclient_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* The client tools' one resolver (msgclient, msgcli and msgbench all use it).
+ * text is the daemon's grammar (net_parse_addr: "unix:/path", "[IPV6]:PORT",
+ * "A.B.C.D:PORT", "localhost:PORT" as 127.0.0.1) with PORT 1..65535, or
+ * "NAME:PORT" with a DNS name, looked up with getaddrinfo. Fills out with up
+ * to max (>= 1) addresses in the order to try. Returns how many (>= 1), or
+ * -errno (-EINVAL for a malformed text, -EHOSTUNREACH when the name does not
+ * resolve) with the reason in err. Thread-safe; may block on DNS. */
+int msgclient_resolve(const char *text, struct msgclient_addr *out, int max, char *err,
+                      size_t errlen);
+
+/* The address text a tool's -h HOST -p PORT or -u PATH options mean:
+ * "unix:/path" when unix_path is not NULL (with or without its "unix:"),
+ * else "[HOST]:PORT" for an IPv6 host given without brackets, else
+ * "HOST:PORT". Returns 0, -EINVAL for a unix path that is not absolute or does
+ * not fit sun_path, or -ENAMETOOLONG when out is too small. Thread-safe. */
+int msgclient_target(const char *host, unsigned port, const char *unix_path, char *out,
+                     size_t outlen);
 
 #endif

@@ -337,6 +337,24 @@ class MsgcliTests(ToolMixin, MsgdTestCase):
             if f:
                 f.close()
 
+    def test_host_localhost_and_addresses_outside_the_grammar(self):
+        # msgcli and msgbench share one resolver (msgclient_resolve): localhost
+        # is 127.0.0.1, where the daemon listens; what the address grammar
+        # rejects ("127.1", "[zz::1]", a relative unix path) exits 2 unsent.
+        r = self.cli("-h", "localhost", "echo", "via localhost", port=self.daemon.port())
+        self.assertEqual(r.returncode, 0, repr(r))
+        self.assertEqual(r.stdout, "via localhost\n")
+        r = self.bench_json("-h", "localhost", "-c", "2", "-n", "50",
+                            port=self.daemon.port())[1]
+        self.assertEqual((r["requests"], r["ok"], r["errors"]), (50, 50, 0), r)
+        for args in (["-h", "127.1"], ["-h", "[zz::1]"], ["-u", "unix:relative.sock"],
+                     ["-u", "/" + "p" * 108]):
+            for run in (self.cli, self.bench):
+                r = run(*(args + (["ping"] if run == self.cli else ["-n", "1"])),
+                        port=self.daemon.port())
+                self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
+                self.assertRegex(r.stderr, r"bad address|unix:/path", "%r: %r" % (args, r))
+
     def test_connection_refused(self):
         r = self.cli("ping", port=free_port())
         self.assertEqual(r.returncode, 2, repr(r))

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "client/msgclient.h"
 #include "msg.h"
@@ -212,6 +213,68 @@ TEST(split_hostport)
     CHECK_EQ(msgclient_split_hostport("host:12a", h, sizeof h, p, sizeof p), -EINVAL);
     CHECK_EQ(msgclient_split_hostport(":80", h, sizeof h, p, sizeof p), -EINVAL);
     CHECK_EQ(msgclient_split_hostport("[::1]80", h, sizeof h, p, sizeof p), -EINVAL);
+}
+
+/* The clients' one resolver: the daemon's grammar (no DNS for these), ports
+ * 1..65535, and nothing getaddrinfo alone would take beyond it. */
+TEST(resolve)
+{
+    struct msgclient_addr a[MSGCLIENT_ADDRS_MAX];
+    char err[256];
+    CHECK_EQ(msgclient_resolve("127.0.0.1:7700", a, MSGCLIENT_ADDRS_MAX, err, sizeof err), 1);
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)&a[0].ss;
+    CHECK_EQ(in4->sin_family, AF_INET);
+    CHECK_EQ(ntohs(in4->sin_port), 7700);
+    CHECK_EQ(ntohl(in4->sin_addr.s_addr), 0x7f000001);
+    /* localhost is 127.0.0.1, as for the daemon that listens on it */
+    CHECK_EQ(msgclient_resolve("localhost:80", a, 1, err, sizeof err), 1);
+    CHECK_EQ(in4->sin_family, AF_INET);
+    CHECK_EQ(ntohl(in4->sin_addr.s_addr), 0x7f000001);
+    CHECK_EQ(msgclient_resolve("[::1]:80", a, 1, err, sizeof err), 1);
+    CHECK_EQ(a[0].ss.ss_family, AF_INET6);
+    CHECK_EQ(a[0].len, sizeof(struct sockaddr_in6));
+    CHECK_EQ(msgclient_resolve("unix:/run/x.sock", a, 1, err, sizeof err), 1);
+    CHECK_EQ(a[0].ss.ss_family, AF_UNIX);
+    CHECK_STR(((const struct sockaddr_un *)&a[0].ss)->sun_path, "/run/x.sock");
+
+    char longpath[200] = "unix:/";
+    while (strlen(longpath) < 5 + MSGCLIENT_UNIX_PATH_MAX)
+        strcat(longpath, "p");
+    CHECK_EQ(msgclient_resolve(longpath, a, 1, err, sizeof err), 1);
+    strcat(longpath, "p");
+    const char *const bad[] = {
+        "", "no-port-here", "localhost:0", "127.0.0.1:65536", "127.0.0.1:x", ":80",
+        "1.2.3:80", "127.1:80", "0x7f.0.0.1:80", "[zz::1]:1", "[::1]80", "unix:", "unix:rel",
+        longpath,
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        int rc = msgclient_resolve(bad[i], a, MSGCLIENT_ADDRS_MAX, err, sizeof err);
+        if (rc != -EINVAL || err[0] == '\0')
+            TEST_FAIL("'%.40s': %d, err '%s'", bad[i], rc, err);
+    }
+    CHECK_EQ(msgclient_resolve(NULL, a, 1, err, sizeof err), -EINVAL);
+    CHECK_EQ(msgclient_resolve("127.0.0.1:1", a, 0, err, sizeof err), -EINVAL);
+}
+
+TEST(target_from_options)
+{
+    char t[64];
+    CHECK_EQ(msgclient_target("127.0.0.1", 7700, NULL, t, sizeof t), 0);
+    CHECK_STR(t, "127.0.0.1:7700");
+    CHECK_EQ(msgclient_target("::1", 80, NULL, t, sizeof t), 0);
+    CHECK_STR(t, "[::1]:80");
+    CHECK_EQ(msgclient_target("[::1]", 80, NULL, t, sizeof t), 0);
+    CHECK_STR(t, "[::1]:80");
+    CHECK_EQ(msgclient_target("db.example", 1, NULL, t, sizeof t), 0);
+    CHECK_STR(t, "db.example:1");
+    CHECK_EQ(msgclient_target("x", 1, "/run/m.sock", t, sizeof t), 0);
+    CHECK_STR(t, "unix:/run/m.sock");
+    CHECK_EQ(msgclient_target("x", 1, "unix:/run/m.sock", t, sizeof t), 0);
+    CHECK_STR(t, "unix:/run/m.sock");
+    CHECK_EQ(msgclient_target("x", 1, "relative.sock", t, sizeof t), -EINVAL);
+    CHECK_EQ(msgclient_target("x", 1, "unix:", t, sizeof t), -EINVAL);
+    CHECK_EQ(msgclient_target("127.0.0.1", 7700, NULL, t, 8), -ENAMETOOLONG);
 }
 
 TEST(decode_error_payload)
