@@ -12,12 +12,11 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "latency.h"
+#include "feed.h"
 #include "stats.h"
 
 #define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
-#define CONN_FRAMES_PER_TURN 1024       /* frames handled per connection per loop turn */
 #define CONN_POOL_BYTES (8u << 20)      /* the reactor's pool of emptied buffers keeps at */
 #define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
@@ -104,40 +103,18 @@ static void release_buffers(struct conn *c)
 
 /* ---- input ---- */
 
-/* Feeds the whole frames at p to the protocol until the input runs out or a
- * cap is reached. Returns the bytes consumed; everything after a violation is
- * consumed (discarded). Sets CONN_MORE when it stopped with frames possibly left. */
+/* Feeds the whole frames at p to the protocol (feed.h) until the input runs
+ * out or a cap is reached. Returns the bytes consumed; everything after a
+ * violation is consumed (discarded). Sets CONN_MORE when it stopped with
+ * frames possibly left. */
 static size_t process(struct conn *c, const uint8_t *p, size_t n)
 {
-    struct pipeline *pl = &c->pl;
-    pl->req_t0 = latency_now_ns();
-    uint64_t high = c->host->env.cfg->out_high_water;
-    size_t off = 0;
-    unsigned frames = 0;
+    struct feed_result r = feed_bytes(&c->pl, p, n, &c->drain_mark, FEED_FRAMES_PER_TURN,
+                                      c->host->env.cfg->out_high_water);
     c->state &= ~(uint32_t)CONN_MORE;
-    while (off < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-        if (frames == CONN_FRAMES_PER_TURN || pipeline_pending(pl) > high) {
-            c->state |= CONN_MORE;
-            break;
-        }
-        long r = pl->proto->split(pl, p + off, n - off);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            pl->proto->violation(pl, r);
-            off = n;
-            break;
-        }
-        /* A frame wholly read before the drain began is answered as usual;
-         * the mark only covers the front of the input buffer. */
-        pl->read_before_drain = c->drain_mark >= (size_t)r;
-        c->drain_mark = c->drain_mark > (size_t)r ? c->drain_mark - (size_t)r : 0;
-        pl->proto->handle(pl, p + off, (size_t)r);
-        off += (size_t)r;
-        frames++;
-    }
-    stats_add(c->host->env.stats, STATS_FRAMES_IN, frames);
-    return off;
+    if (r.more)
+        c->state |= CONN_MORE;
+    return r.used;
 }
 
 /* Processes what the input buffer holds. */
