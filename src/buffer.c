@@ -79,3 +79,102 @@ void buffer_free(struct buffer *b)
     free(b->data);
     *b = (struct buffer)BUFFER_INIT;
 }
+
+/* What a kept buffer's first bytes hold while it is in the pool. */
+struct pool_link {
+    void *next;
+    size_t cap;
+};
+
+/* The size class of cap (>= BUFFER_MIN): floor(log2(cap / 1 KiB)), capped. */
+static unsigned pool_class(size_t cap)
+{
+    unsigned k = 0;
+    while (k + 1 < BUFFER_POOL_CLASSES && cap >= ((size_t)BUFFER_MIN << (k + 1)))
+        k++;
+    return k;
+}
+
+void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item)
+{
+    *p = (struct buffer_pool){.max_bytes = max_bytes, .max_item = max_item};
+}
+
+/* Unlinks the first buffer of class k; returns its memory and cap. */
+static uint8_t *pool_pop(struct buffer_pool *p, unsigned k, size_t *cap)
+{
+    struct pool_link *l = p->list[k];
+    p->list[k] = l->next;
+    p->count[k]--;
+    p->bytes -= l->cap;
+    *cap = l->cap;
+    return (uint8_t *)l;
+}
+
+int buffer_pool_get(struct buffer_pool *p, struct buffer *b)
+{
+    if (!p || b->data != NULL)
+        return 0;
+    for (unsigned k = BUFFER_POOL_CLASSES; k-- > 0;) {
+        if (!p->list[k])
+            continue;
+        b->data = pool_pop(p, k, &b->cap);
+        b->rpos = b->wpos = BUFFER_PREPEND;
+        return 1;
+    }
+    return 0;
+}
+
+/* Frees kept buffers of classes below k until cap more bytes fit. Returns
+ * 1 when they fit, 0 when they cannot (nothing smaller is left). */
+static int pool_make_room(struct buffer_pool *p, unsigned k, size_t cap)
+{
+    for (unsigned j = 0; j < k && p->max_bytes - p->bytes < cap;) {
+        if (!p->list[j]) {
+            j++;
+            continue;
+        }
+        size_t c;
+        free(pool_pop(p, j, &c));
+    }
+    return p->max_bytes - p->bytes >= cap;
+}
+
+int buffer_pool_put(struct buffer_pool *p, struct buffer *b)
+{
+    if (b->data == NULL || buffer_readable(b) != 0)
+        return 0;
+    if (p && b->cap >= BUFFER_MIN && b->cap <= p->max_item && b->cap <= p->max_bytes) {
+        unsigned k = pool_class(b->cap);
+        if (pool_make_room(p, k, b->cap)) {
+            struct pool_link *l = (struct pool_link *)(void *)b->data;
+            l->next = p->list[k];
+            l->cap = b->cap;
+            p->list[k] = l;
+            p->count[k]++;
+            p->bytes += b->cap;
+            *b = (struct buffer)BUFFER_INIT;
+            return 1;
+        }
+    }
+    buffer_free(b);
+    return 1;
+}
+
+uint32_t buffer_pool_count(const struct buffer_pool *p)
+{
+    uint32_t n = 0;
+    for (unsigned k = 0; k < BUFFER_POOL_CLASSES; k++)
+        n += p->count[k];
+    return n;
+}
+
+void buffer_pool_free(struct buffer_pool *p)
+{
+    for (unsigned k = 0; k < BUFFER_POOL_CLASSES; k++) {
+        while (p->list[k]) {
+            size_t c;
+            free(pool_pop(p, k, &c));
+        }
+    }
+}

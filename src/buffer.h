@@ -54,4 +54,45 @@ int buffer_shrink(struct buffer *b, size_t keep);
 /* Frees the memory and resets the buffer to BUFFER_INIT. */
 void buffer_free(struct buffer *b);
 
+/* A pool of emptied buffers' memory, kept for reuse by the one thread that
+ * owns it (a reactor), so a connection whose output drains gives its memory
+ * back to the pool, not to malloc, and the next connection that needs output
+ * takes it from there: no malloc/free cycle per drain, and no page faults
+ * when the allocator would have handed freed pages back to the kernel.
+ *
+ * A get hands out the largest buffer kept, so a writer seldom has to grow
+ * what it got. The pool is bounded: it keeps at most max_bytes in all and no
+ * buffer larger than max_item; when a returned buffer does not fit, smaller
+ * kept ones are freed to make room for it, else it is freed itself. Kept
+ * buffers are listed by size class (powers of two from 1 KiB), linked
+ * through their own memory, so the pool allocates nothing.
+ * Not thread-safe: owner thread only. A NULL pool is allowed everywhere and
+ * keeps nothing. */
+#define BUFFER_POOL_CLASSES 16
+
+struct buffer_pool {
+    void *list[BUFFER_POOL_CLASSES];   /* class k: caps in [1 KiB << k, 1 KiB << (k + 1)) */
+    uint32_t count[BUFFER_POOL_CLASSES];
+    size_t bytes;                      /* sum of the kept buffers' cap */
+    size_t max_bytes, max_item;
+};
+
+/* Sets up an empty pool with its bounds (max_item at most 32 MiB). */
+void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item);
+
+/* Gives b, which must hold no memory, the largest kept buffer. Returns 1
+ * when it did, 0 when the pool is empty (b is unchanged then). */
+int buffer_pool_get(struct buffer_pool *p, struct buffer *b);
+
+/* Takes b's memory back when b is empty: kept when it fits the bounds, freed
+ * otherwise; b is left as BUFFER_INIT. A buffer that still holds readable
+ * bytes is left alone. Returns 1 when b gave up its memory, else 0. */
+int buffer_pool_put(struct buffer_pool *p, struct buffer *b);
+
+/* How many buffers the pool keeps now. */
+uint32_t buffer_pool_count(const struct buffer_pool *p);
+
+/* Frees everything the pool keeps; the pool stays usable (empty). */
+void buffer_pool_free(struct buffer_pool *p);
+
 #endif

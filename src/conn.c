@@ -12,14 +12,13 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "latency.h"
+#include "feed.h"
 #include "stats.h"
 
 #define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
-#define CONN_FRAMES_PER_TURN 1024       /* frames handled per connection per loop turn */
-#define CONN_KEEP_BUFFER (16 * 1024)    /* an emptied buffer bigger than this is freed */
-#define CONN_SCRATCH_KEEP (4u << 20)    /* the reactor keeps a scratch buffer up to this */
+#define CONN_POOL_BYTES (8u << 20)      /* the reactor's pool of emptied buffers keeps at */
+#define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
 enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
@@ -93,73 +92,29 @@ static void backlog_remove(struct conn *c)
     c->state &= ~(uint32_t)CONN_IN_BACKLOG;
 }
 
-/* ---- the lent output buffer ---- */
+/* ---- buffer memory ---- */
 
-/* Lends the host's scratch buffer as c's output when c holds none. */
-static void borrow_scratch(struct conn *c)
+/* Gives c's emptied buffers back to the reactor's pool. */
+static void release_buffers(struct conn *c)
 {
-    struct conn_host *h = c->host;
-    if (c->pl.out.data != NULL || (c->state & CONN_BORROWED))
-        return;
-    c->pl.out = h->scratch;
-    h->scratch = (struct buffer)BUFFER_INIT;
-    c->state |= CONN_BORROWED;
-}
-
-/* Gives the scratch buffer back once it is empty; output the socket did not
- * take keeps it (the host makes itself a new one when next needed). */
-static void return_scratch(struct conn *c)
-{
-    struct conn_host *h = c->host;
-    if (!(c->state & CONN_BORROWED))
-        return;
-    c->state &= ~(uint32_t)CONN_BORROWED;
-    if (buffer_readable(&c->pl.out) == 0 && h->scratch.data == NULL &&
-        c->pl.out.cap <= CONN_SCRATCH_KEEP) {
-        h->scratch = c->pl.out;
-        c->pl.out = (struct buffer)BUFFER_INIT;
-    } else {
-        buffer_shrink(&c->pl.out, CONN_KEEP_BUFFER);
-    }
+    buffer_pool_put(&c->host->bufs, &c->pl.out);
+    buffer_pool_put(&c->host->bufs, &c->in);
 }
 
 /* ---- input ---- */
 
-/* Feeds the whole frames at p to the protocol until the input runs out or a
- * cap is reached. Returns the bytes consumed; everything after a violation is
- * consumed (discarded). Sets CONN_MORE when it stopped with frames possibly left. */
+/* Feeds the whole frames at p to the protocol (feed.h) until the input runs
+ * out or a cap is reached. Returns the bytes consumed; everything after a
+ * violation is consumed (discarded). Sets CONN_MORE when it stopped with
+ * frames possibly left. */
 static size_t process(struct conn *c, const uint8_t *p, size_t n)
 {
-    struct pipeline *pl = &c->pl;
-    borrow_scratch(c);
-    pl->req_t0 = latency_now_ns();
-    uint64_t high = c->host->env.cfg->out_high_water;
-    size_t off = 0;
-    unsigned frames = 0;
+    struct feed_result r = feed_bytes(&c->pl, p, n, &c->drain_mark, FEED_FRAMES_PER_TURN,
+                                      c->host->env.cfg->out_high_water);
     c->state &= ~(uint32_t)CONN_MORE;
-    while (off < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-        if (frames == CONN_FRAMES_PER_TURN || pipeline_pending(pl) > high) {
-            c->state |= CONN_MORE;
-            break;
-        }
-        long r = pl->proto->split(pl, p + off, n - off);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            pl->proto->violation(pl, r);
-            off = n;
-            break;
-        }
-        /* A frame wholly read before the drain began is answered as usual;
-         * the mark only covers the front of the input buffer. */
-        pl->read_before_drain = c->drain_mark >= (size_t)r;
-        c->drain_mark = c->drain_mark > (size_t)r ? c->drain_mark - (size_t)r : 0;
-        pl->proto->handle(pl, p + off, (size_t)r);
-        off += (size_t)r;
-        frames++;
-    }
-    stats_add(c->host->env.stats, STATS_FRAMES_IN, frames);
-    return off;
+    if (r.more)
+        c->state |= CONN_MORE;
+    return r.used;
 }
 
 /* Processes what the input buffer holds. */
@@ -167,7 +122,7 @@ static void process_buffered(struct conn *c)
 {
     size_t used = process(c, buffer_peek(&c->in), buffer_readable(&c->in));
     buffer_consume(&c->in, used);
-    buffer_shrink(&c->in, CONN_KEEP_BUFFER);
+    buffer_pool_put(&c->host->bufs, &c->in);
 }
 
 /* One read: into the input buffer's free room (only when it already holds a
@@ -215,10 +170,12 @@ static void on_readable(struct conn *c)
         process_buffered(c);
     } else {
         size_t used = process(c, extra, (size_t)n);
-        if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED)) &&
-            buffer_append(&c->in, extra + used, (size_t)n - used) < 0) {
-            conn_close(c);
-            return;
+        if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
+            buffer_pool_get(&c->host->bufs, &c->in);
+            if (buffer_append(&c->in, extra + used, (size_t)n - used) < 0) {
+                conn_close(c);
+                return;
+            }
         }
     }
     settle(c);
@@ -249,10 +206,6 @@ static int flush(struct conn *c)
         if ((size_t)w < len)
             break; /* the socket is full; EV_WRITE says when it has room */
     }
-    /* The lent scratch buffer goes back whole (return_scratch); a buffer of
-     * the connection's own is freed once empty if it grew large. */
-    if (!(c->state & CONN_BORROWED))
-        buffer_shrink(out, CONN_KEEP_BUFFER);
     return 0;
 }
 
@@ -279,6 +232,7 @@ static int linger_drain(struct conn *c)
 static void close_gracefully(struct conn *c)
 {
     shutdown(c->fd, SHUT_WR);
+    release_buffers(c);
     if (linger_drain(c)) {
         conn_close(c);
         return;
@@ -346,7 +300,7 @@ static void settle(struct conn *c)
         return;
     }
     update_events(c);
-    return_scratch(c);
+    release_buffers(c);
 }
 
 void conn_drain(struct conn *c, uint32_t ms_left)
@@ -427,10 +381,6 @@ static void heartbeat_cb(struct timer *t, struct timer_entry *e)
     stats_add(c->host->env.stats, STATS_HEARTBEATS, 1);
     if (flush(c) < 0)
         return;
-    /* Silent for a whole interval: give back the buffers an active
-     * connection keeps between requests (only the empty ones). */
-    buffer_shrink(&c->pl.out, 0);
-    buffer_shrink(&c->in, 0);
     settle(c);
 }
 
@@ -470,7 +420,8 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     h->timer.on_linger = linger_cb;
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
-    h->scratch = (struct buffer)BUFFER_INIT;
+    buffer_pool_init(&h->bufs, CONN_POOL_BYTES, CONN_POOL_ITEM);
+    h->env.bufs = &h->bufs;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
     ev_check_start(loop, &h->backlog_check);
@@ -480,7 +431,7 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
 
 void conn_host_stop(struct conn_host *h)
 {
-    buffer_free(&h->scratch);
+    buffer_pool_free(&h->bufs);
     timer_stop(&h->timer);
     ev_check_stop(h->loop, &h->backlog_check);
     ev_idle_stop(h->loop, &h->backlog_idle);
@@ -518,6 +469,7 @@ void conn_close(struct conn *c)
     timer_remove(&h->timer, &c->te);
     close(c->fd);
     h->closed(h, c);
+    buffer_pool_put(&h->bufs, &c->in);
     buffer_free(&c->in);
     pipeline_free(&c->pl);
     free(c);

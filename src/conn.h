@@ -26,11 +26,12 @@ struct conn_host {
     ev_check backlog_check;
     ev_idle backlog_idle;
     struct timer timer;                /* heartbeats and idle timeouts */
-    /* The output buffer lent to a connection while it handles input and
-     * writes its replies: what the socket takes at once never needs memory
-     * of the connection's own, so an idle connection holds no output buffer.
-     * Only what the socket did not take stays with the connection. */
-    struct buffer scratch;
+    /* Emptied buffers for reuse (env.bufs points here). A connection gives
+     * its input and output buffers back as soon as they are empty, so an
+     * idle connection holds no buffer memory, and one whose output drains
+     * hands its memory to the next writer instead of to malloc. Only what
+     * the socket did not take stays with the connection. */
+    struct buffer_pool bufs;
     /* Called once per connection as it closes, before it is freed, so the
      * reactor can release its slot. */
     void (*closed)(struct conn_host *h, struct conn *c);
@@ -40,7 +41,6 @@ enum conn_state {
     CONN_PAUSED = 1u << 0,       /* reading stopped: output above high water */
     CONN_PEER_EOF = 1u << 1,     /* the peer shut down its write side */
     CONN_IN_BACKLOG = 1u << 2,   /* on host->backlog */
-    CONN_BORROWED = 1u << 3,     /* pl.out is the host's scratch buffer */
     CONN_LINGER = 1u << 4,       /* write side shut: reading and discarding until the
                                   * peer closes or the linger time passes */
 };

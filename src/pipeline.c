@@ -6,11 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Appends two pieces to b; returns 0 or -ENOMEM. */
-static int append2(struct buffer *b, const void *a, size_t an, const void *p, size_t pn)
+/* The reactor's pool of emptied buffers, or NULL (unit tests run without). */
+static struct buffer_pool *pool_of(const struct pipeline *pl)
+{
+    return pl->env ? pl->env->bufs : NULL;
+}
+
+/* Appends two pieces to b, taking memory from pool when b has none; returns
+ * 0 or -ENOMEM. */
+static int append2(struct buffer_pool *pool, struct buffer *b, const void *a, size_t an,
+                   const void *p, size_t pn)
 {
     if (an + pn == 0)
         return 0;
+    buffer_pool_get(pool, b);
     if (buffer_reserve(b, an + pn) < 0)
         return -ENOMEM;
     memcpy(buffer_tail(b), a, an);
@@ -47,7 +56,7 @@ void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *
         dst = &s->bytes;
         pl->held_bytes += an + bn;
     }
-    if (append2(dst, a, an, b, bn) < 0)
+    if (append2(pool_of(pl), dst, a, an, b, bn) < 0)
         pl->flags |= PIPELINE_FAILED;
 }
 
@@ -58,7 +67,7 @@ void pipeline_write(struct pipeline *pl, const void *p, size_t n)
 
 void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn)
 {
-    if (append2(&pl->out, a, an, b, bn) < 0)
+    if (append2(pool_of(pl), &pl->out, a, an, b, bn) < 0)
         pl->flags |= PIPELINE_FAILED;
 }
 
@@ -74,8 +83,9 @@ long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx)
     return (long)s->seq;
 }
 
-static void slot_free(struct pipeline_slot *s)
+static void slot_free(struct pipeline *pl, struct pipeline_slot *s)
 {
+    buffer_pool_put(pool_of(pl), &s->bytes);
     buffer_free(&s->bytes);
     free(s);
 }
@@ -93,7 +103,7 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq)
         pl->slots_head = NULL;
     pl->slots_tail = prev;
     pl->jobs_pending--;
-    slot_free(s);
+    slot_free(pl, s);
 }
 
 /* Moves the held replies at the head that are ready to out, in order. */
@@ -114,7 +124,7 @@ static void drain_ready(struct pipeline *pl)
         pl->slots_head = s->next;
         if (!pl->slots_head)
             pl->slots_tail = NULL;
-        slot_free(s);
+        slot_free(pl, s);
     }
 }
 
@@ -143,10 +153,11 @@ void pipeline_free(struct pipeline *pl)
     while (pl->slots_head) {
         struct pipeline_slot *s = pl->slots_head;
         pl->slots_head = s->next;
-        slot_free(s);
+        slot_free(pl, s);
     }
     pl->slots_tail = NULL;
     pl->held_bytes = 0;
     pl->jobs_pending = 0;
+    buffer_pool_put(pool_of(pl), &pl->out);
     buffer_free(&pl->out);
 }

@@ -33,6 +33,7 @@ struct pipeline_env {
     int nreactors;
     struct mailbox *const *boxes;      /* every reactor's mailbox, for fan-outs */
     struct mailbox *main_box;          /* the main thread's mailbox (admin reload) */
+    struct buffer_pool *bufs;          /* the reactor's emptied buffers (may be NULL) */
 };
 
 /* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
@@ -98,7 +99,8 @@ struct pipeline {
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no
- * job is pending, else behind the pending jobs. On allocation failure marks
+ * job is pending, else behind the pending jobs. A buffer with no memory takes
+ * it from env->bufs first. On allocation failure marks
  * the pipeline PIPELINE_FAILED. Reactor thread only. */
 void pipeline_write(struct pipeline *pl, const void *p, size_t n);
 

@@ -1,8 +1,9 @@
 /* fuzz_common: shared pieces of the libFuzzer targets: a checked abort, a
  * small deterministic PRNG for chunk sizes, and a connection emulator that
- * feeds a byte stream to a protocol's split/handle/violation exactly as
- * src/conn.c does (process(), on_readable(), process_buffered(), settle()),
- * minus the socket, the event loop and the timers. Header-only: each fuzz
+ * feeds a byte stream to a protocol's split/handle/violation through the
+ * same frame loop as src/conn.c (feed_bytes(), feed.h), with conn.c's
+ * on_readable(), process_buffered() and settle() around it, minus the
+ * socket, the event loop and the timers. Header-only: each fuzz
  * target is one translation unit linked with the src/ files it needs. */
 #ifndef MSGD_FUZZ_COMMON_H
 #define MSGD_FUZZ_COMMON_H
@@ -16,7 +17,9 @@
 #include <string.h>
 
 #include "buffer.h"
+#include "feed.h"
 #include "pipeline.h"
+#include "stats.h"
 
 /* An invariant failed: say which and abort, so libFuzzer saves the input. */
 __attribute__((noreturn, format(printf, 3, 4))) static void
@@ -67,9 +70,9 @@ static inline const uint8_t *fuzz_bytes(const struct buffer *b)
 
 /* ---- the connection emulator ------------------------------------------ */
 
-/* The caps of conn.c's process(): frames per turn and the output high-water
- * mark. Both only decide when a turn ends, never what is produced. */
-#define FUZZ_CONN_FRAMES_PER_TURN 1024
+/* conn.c's per-turn frame cap. The caps only decide when a turn ends, never
+ * what is produced. */
+#define FUZZ_CONN_FRAMES_PER_TURN FEED_FRAMES_PER_TURN
 #define FUZZ_CONN_KEEP_BUFFER (16 * 1024)
 
 struct fuzz_conn {
@@ -78,10 +81,11 @@ struct fuzz_conn {
     struct buffer wire;      /* everything "sent": pl->out flushed here, in order */
     unsigned frames_per_turn;
     uint64_t high;           /* cfg->out_high_water */
+    size_t drain_mark;       /* conn.c's c->drain_mark (0: read after any drain) */
     bool more;               /* conn.c's CONN_MORE */
     uint64_t frames_in;      /* what conn.c adds to STATS_FRAMES_IN */
     uint64_t bytes_fed;      /* bytes given to the connection (read) */
-    uint64_t bytes_used;     /* bytes consumed by process() */
+    uint64_t bytes_used;     /* bytes consumed by feed_bytes() */
     uint64_t turns;
     /* Optional: the reactor's mailbox turn (worker results, fan-outs), run
      * at every settle; it may add output or complete held reply slots. */
@@ -93,39 +97,33 @@ static inline bool fuzz_conn_closed(const struct fuzz_conn *fc)
     return (fc->pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED)) != 0;
 }
 
-/* conn.c's process(): whole frames at p to the protocol until the input runs
- * out or a cap is reached. Returns the bytes consumed; everything after a
- * violation is consumed (discarded). */
+/* conn.c's process(): feed_bytes() with the emulator's caps, and the checks
+ * on what it reports. */
 static inline size_t fuzz_conn_process(struct fuzz_conn *fc, const uint8_t *p, size_t n)
 {
     struct pipeline *pl = fc->pl;
-    size_t off = 0;
-    unsigned frames = 0;
-    fc->more = false;
+    struct stats *st = pl->env ? pl->env->stats : NULL;
+    uint64_t counted = st ? stats_get(st, STATS_FRAMES_IN) : 0;
+    size_t mark = fc->drain_mark;
     fc->turns++;
-    while (off < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-        if (frames == fc->frames_per_turn || buffer_readable(&pl->out) > fc->high) {
-            fc->more = true;
-            break;
-        }
-        long r = pl->proto->split(pl, p + off, n - off);
-        FUZZ_CHECK(r <= (long)(n - off), "split returned %ld for %zu bytes", r, n - off);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            pl->proto->violation(pl, r);
-            FUZZ_CHECK(pl->flags & PIPELINE_CLOSE, "violation %ld did not close", r);
-            off = n;
-            break;
-        }
-        pl->proto->handle(pl, p + off, (size_t)r);
-        off += (size_t)r;
-        frames++;
-    }
-    FUZZ_CHECK(off <= n, "consumed %zu of %zu bytes", off, n);
-    fc->frames_in += frames;
-    fc->bytes_used += off;
-    return off;
+    struct feed_result r = feed_bytes(pl, p, n, &fc->drain_mark, fc->frames_per_turn, fc->high);
+    FUZZ_CHECK(r.used <= n, "consumed %zu of %zu bytes", r.used, n);
+    FUZZ_CHECK(r.frames <= fc->frames_per_turn && r.frames <= r.used,
+               "%u frames in %zu bytes (cap %u)", r.frames, r.used, fc->frames_per_turn);
+    FUZZ_CHECK(!r.more || (r.used < n && !fuzz_conn_closed(fc) &&
+                           (r.frames == fc->frames_per_turn || pipeline_pending(pl) > fc->high)),
+               "more after %zu of %zu bytes, %u frames, %zu pending", r.used, n, r.frames,
+               pipeline_pending(pl));
+    FUZZ_CHECK(fc->drain_mark <= mark, "the drain mark grew from %zu to %zu", mark,
+               fc->drain_mark);
+    if (st)
+        FUZZ_CHECK(stats_get(st, STATS_FRAMES_IN) - counted == r.frames,
+                   "frames_in grew by %llu for %u frames",
+                   (unsigned long long)(stats_get(st, STATS_FRAMES_IN) - counted), r.frames);
+    fc->more = r.more;
+    fc->frames_in += r.frames;
+    fc->bytes_used += r.used;
+    return r.used;
 }
 
 /* conn.c's process_buffered(). */

@@ -2,6 +2,7 @@
 PUBLISH, MESSAGE; CONFIG.md [limits] max_subscriptions, output_high_water)."""
 import socket
 import struct
+import sys
 import time
 import unittest
 
@@ -169,6 +170,56 @@ class SlowSubscriberTests(MsgdTestCase):
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+
+def minor_faults(pid):
+    """The process's minor page faults so far (/proc/PID/stat field 10)."""
+    with open("/proc/%d/stat" % pid) as f:
+        text = f.read()
+    return int(text[text.rindex(")") + 2:].split()[7])
+
+
+class FanoutMemoryTests(MsgdTestCase):
+    """A subscriber's output buffer that grew under a burst gives its memory
+    back to the reactor's pool when it drains, and the next burst reuses it:
+    no free-and-regrow cycle per drain, so no page faults per delivery (with
+    glibc's per-thread arenas, freed memory went back to the kernel and every
+    regrowth faulted it in again: about 1,000 faults per 1,000 deliveries
+    here before the pool, about 15 with it)."""
+    config = {"server": {"reactors": 2},
+              "limits": {"output_high_water": "64M", "output_low_water": "1M",
+                         "output_hard_limit": "128M"}}
+
+    SUBS, BURST, ROUNDS, SIZE = 20, 100, 20, 4096
+
+    def test_bursts_reuse_the_drained_buffers(self):
+        subs = [self.connect() for _ in range(self.SUBS)]
+        for c in subs:
+            self.assert_frame(c.call(mp.SUBSCRIBE, b"burst"), mp.REPLY | mp.SUBSCRIBE, b"")
+        pub = self.connect()
+
+        def one_round(r):
+            msgs = [pub_payload(b"burst", struct.pack(">II", r, i) + bytes([i & 0xFF]) * self.SIZE)
+                    for i in range(self.BURST)]
+            pub.send_raw(b"".join(mp.encode(mp.PUBLISH, m) for m in msgs))
+            for _ in range(self.BURST):
+                self.assertEqual(count_of(pub.recv_frame(timeout(2))), self.SUBS)
+            for c in subs:
+                for m in msgs:   # every delivery, whole and in order
+                    self.assert_frame(c.recv_frame(timeout(2)), mp.MESSAGE, m)
+
+        for r in range(3):       # warm-up: the buffers grow to the burst once
+            one_round(r)
+        before = minor_faults(self.daemon.pid)
+        for r in range(3, 3 + self.ROUNDS):
+            one_round(r)
+        faults = minor_faults(self.daemon.pid) - before
+        per_1000 = 1000.0 * faults / (self.ROUNDS * self.BURST * self.SUBS)
+        sys.stderr.write("[%.1f faults per 1000 deliveries] " % per_1000)
+        # Without a sanitizer only: ASan's allocator quarantines freed memory.
+        if SCALE == 1:
+            self.assertLess(per_1000, 100.0, "%d minor faults for %d deliveries"
+                            % (faults, self.ROUNDS * self.BURST * self.SUBS))
 
 
 if __name__ == "__main__":

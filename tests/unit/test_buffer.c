@@ -556,4 +556,176 @@ TEST(randomized_against_reference)
     free(tmp);
 }
 
+/* ---- the pool of emptied buffers ---- */
+
+/* A buffer holding cap bytes of memory and nothing readable. */
+static struct buffer grown(size_t cap)
+{
+    struct buffer b = BUFFER_INIT;
+    CHECK_EQ(buffer_reserve(&b, cap - BUFFER_PREPEND), 0);
+    CHECK_EQ(b.cap, cap);
+    return b;
+}
+
+TEST(pool_empty_gives_nothing)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 20);
+    struct buffer b = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get(&p, &b), 0);
+    CHECK(b.data == NULL);
+    CHECK_EQ(buffer_pool_get(NULL, &b), 0);
+    buffer_pool_free(&p);
+}
+
+TEST(pool_gives_the_largest_kept_buffer_first)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 20);
+    struct buffer a = grown(4096), b = grown(65536), c = grown(1024);
+    uint8_t *pa = a.data, *pb = b.data, *pc = c.data;
+    CHECK_EQ(buffer_pool_put(&p, &a), 1);
+    CHECK_EQ(buffer_pool_put(&p, &b), 1);
+    CHECK_EQ(buffer_pool_put(&p, &c), 1);
+    CHECK(a.data == NULL && a.cap == 0);
+    CHECK_EQ(buffer_pool_count(&p), 3);
+    CHECK_EQ(p.bytes, 4096 + 65536 + 1024);
+    struct buffer x = BUFFER_INIT, y = BUFFER_INIT, z = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get(&p, &x), 1);
+    CHECK(x.data == pb);
+    CHECK_EQ(x.cap, 65536);
+    CHECK_EQ(buffer_readable(&x), 0);
+    check_invariants(&x);
+    /* Usable as is: the prepend room is there and no regrowth is needed. */
+    append_pat(&x, 60000, 0, 3);
+    CHECK(x.data == pb);
+    CHECK_EQ(buffer_prepend(&x, "abcd", 4), 0);
+    buffer_consume(&x, 4);
+    check_pat(&x, 60000, 0, 3);
+    CHECK_EQ(buffer_pool_get(&p, &y), 1);
+    CHECK(y.data == pa);
+    CHECK_EQ(buffer_pool_get(&p, &z), 1);
+    CHECK(z.data == pc);
+    CHECK_EQ(buffer_pool_count(&p), 0);
+    CHECK_EQ(p.bytes, 0);
+    buffer_free(&x);
+    buffer_free(&y);
+    buffer_free(&z);
+    buffer_pool_free(&p);
+}
+
+TEST(pool_leaves_a_buffer_with_readable_bytes_alone)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 20);
+    struct buffer b = BUFFER_INIT;
+    append_pat(&b, 100, 0, 1);
+    CHECK_EQ(buffer_pool_put(&p, &b), 0);
+    check_pat(&b, 100, 0, 1);
+    CHECK_EQ(buffer_pool_count(&p), 0);
+    struct buffer none = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_put(&p, &none), 0);  /* no memory: nothing to take */
+    /* A get never replaces memory a buffer already has. */
+    struct buffer e = grown(2048);
+    CHECK_EQ(buffer_pool_put(&p, &e), 1);
+    CHECK_EQ(buffer_pool_get(&p, &b), 0);
+    check_pat(&b, 100, 0, 1);
+    CHECK_EQ(buffer_pool_count(&p), 1);
+    buffer_free(&b);
+    buffer_pool_free(&p);
+}
+
+TEST(pool_keeps_within_its_bounds_and_prefers_large_buffers)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 16384, 8192);
+    struct buffer big = grown(16384);          /* over max_item: freed */
+    CHECK_EQ(buffer_pool_put(&p, &big), 1);
+    CHECK(big.data == NULL);
+    CHECK_EQ(buffer_pool_count(&p), 0);
+    struct buffer a = grown(4096), b = grown(4096), c = grown(4096), d = grown(2048);
+    CHECK_EQ(buffer_pool_put(&p, &a), 1);
+    CHECK_EQ(buffer_pool_put(&p, &b), 1);
+    CHECK_EQ(buffer_pool_put(&p, &c), 1);
+    CHECK_EQ(buffer_pool_put(&p, &d), 1);
+    CHECK_EQ(buffer_pool_count(&p), 4);
+    CHECK_EQ(p.bytes, 14336);
+    /* 4096 more fit once the smaller 2048 goes. */
+    struct buffer e = grown(4096);
+    CHECK_EQ(buffer_pool_put(&p, &e), 1);
+    CHECK(e.data == NULL);
+    CHECK_EQ(buffer_pool_count(&p), 4);
+    CHECK_EQ(p.bytes, 16384);
+    /* Another 4096: nothing smaller is left to make room, so it is freed. */
+    struct buffer g = grown(4096);
+    CHECK_EQ(buffer_pool_put(&p, &g), 1);
+    CHECK(g.data == NULL);
+    CHECK_EQ(buffer_pool_count(&p), 4);
+    CHECK_EQ(p.bytes, 16384);
+    /* 8192 fits once two 4096 go. */
+    struct buffer f = grown(8192);
+    uint8_t *pf = f.data;
+    CHECK_EQ(buffer_pool_put(&p, &f), 1);
+    CHECK_EQ(p.bytes, 16384);
+    CHECK_EQ(buffer_pool_count(&p), 3);
+    struct buffer x = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get(&p, &x), 1);
+    CHECK(x.data == pf);
+    buffer_free(&x);
+    buffer_pool_free(&p);                      /* LeakSanitizer: everything freed */
+    CHECK_EQ(buffer_pool_count(&p), 0);
+    CHECK_EQ(p.bytes, 0);
+}
+
+TEST(pool_null_frees_what_it_is_given)
+{
+    struct buffer b = grown(4096);
+    CHECK_EQ(buffer_pool_put(NULL, &b), 1);
+    CHECK(b.data == NULL);
+}
+
+/* The churn the pool is for: many writers that each fill and drain a buffer
+ * in turn, among small buffers that come and go (replies), reuse the same
+ * memory: after the first round no writer grows a buffer again. */
+TEST(pool_serves_repeated_fill_and_drain_without_new_memory)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 8u << 20, 4u << 20);
+    enum { WRITERS = 100 };
+    struct buffer w[WRITERS];
+    for (int i = 0; i < WRITERS; i++)
+        w[i] = (struct buffer)BUFFER_INIT;
+    uint8_t *seen[WRITERS] = {0};
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < WRITERS; i++) {
+            struct buffer small = grown(1024);  /* a reply's buffer, given back */
+            buffer_pool_put(&p, &small);
+            buffer_pool_get(&p, &w[i]);
+            uint8_t *before = w[i].data;
+            append_pat(&w[i], 20000, (size_t)round, (unsigned)i);
+            if (round > 0 && w[i].data != before)
+                TEST_FAIL("round %d, writer %d: the buffer from the pool had to grow", round, i);
+            if (round == 0)
+                seen[i] = w[i].data;
+        }
+        for (int i = 0; i < WRITERS; i++) {
+            check_pat(&w[i], 20000, (size_t)round, (unsigned)i);
+            buffer_consume(&w[i], 20000);
+            CHECK_EQ(buffer_pool_put(&p, &w[i]), 1);
+        }
+        CHECK(p.bytes <= (8u << 20));
+    }
+    /* The writers' memory is still the first round's. */
+    for (int i = 0; i < WRITERS; i++) {
+        struct buffer b = BUFFER_INIT;
+        CHECK_EQ(buffer_pool_get(&p, &b), 1);
+        int found = 0;
+        for (int k = 0; k < WRITERS; k++)
+            found |= b.data == seen[k];
+        CHECK(found);
+        buffer_free(&b);
+    }
+    buffer_pool_free(&p);
+}
+
 int main(int argc, char **argv) { return test_main(argc, argv); }
