@@ -4,8 +4,28 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define BUFFER_MIN 1024
+/* Buffers this big get pages of their own (mmap), so freeing one returns
+ * its memory to the system at once, whatever the allocator's thresholds. */
+#define BUFFER_MAP_MIN (64 * 1024)
+
+static uint8_t *mem_alloc(size_t cap)
+{
+    if (cap < BUFFER_MAP_MIN)
+        return malloc(cap);
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void mem_free(void *p, size_t cap)
+{
+    if (cap < BUFFER_MAP_MIN)
+        free(p);
+    else if (p)
+        munmap(p, cap);
+}
 
 int buffer_reserve(struct buffer *b, size_t n)
 {
@@ -25,12 +45,12 @@ int buffer_reserve(struct buffer *b, size_t n)
     size_t cap = b->cap ? b->cap : BUFFER_MIN;
     while (cap < need)
         cap *= 2;
-    uint8_t *p = malloc(cap);
+    uint8_t *p = mem_alloc(cap);
     if (!p)
         return -ENOMEM;
     if (readable)
         memcpy(p + BUFFER_PREPEND, b->data + b->rpos, readable);
-    free(b->data);
+    mem_free(b->data, b->cap);
     b->data = p;
     b->cap = cap;
     b->rpos = BUFFER_PREPEND;
@@ -76,7 +96,7 @@ int buffer_shrink(struct buffer *b, size_t keep)
 
 void buffer_free(struct buffer *b)
 {
-    free(b->data);
+    mem_free(b->data, b->cap);
     *b = (struct buffer)BUFFER_INIT;
 }
 
@@ -107,6 +127,8 @@ static uint8_t *pool_pop(struct buffer_pool *p, unsigned k, size_t *cap)
     p->list[k] = l->next;
     p->count[k]--;
     p->bytes -= l->cap;
+    if (p->bytes < p->low)
+        p->low = p->bytes;
     *cap = l->cap;
     return (uint8_t *)l;
 }
@@ -125,6 +147,22 @@ int buffer_pool_get(struct buffer_pool *p, struct buffer *b)
     return 0;
 }
 
+int buffer_pool_get_fit(struct buffer_pool *p, struct buffer *b, size_t n)
+{
+    if (p && b->data == NULL && n <= SIZE_MAX / 4) {
+        size_t need = n + BUFFER_PREPEND;
+        unsigned first = pool_class(need);
+        for (unsigned k = first; k < BUFFER_POOL_CLASSES && k <= first + 1; k++) {
+            if (!p->list[k] || ((struct pool_link *)p->list[k])->cap < need)
+                continue;
+            b->data = pool_pop(p, k, &b->cap);
+            b->rpos = b->wpos = BUFFER_PREPEND;
+            return 0;
+        }
+    }
+    return buffer_reserve(b, n);
+}
+
 /* Frees kept buffers of classes below k until cap more bytes fit. Returns
  * 1 when they fit, 0 when they cannot (nothing smaller is left). */
 static int pool_make_room(struct buffer_pool *p, unsigned k, size_t cap)
@@ -135,7 +173,8 @@ static int pool_make_room(struct buffer_pool *p, unsigned k, size_t cap)
             continue;
         }
         size_t c;
-        free(pool_pop(p, j, &c));
+        uint8_t *m = pool_pop(p, j, &c);
+        mem_free(m, c);
     }
     return p->max_bytes - p->bytes >= cap;
 }
@@ -161,6 +200,21 @@ int buffer_pool_put(struct buffer_pool *p, struct buffer *b)
     return 1;
 }
 
+size_t buffer_pool_trim(struct buffer_pool *p)
+{
+    size_t idle = p->low, freed = 0;
+    for (unsigned k = 0; k < BUFFER_POOL_CLASSES; k++) {
+        while (p->list[k] && ((struct pool_link *)p->list[k])->cap <= idle - freed) {
+            size_t c;
+            uint8_t *m = pool_pop(p, k, &c);
+            mem_free(m, c);
+            freed += c;
+        }
+    }
+    p->low = p->bytes;
+    return freed;
+}
+
 uint32_t buffer_pool_count(const struct buffer_pool *p)
 {
     uint32_t n = 0;
@@ -174,7 +228,8 @@ void buffer_pool_free(struct buffer_pool *p)
     for (unsigned k = 0; k < BUFFER_POOL_CLASSES; k++) {
         while (p->list[k]) {
             size_t c;
-            free(pool_pop(p, k, &c));
+            uint8_t *m = pool_pop(p, k, &c);
+            mem_free(m, c);
         }
     }
 }

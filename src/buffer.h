@@ -74,6 +74,7 @@ struct buffer_pool {
     void *list[BUFFER_POOL_CLASSES];   /* class k: caps in [1 KiB << k, 1 KiB << (k + 1)) */
     uint32_t count[BUFFER_POOL_CLASSES];
     size_t bytes;                      /* sum of the kept buffers' cap */
+    size_t low;                        /* the least bytes kept since the last trim */
     size_t max_bytes, max_item;
 };
 
@@ -84,10 +85,21 @@ void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item);
  * when it did, 0 when the pool is empty (b is unchanged then). */
 int buffer_pool_get(struct buffer_pool *p, struct buffer *b);
 
+/* Gives b room for n bytes: when b holds no memory, the smallest kept
+ * buffer that fits (for memory whose size is known up front), else new
+ * memory. Returns 0 or -ENOMEM. */
+int buffer_pool_get_fit(struct buffer_pool *p, struct buffer *b, size_t n);
+
 /* Takes b's memory back when b is empty: kept when it fits the bounds, freed
  * otherwise; b is left as BUFFER_INIT. A buffer that still holds readable
  * bytes is left alone. Returns 1 when b gave up its memory, else 0. */
 int buffer_pool_put(struct buffer_pool *p, struct buffer *b);
+
+/* Frees what the pool kept all along since the last trim (its lowest level
+ * since then), smallest buffers first: called periodically, it lets the pool
+ * shrink to what its owner actually cycles through, so a burst long past
+ * holds no memory. Returns the bytes freed. */
+size_t buffer_pool_trim(struct buffer_pool *p);
 
 /* How many buffers the pool keeps now. */
 uint32_t buffer_pool_count(const struct buffer_pool *p);

@@ -19,6 +19,7 @@
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
 #define CONN_POOL_BYTES (8u << 20)      /* the reactor's pool of emptied buffers keeps at */
 #define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this */
+#define CONN_POOL_TRIM_S 1.0            /* what it kept unused this long is freed */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
 enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
@@ -94,11 +95,31 @@ static void backlog_remove(struct conn *c)
 
 /* ---- buffer memory ---- */
 
+/* Keeps the pool's trim timer running while the pool holds anything. */
+static void watch_pool(struct conn_host *h)
+{
+    stats_set(h->env.stats, STATS_BUFFER_POOL_BYTES, h->bufs.bytes);
+    if (h->bufs.bytes > 0 && !ev_is_active(&h->bufs_trim))
+        ev_timer_again(h->loop, &h->bufs_trim);
+}
+
 /* Gives c's emptied buffers back to the reactor's pool. */
 static void release_buffers(struct conn *c)
 {
     buffer_pool_put(&c->host->bufs, &c->pl.out);
     buffer_pool_put(&c->host->bufs, &c->in);
+    watch_pool(c->host);
+}
+
+/* Frees what the pool kept unused since the last trim; stops once empty. */
+static void bufs_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct conn_host *h = w->data;
+    buffer_pool_trim(&h->bufs);
+    stats_set(h->env.stats, STATS_BUFFER_POOL_BYTES, h->bufs.bytes);
+    if (h->bufs.bytes == 0)
+        ev_timer_stop(loop, w);
 }
 
 /* ---- input ---- */
@@ -422,6 +443,9 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     h->backlog = h->backlog_tail = NULL;
     buffer_pool_init(&h->bufs, CONN_POOL_BYTES, CONN_POOL_ITEM);
     h->env.bufs = &h->bufs;
+    ev_init(&h->bufs_trim, bufs_trim_cb);
+    h->bufs_trim.repeat = CONN_POOL_TRIM_S;
+    h->bufs_trim.data = h;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
     ev_check_start(loop, &h->backlog_check);
@@ -432,6 +456,7 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
 void conn_host_stop(struct conn_host *h)
 {
     buffer_pool_free(&h->bufs);
+    ev_timer_stop(h->loop, &h->bufs_trim);
     timer_stop(&h->timer);
     ev_check_stop(h->loop, &h->backlog_check);
     ev_idle_stop(h->loop, &h->backlog_idle);
@@ -473,4 +498,5 @@ void conn_close(struct conn *c)
     buffer_free(&c->in);
     pipeline_free(&c->pl);
     free(c);
+    watch_pool(h);
 }

@@ -32,6 +32,7 @@ struct conn_host {
      * hands its memory to the next writer instead of to malloc. Only what
      * the socket did not take stays with the connection. */
     struct buffer_pool bufs;
+    ev_timer bufs_trim;                /* frees what bufs kept unused for a while */
     /* Called once per connection as it closes, before it is freed, so the
      * reactor can release its slot. */
     void (*closed)(struct conn_host *h, struct conn *c);

@@ -27,6 +27,7 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_MESSAGES_DELIVERED] = "messages_delivered",
     [STATS_MESSAGES_DROPPED] = "messages_dropped_slow_consumer",
     [STATS_SUBSCRIPTIONS] = "subscriptions_current",
+    [STATS_BUFFER_POOL_BYTES] = "buffer_pool_bytes",
 };
 
 int stats_registry_init(struct stats_registry *reg, int nreactors)
@@ -147,7 +148,7 @@ int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
             "msgd_closed_max_connections_total %llu\n",
         (unsigned long long)atomic_load(&reg->closed_max_connections));
     /* Gauges, then counters, per reactor. */
-    static const int gauges[] = {STATS_CONN_CURRENT, STATS_SUBSCRIPTIONS};
+    static const int gauges[] = {STATS_CONN_CURRENT, STATS_SUBSCRIPTIONS, STATS_BUFFER_POOL_BYTES};
     for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
         char name[96];
         metric_name(name, sizeof name, stat_names[gauges[g]]);
@@ -157,7 +158,7 @@ int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
                 (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)gauges[g]));
     }
     for (int i = 0; i < STATS_ERRORS; i++) {
-        if (i == STATS_CONN_CURRENT || i == STATS_SUBSCRIPTIONS)
+        if (i == STATS_CONN_CURRENT || i == STATS_SUBSCRIPTIONS || i == STATS_BUFFER_POOL_BYTES)
             continue;
         char name[96];
         metric_name(name, sizeof name, stat_names[i]);

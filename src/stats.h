@@ -34,6 +34,7 @@ enum stats_id {
     STATS_MESSAGES_DELIVERED,   /* MESSAGE pushes queued to local subscribers */
     STATS_MESSAGES_DROPPED,     /* skipped: the subscriber was above output_high_water */
     STATS_SUBSCRIPTIONS,        /* subscriptions held now (gauge) */
+    STATS_BUFFER_POOL_BYTES,    /* emptied buffer memory kept for reuse now (gauge) */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };
@@ -49,6 +50,12 @@ static inline void stats_add(struct stats *s, enum stats_id id, uint64_t n)
 {
     uint64_t old = atomic_load_explicit(&s->v[id], memory_order_relaxed);
     atomic_store_explicit(&s->v[id], old + n, memory_order_relaxed);
+}
+
+/* Sets a gauge to v. Only the one thread that owns s may call it. */
+static inline void stats_set(struct stats *s, enum stats_id id, uint64_t v)
+{
+    atomic_store_explicit(&s->v[id], v, memory_order_relaxed);
 }
 
 static inline uint64_t stats_get(const struct stats *s, enum stats_id id)

@@ -190,7 +190,7 @@ class FanoutMemoryTests(MsgdTestCase):
               "limits": {"output_high_water": "64M", "output_low_water": "1M",
                          "output_hard_limit": "128M"}}
 
-    SUBS, BURST, ROUNDS, SIZE = 20, 100, 20, 4096
+    SUBS, BURST, ROUNDS, SIZE = 20, 100, 40, 4096
 
     def test_bursts_reuse_the_drained_buffers(self):
         subs = [self.connect() for _ in range(self.SUBS)]

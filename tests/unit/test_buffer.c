@@ -728,4 +728,66 @@ TEST(pool_serves_repeated_fill_and_drain_without_new_memory)
     buffer_pool_free(&p);
 }
 
+TEST(pool_trim_frees_what_stayed_unused)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 20);
+    struct buffer a = grown(4096), b = grown(8192), c = grown(16384);
+    buffer_pool_put(&p, &a);
+    buffer_pool_put(&p, &b);
+    buffer_pool_put(&p, &c);
+    CHECK_EQ(buffer_pool_trim(&p), 0);         /* nothing seen yet: a first interval */
+    CHECK_EQ(p.bytes, 28672);
+    struct buffer x = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get(&p, &x), 1);      /* the 16384 is used... */
+    CHECK_EQ(x.cap, 16384);
+    CHECK_EQ(buffer_pool_put(&p, &x), 1);      /* ... and comes back */
+    CHECK_EQ(buffer_pool_trim(&p), 12288);     /* the two that stayed unused go */
+    CHECK_EQ(buffer_pool_count(&p), 1);
+    CHECK_EQ(p.bytes, 16384);
+    CHECK_EQ(buffer_pool_trim(&p), 16384);     /* unused for a whole interval: gone too */
+    CHECK_EQ(buffer_pool_count(&p), 0);
+    CHECK_EQ(buffer_pool_trim(&p), 0);
+    buffer_pool_free(&p);
+}
+
+TEST(pool_get_fit_takes_the_smallest_that_fits)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 20);
+    struct buffer a = grown(1024), b = grown(8192), c = grown(65536);
+    uint8_t *pb = b.data;
+    buffer_pool_put(&p, &a);
+    buffer_pool_put(&p, &b);
+    buffer_pool_put(&p, &c);
+    struct buffer x = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get_fit(&p, &x, 5000), 0);
+    CHECK(x.data == pb);
+    CHECK(buffer_writable(&x) >= 5000);
+    struct buffer y = BUFFER_INIT;              /* nothing kept fits: new memory */
+    CHECK_EQ(buffer_pool_get_fit(&p, &y, 100000), 0);
+    CHECK(buffer_writable(&y) >= 100000);
+    CHECK_EQ(buffer_pool_count(&p), 2);
+    struct buffer z = BUFFER_INIT;
+    CHECK_EQ(buffer_pool_get_fit(NULL, &z, 10), 0);
+    CHECK(buffer_writable(&z) >= 10);
+    buffer_free(&x);
+    buffer_free(&y);
+    buffer_free(&z);
+    buffer_pool_free(&p);
+}
+
+/* Big buffers have pages of their own; growing through the mapping size
+ * keeps the bytes. */
+TEST(large_buffers_keep_their_bytes_across_growth)
+{
+    struct buffer b = BUFFER_INIT;
+    append_pat(&b, 40000, 0, 9);               /* malloc'd */
+    append_pat(&b, 200000, 40000, 9);          /* now mapped */
+    append_pat(&b, 1000000, 240000, 9);
+    check_pat(&b, 1240000, 0, 9);
+    buffer_consume(&b, 1240000);
+    buffer_free(&b);
+}
+
 int main(int argc, char **argv) { return test_main(argc, argv); }
