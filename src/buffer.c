@@ -9,7 +9,7 @@
 #define BUFFER_MIN 1024
 /* Buffers this big get pages of their own (mmap), so freeing one returns
  * its memory to the system at once, whatever the allocator's thresholds. */
-#define BUFFER_MAP_MIN (64 * 1024)
+#define BUFFER_MAP_MIN (16 * 1024)
 
 static uint8_t *mem_alloc(size_t cap)
 {
@@ -107,7 +107,7 @@ struct pool_link {
 };
 
 /* The size class of cap (>= BUFFER_MIN): floor(log2(cap / 1 KiB)), capped. */
-static unsigned pool_class(size_t cap)
+unsigned buffer_class(size_t cap)
 {
     unsigned k = 0;
     while (k + 1 < BUFFER_POOL_CLASSES && cap >= ((size_t)BUFFER_MIN << (k + 1)))
@@ -151,8 +151,8 @@ int buffer_pool_get_fit(struct buffer_pool *p, struct buffer *b, size_t n)
 {
     if (p && b->data == NULL && n <= SIZE_MAX / 4) {
         size_t need = n + BUFFER_PREPEND;
-        unsigned first = pool_class(need);
-        for (unsigned k = first; k < BUFFER_POOL_CLASSES && k <= first + 1; k++) {
+        unsigned first = buffer_class(need);
+        for (unsigned k = first; k < BUFFER_POOL_CLASSES && k <= first + 2; k++) {
             if (!p->list[k] || ((struct pool_link *)p->list[k])->cap < need)
                 continue;
             b->data = pool_pop(p, k, &b->cap);
@@ -161,6 +161,36 @@ int buffer_pool_get_fit(struct buffer_pool *p, struct buffer *b, size_t n)
         }
     }
     return buffer_reserve(b, n);
+}
+
+int buffer_pool_reserve(struct buffer_pool *p, struct buffer *b, size_t n)
+{
+    if (buffer_writable(b) >= n)
+        return 0;
+    size_t readable = buffer_readable(b);
+    if (!p || b->data == NULL || b->cap - readable - BUFFER_PREPEND >= n ||
+        n > SIZE_MAX / 4 - readable)
+        return b->data ? buffer_reserve(b, n) : buffer_pool_get_fit(p, b, n);
+    struct buffer nb = BUFFER_INIT;
+    if (buffer_pool_get_fit(p, &nb, readable + n) < 0)
+        return -ENOMEM;
+    memcpy(nb.data + nb.wpos, b->data + b->rpos, readable);
+    nb.wpos += readable;
+    b->rpos = b->wpos; /* emptied: its memory goes to the pool */
+    buffer_pool_put(p, b);
+    *b = nb;
+    return 0;
+}
+
+int buffer_pool_append(struct buffer_pool *p, struct buffer *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (buffer_pool_reserve(p, b, n) < 0)
+        return -ENOMEM;
+    memcpy(b->data + b->wpos, data, n);
+    b->wpos += n;
+    return 0;
 }
 
 /* Frees kept buffers of classes below k until cap more bytes fit. Returns
@@ -184,7 +214,7 @@ int buffer_pool_put(struct buffer_pool *p, struct buffer *b)
     if (b->data == NULL || buffer_readable(b) != 0)
         return 0;
     if (p && b->cap >= BUFFER_MIN && b->cap <= p->max_item && b->cap <= p->max_bytes) {
-        unsigned k = pool_class(b->cap);
+        unsigned k = buffer_class(b->cap);
         if (pool_make_room(p, k, b->cap)) {
             struct pool_link *l = (struct pool_link *)(void *)b->data;
             l->next = p->list[k];
@@ -203,7 +233,7 @@ int buffer_pool_put(struct buffer_pool *p, struct buffer *b)
 size_t buffer_pool_trim(struct buffer_pool *p)
 {
     size_t idle = p->low, freed = 0;
-    for (unsigned k = 0; k < BUFFER_POOL_CLASSES; k++) {
+    for (unsigned k = BUFFER_POOL_CLASSES; k-- > 0;) {
         while (p->list[k] && ((struct pool_link *)p->list[k])->cap <= idle - freed) {
             size_t c;
             uint8_t *m = pool_pop(p, k, &c);

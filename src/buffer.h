@@ -60,8 +60,8 @@ void buffer_free(struct buffer *b);
  * takes it from there: no malloc/free cycle per drain, and no page faults
  * when the allocator would have handed freed pages back to the kernel.
  *
- * A get hands out the largest buffer kept, so a writer seldom has to grow
- * what it got. The pool is bounded: it keeps at most max_bytes in all and no
+ * A writer takes the smallest kept buffer that fits what it writes, and
+ * grows into bigger kept ones (buffer_pool_reserve). The pool is bounded: it keeps at most max_bytes in all and no
  * buffer larger than max_item; when a returned buffer does not fit, smaller
  * kept ones are freed to make room for it, else it is freed itself. Kept
  * buffers are listed by size class (powers of two from 1 KiB), linked
@@ -78,11 +78,17 @@ struct buffer_pool {
     size_t max_bytes, max_item;
 };
 
+/* The size class of a buffer of cap bytes (0 for 1 KiB and less), and the
+ * capacity of a class: a small number that remembers a buffer's size. */
+unsigned buffer_class(size_t cap);
+static inline size_t buffer_class_cap(unsigned k) { return (size_t)1024 << k; }
+
 /* Sets up an empty pool with its bounds (max_item at most 32 MiB). */
 void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item);
 
 /* Gives b, which must hold no memory, the largest kept buffer. Returns 1
- * when it did, 0 when the pool is empty (b is unchanged then). */
+ * when it did, 0 when the pool is empty (b is unchanged then). (Writers use
+ * buffer_pool_reserve, which takes only what fits.) */
 int buffer_pool_get(struct buffer_pool *p, struct buffer *b);
 
 /* Gives b room for n bytes: when b holds no memory, the smallest kept
@@ -90,13 +96,24 @@ int buffer_pool_get(struct buffer_pool *p, struct buffer *b);
  * memory. Returns 0 or -ENOMEM. */
 int buffer_pool_get_fit(struct buffer_pool *p, struct buffer *b, size_t n);
 
+/* Makes room for n more writable bytes like buffer_reserve, but through the
+ * pool: memory for an empty buffer is the smallest kept one that fits, and a
+ * buffer that must grow moves its bytes into a bigger kept one (or new
+ * memory) and gives its old memory to the pool. So a writer that keeps
+ * growing to the same size in bursts reuses the same memory every time.
+ * Returns 0 or -ENOMEM (b unchanged). */
+int buffer_pool_reserve(struct buffer_pool *p, struct buffer *b, size_t n);
+
+/* Appends n bytes through buffer_pool_reserve. Returns 0 or -ENOMEM. */
+int buffer_pool_append(struct buffer_pool *p, struct buffer *b, const void *data, size_t n);
+
 /* Takes b's memory back when b is empty: kept when it fits the bounds, freed
  * otherwise; b is left as BUFFER_INIT. A buffer that still holds readable
  * bytes is left alone. Returns 1 when b gave up its memory, else 0. */
 int buffer_pool_put(struct buffer_pool *p, struct buffer *b);
 
 /* Frees what the pool kept all along since the last trim (its lowest level
- * since then), smallest buffers first: called periodically, it lets the pool
+ * since then), largest buffers first: called periodically, it lets the pool
  * shrink to what its owner actually cycles through, so a burst long past
  * holds no memory. Returns the bytes freed. */
 size_t buffer_pool_trim(struct buffer_pool *p);

@@ -3,6 +3,7 @@
 #include "commands.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "config.h"
@@ -137,6 +138,39 @@ static int cmd_unsubscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, 
     return 0;
 }
 
+/* PUBLISH on one reactor: deliver to its own subscribers, as pushes written
+ * later this turn (the topic walk must not see a connection close under it),
+ * and add to the tally. */
+static void publish_defer(struct pipeline *pl, void *arg)
+{
+    (void)arg;
+    pl->env->ops->defer(pl);
+}
+
+static void publish_visit(struct fanout *f, const struct pipeline_env *env)
+{
+    uint32_t skipped;
+    uint32_t n = pubsub_deliver(env->pubsub, f->data, f->len, env->cfg->out_high_water,
+                                publish_defer, NULL, &skipped);
+    atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
+}
+
+/* Every reactor has delivered: the reply (u32 count) takes its slot. */
+static void publish_done(struct fanout *f, const struct pipeline_env *env)
+{
+    uint8_t frame[MSG_HEADER_LEN + 4];
+    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
+    msg_put_u32(frame + MSG_HEADER_LEN,
+                (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+    struct buffer reply = BUFFER_INIT;
+    /* Out of memory leaves the slot empty: the order goes on without it. */
+    int encoded = buffer_pool_append(env->bufs, &reply, frame, sizeof frame) == 0;
+    if (pipeline_complete_late(env, f->conn_id, f->seq, &reply) == 0 && encoded)
+        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+}
+
+static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = publish_done};
+
 /* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
  * the MESSAGE payload, so the MESSAGE frame is encoded once here and shared
  * by every reactor. The reply (the count) waits in its slot until every
@@ -151,8 +185,9 @@ static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size
     const struct pipeline_env *env = pl->env;
     long seq = pipeline_reserve(pl, pl->req_t0, LAT_PUBLISH);
     struct fanout *f = seq < 0 ? NULL
-                               : fanout_new(FANOUT_PUBLISH, env->nreactors, env->boxes, env->reactor,
-                                            pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len);
+                               : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len,
+                                            false, env->bufs);
     if (!f) {
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
@@ -164,14 +199,6 @@ static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size
     stats_add(env->stats, STATS_PUBLISHED, 1);
     fanout_start(f);
     return 0;
-}
-
-int commands_publish_reply(struct buffer *out, uint32_t count)
-{
-    uint8_t frame[MSG_HEADER_LEN + 4];
-    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
-    msg_put_u32(frame + MSG_HEADER_LEN, count);
-    return buffer_append(out, frame, sizeof frame);
 }
 
 /* The command table, indexed by command number. */

@@ -31,10 +31,6 @@ struct cmd_def {
                         * the whole reply frame into job->result */
 };
 
-/* Appends PUBLISH's reply frame (REPLY | PUBLISH, u32 count) to out.
- * Returns 0 or -ENOMEM. Thread-safe. */
-int commands_publish_reply(struct buffer *out, uint32_t count);
-
 /* The table row for a request's command word, or NULL (UNKNOWN_COMMAND).
  * Any word with bit 30 or 31 set has no row. Thread-safe. */
 const struct cmd_def *commands_find(uint32_t command);

@@ -106,6 +106,8 @@ static void watch_pool(struct conn_host *h)
 /* Gives c's emptied buffers back to the reactor's pool. */
 static void release_buffers(struct conn *c)
 {
+    if (c->pl.out.data && buffer_readable(&c->pl.out) == 0)
+        c->pl.out_class = (uint8_t)buffer_class(c->pl.out.cap);
     buffer_pool_put(&c->host->bufs, &c->pl.out);
     buffer_pool_put(&c->host->bufs, &c->in);
     watch_pool(c->host);
@@ -157,7 +159,7 @@ static void on_readable(struct conn *c)
     size_t room = 0;
     bool buffered = buffer_readable(&c->in) > 0;
     if (buffered) {
-        if (buffer_writable(&c->in) < CONN_READ_MIN && buffer_reserve(&c->in, CONN_READ_MIN) < 0) {
+        if (buffer_pool_reserve(&c->host->bufs, &c->in, CONN_READ_MIN) < 0) {
             conn_close(c);
             return;
         }
@@ -184,7 +186,8 @@ static void on_readable(struct conn *c)
     if (buffered) {
         size_t first = (size_t)n < room ? (size_t)n : room;
         buffer_commit(&c->in, first);
-        if ((size_t)n > first && buffer_append(&c->in, extra, (size_t)n - first) < 0) {
+        if ((size_t)n > first &&
+            buffer_pool_append(&c->host->bufs, &c->in, extra, (size_t)n - first) < 0) {
             conn_close(c);
             return;
         }
@@ -192,8 +195,7 @@ static void on_readable(struct conn *c)
     } else {
         size_t used = process(c, extra, (size_t)n);
         if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-            buffer_pool_get(&c->host->bufs, &c->in);
-            if (buffer_append(&c->in, extra + used, (size_t)n - used) < 0) {
+            if (buffer_pool_append(&c->host->bufs, &c->in, extra + used, (size_t)n - used) < 0) {
                 conn_close(c);
                 return;
             }
@@ -493,6 +495,8 @@ void conn_close(struct conn *c)
         backlog_remove(c);
     timer_remove(&h->timer, &c->te);
     close(c->fd);
+    if (c->pl.proto->free)
+        c->pl.proto->free(&c->pl);
     h->closed(h, c);
     buffer_pool_put(&h->bufs, &c->in);
     buffer_free(&c->in);

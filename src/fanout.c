@@ -5,16 +5,80 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct fanout *fanout_new(enum fanout_kind kind, int nreactors, struct mailbox *const *boxes,
-                          int origin, uint64_t conn_id, uint32_t seq, const void *data,
-                          size_t len)
+/* Drops one item's reference; the last one frees the fan-out, into home
+ * when on the origin reactor's thread (on_origin), else to the system. */
+static void release(struct fanout *f, bool on_origin)
+{
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (f->results)
+        for (int i = 0; i < f->nreactors; i++)
+            buffer_free(&f->results[i]);
+    struct buffer mem = f->mem; /* f lives in it */
+    if (on_origin)
+        buffer_pool_put(f->home, &mem);
+    buffer_free(&mem);
+}
+
+static void done_run(struct mailbox_item *it, void *ctx)
+{
+    struct fanout *f = ((struct fanout_item *)it)->f;
+    f->ops->done(f, ctx);
+    release(f, true); /* the last reference: visits release theirs first */
+}
+
+static void done_drop(struct mailbox_item *it)
+{
+    release(((struct fanout_item *)it)->f, false);
+}
+
+/* A reactor finished its visit: the last one posts the report to the origin. */
+static void visited(struct fanout *f)
+{
+    if (atomic_fetch_sub_explicit(&f->pending, 1, memory_order_acq_rel) == 1) {
+        f->done.item.run = done_run;
+        f->done.item.drop = done_drop;
+        f->done.f = f;
+        mailbox_post(f->boxes[f->origin], &f->done.item);
+    }
+}
+
+/* The visit's reference goes before the count: the report, posted by the
+ * last count, then holds the last reference, so the memory is given back on
+ * the origin reactor, to its pool. */
+static void visit_run(struct mailbox_item *it, void *ctx)
+{
+    struct fanout *f = ((struct fanout_item *)it)->f;
+    f->ops->visit(f, ctx);
+    release(f, false);
+    visited(f);
+}
+
+/* A visit destroyed unhandled (shutdown): it counts as visited without
+ * posting anything, and drops the report that will never come. */
+static void visit_drop(struct mailbox_item *it)
+{
+    struct fanout *f = ((struct fanout_item *)it)->f;
+    if (atomic_fetch_sub_explicit(&f->pending, 1, memory_order_acq_rel) == 1)
+        release(f, false); /* the report's reference */
+    release(f, false);
+}
+
+struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
+                          struct mailbox *const *boxes, int origin, uint64_t conn_id,
+                          uint32_t seq, const void *data, size_t len, bool with_results,
+                          struct buffer_pool *home)
 {
     size_t visits = sizeof(struct fanout_item) * (size_t)nreactors;
-    size_t results = kind == FANOUT_CONNS ? sizeof(struct buffer) * (size_t)nreactors : 0;
-    struct fanout *f = calloc(1, sizeof *f + visits + results + len);
-    if (!f)
+    size_t results = with_results ? sizeof(struct buffer) * (size_t)nreactors : 0;
+    struct buffer mem = BUFFER_INIT;
+    if (buffer_pool_get_fit(home, &mem, sizeof(struct fanout) + visits + results + len) < 0)
         return NULL;
-    f->kind = kind;
+    struct fanout *f = (struct fanout *)(void *)(mem.data + mem.wpos);
+    memset(f, 0, sizeof *f + visits + results);
+    f->mem = mem;
+    f->home = home;
+    f->ops = ops;
     f->nreactors = nreactors;
     f->boxes = boxes;
     f->origin = origin;
@@ -35,52 +99,9 @@ struct fanout *fanout_new(enum fanout_kind kind, int nreactors, struct mailbox *
 void fanout_start(struct fanout *f)
 {
     for (int i = 0; i < f->nreactors; i++) {
-        f->visits[i].item.kind = FANOUT_MSG_VISIT;
+        f->visits[i].item.run = visit_run;
+        f->visits[i].item.drop = visit_drop;
         f->visits[i].f = f;
         mailbox_post(f->boxes[i], &f->visits[i].item);
     }
-}
-
-void fanout_visited(struct fanout *f)
-{
-    if (atomic_fetch_sub_explicit(&f->pending, 1, memory_order_acq_rel) == 1) {
-        f->done.item.kind = FANOUT_MSG_DONE;
-        f->done.f = f;
-        mailbox_post(f->boxes[f->origin], &f->done.item);
-    }
-}
-
-void fanout_abandon_visit(struct fanout *f)
-{
-    if (atomic_fetch_sub_explicit(&f->pending, 1, memory_order_acq_rel) == 1)
-        fanout_release(f); /* the DONE item's reference */
-}
-
-void fanout_release(struct fanout *f)
-{
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    if (f->results)
-        for (int i = 0; i < f->nreactors; i++)
-            buffer_free(&f->results[i]);
-    free(f);
-}
-
-struct fanout_reply *fanout_reply_new(uint64_t conn_id, uint32_t seq)
-{
-    struct fanout_reply *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->item.kind = FANOUT_MSG_REPLY;
-    r->conn_id = conn_id;
-    r->seq = seq;
-    return r;
-}
-
-void fanout_reply_free(struct fanout_reply *r)
-{
-    if (!r)
-        return;
-    buffer_free(&r->bytes);
-    free(r);
 }

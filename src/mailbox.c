@@ -21,13 +21,13 @@ int mailbox_init(struct mailbox *mb)
     return 0;
 }
 
-void mailbox_destroy(struct mailbox *mb, void (*free_fn)(struct mailbox_item *))
+void mailbox_destroy(struct mailbox *mb)
 {
     struct mailbox_item *it = mb->head;
     while (it) {
         struct mailbox_item *next = it->next;
-        if (free_fn)
-            free_fn(it);
+        if (it->drop)
+            it->drop(it);
         it = next;
     }
     mb->head = mb->tail = NULL;
@@ -72,4 +72,15 @@ struct mailbox_item *mailbox_take(struct mailbox *mb)
     mb->head = mb->tail = NULL;
     pthread_mutex_unlock(&mb->mu);
     return list;
+}
+
+unsigned mailbox_run(struct mailbox *mb, void *ctx)
+{
+    unsigned n = 0;
+    for (struct mailbox_item *it = mailbox_take(mb); it; n++) {
+        struct mailbox_item *next = it->next; /* run may free it */
+        it->run(it, ctx);
+        it = next;
+    }
+    return n;
 }

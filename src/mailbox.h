@@ -13,10 +13,24 @@
 #include <pthread.h>
 #include <stdint.h>
 
-/* Embed this as the first member of anything posted. */
+struct mailbox_item;
+
+/* Runs an item on the consumer's thread. ctx is the consumer's own context:
+ * a reactor passes its struct pipeline_env (pipeline.h), the main thread its
+ * struct server_ctx (server_ctx.h). The item belongs to run from then on: it
+ * frees it, keeps it or passes it on. */
+typedef void (*mailbox_run_fn)(struct mailbox_item *it, void *ctx);
+
+/* Releases an item that will never run (its consumer is gone). Called on the
+ * thread that destroys the mailbox. */
+typedef void (*mailbox_drop_fn)(struct mailbox_item *it);
+
+/* Embed this in anything posted. What crosses threads carries its own
+ * meaning: the consumer runs items, it does not know what they are. */
 struct mailbox_item {
     struct mailbox_item *next;
-    int kind;                          /* the consumer's tag for what follows */
+    mailbox_run_fn run;
+    mailbox_drop_fn drop;              /* NULL: nothing to release */
 };
 
 struct mailbox {
@@ -29,16 +43,20 @@ struct mailbox {
 /* Creates the eventfd (non-blocking, close-on-exec). Returns 0 or -errno. */
 int mailbox_init(struct mailbox *mb);
 
-/* Frees what is still queued with free_fn (may be NULL) and closes the eventfd.
+/* Drops what is still queued (each item's drop) and closes the eventfd.
  * Only when no producer can post any more. */
-void mailbox_destroy(struct mailbox *mb, void (*free_fn)(struct mailbox_item *));
+void mailbox_destroy(struct mailbox *mb);
 
-/* Appends item (ownership passes to the consumer) and wakes the consumer if
- * the list was empty. Thread-safe. */
+/* Appends item, whose run (and drop) must be set; ownership passes to the
+ * consumer. Wakes the consumer if the list was empty. Thread-safe. */
 void mailbox_post(struct mailbox *mb, struct mailbox_item *item);
 
 /* Clears the wake-up and takes every queued item, oldest first, as a list
  * linked through next (NULL when empty). Consumer thread only. */
 struct mailbox_item *mailbox_take(struct mailbox *mb);
+
+/* Takes every queued item and runs each, oldest first, with ctx. Returns how
+ * many ran. Consumer thread only. */
+unsigned mailbox_run(struct mailbox *mb, void *ctx);
 
 #endif

@@ -6,21 +6,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "latency.h"
+#include "stats.h"
+
 /* The reactor's pool of emptied buffers, or NULL (unit tests run without). */
 static struct buffer_pool *pool_of(const struct pipeline *pl)
 {
     return pl->env ? pl->env->bufs : NULL;
 }
 
-/* Appends two pieces to b, taking memory from pool when b has none; returns
- * 0 or -ENOMEM. */
+/* What a new output buffer should hold: as much as the last one did. */
+static size_t out_want(const struct pipeline *pl)
+{
+    return pl->out_class ? buffer_class_cap(pl->out_class) - BUFFER_PREPEND : 0;
+}
+
+/* Appends two pieces to b, with memory from pool (room for want bytes when
+ * b has none yet); returns 0 or -ENOMEM. */
 static int append2(struct buffer_pool *pool, struct buffer *b, const void *a, size_t an,
-                   const void *p, size_t pn)
+                   const void *p, size_t pn, size_t want)
 {
     if (an + pn == 0)
         return 0;
-    buffer_pool_get(pool, b);
-    if (buffer_reserve(b, an + pn) < 0)
+    if (b->data == NULL && want < an + pn)
+        want = an + pn;
+    if (buffer_pool_reserve(pool, b, b->data ? an + pn : want) < 0)
         return -ENOMEM;
     memcpy(buffer_tail(b), a, an);
     if (pn)
@@ -56,7 +66,7 @@ void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *
         dst = &s->bytes;
         pl->held_bytes += an + bn;
     }
-    if (append2(pool_of(pl), dst, a, an, b, bn) < 0)
+    if (append2(pool_of(pl), dst, a, an, b, bn, dst == &pl->out ? out_want(pl) : 0) < 0)
         pl->flags |= PIPELINE_FAILED;
 }
 
@@ -67,7 +77,7 @@ void pipeline_write(struct pipeline *pl, const void *p, size_t n)
 
 void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn)
 {
-    if (append2(pool_of(pl), &pl->out, a, an, b, bn) < 0)
+    if (append2(pool_of(pl), &pl->out, a, an, b, bn, out_want(pl)) < 0)
         pl->flags |= PIPELINE_FAILED;
 }
 
@@ -160,4 +170,51 @@ void pipeline_free(struct pipeline *pl)
     pl->jobs_pending = 0;
     buffer_pool_put(pool_of(pl), &pl->out);
     buffer_free(&pl->out);
+}
+
+int pipeline_complete_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                           struct buffer *reply)
+{
+    struct pipeline *pl = env->ops->lookup(env->host, conn_id);
+    uint64_t t0;
+    int idx;
+    if (!pl || pipeline_complete(pl, seq, reply, &t0, &idx) < 0) {
+        buffer_free(reply);
+        return -ENOENT;
+    }
+    latency_record(&env->stats->lat, idx, latency_now_ns() - t0);
+    env->ops->kick(pl);
+    return 0;
+}
+
+static void reply_item_run(struct mailbox_item *it, void *ctx)
+{
+    struct pipeline_reply_item *r = (struct pipeline_reply_item *)it;
+    pipeline_complete_late(ctx, r->conn_id, r->seq, &r->bytes);
+    pipeline_reply_item_free(r);
+}
+
+static void reply_item_drop(struct mailbox_item *it)
+{
+    pipeline_reply_item_free((struct pipeline_reply_item *)it);
+}
+
+struct pipeline_reply_item *pipeline_reply_item_new(uint64_t conn_id, uint32_t seq)
+{
+    struct pipeline_reply_item *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->item.run = reply_item_run;
+    r->item.drop = reply_item_drop;
+    r->conn_id = conn_id;
+    r->seq = seq;
+    return r;
+}
+
+void pipeline_reply_item_free(struct pipeline_reply_item *r)
+{
+    if (!r)
+        return;
+    buffer_free(&r->bytes);
+    free(r);
 }

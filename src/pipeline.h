@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "buffer.h"
+#include "mailbox.h"
 
 struct config;
 struct stats;
@@ -20,8 +21,45 @@ struct pubsub;
 struct pubsub_subs;
 struct mailbox;
 
+#define PIPELINE_PEER_LEN 128
+
+/* What a connection looks like from outside (admin `conns`, modules). */
+struct pipeline_info {
+    uint64_t id;
+    char peer[PIPELINE_PEER_LEN];      /* "1.2.3.4:5", "[::1]:5", "unix:/path" or "-" */
+    const char *proto;                 /* the listener's protocol name */
+    int reactor;
+    double age_s, idle_s;              /* since it opened; since it last sent anything */
+    uint64_t bytes_in, bytes_out;
+    size_t pending;                    /* output not yet written */
+};
+
+typedef void (*pipeline_each_fn)(struct pipeline *pl, void *arg);
+
+/* What the reactor that runs the pipelines does for the code beneath it
+ * (protocols, commands, fan-outs, worker results), so that code needs no
+ * header of the reactor's or the connection's. Set by the reactor; every
+ * call is for its thread only. */
+struct pipeline_host_ops {
+    /* The pipeline of connection conn_id on this reactor, or NULL when the
+     * connection has gone (a stale id never names the next connection). */
+    struct pipeline *(*lookup)(void *host, uint64_t conn_id);
+    /* Acts on output queued outside the connection's own callbacks: writes
+     * it, or closes a connection that owes nothing more and is done. The
+     * connection may be gone on return. */
+    void (*kick)(struct pipeline *pl);
+    /* The same, later in this loop turn: safe while walking a structure
+     * that closing the connection would change. */
+    void (*defer)(struct pipeline *pl);
+    /* Calls fn for every connection of this reactor. fn must not close any. */
+    void (*each)(void *host, pipeline_each_fn fn, void *arg);
+    /* Describes pl's connection. */
+    void (*describe)(struct pipeline *pl, struct pipeline_info *info);
+};
+
 /* What a reactor lends to every pipeline it runs. Owned by the reactor;
- * pipelines only point at it. */
+ * pipelines only point at it. It is also the context the reactor's mailbox
+ * items run with (mailbox.h). */
 struct pipeline_env {
     const struct config *cfg;          /* the reactor's live configuration */
     struct stats *stats;               /* the reactor's counters */
@@ -34,6 +72,8 @@ struct pipeline_env {
     struct mailbox *const *boxes;      /* every reactor's mailbox, for fan-outs */
     struct mailbox *main_box;          /* the main thread's mailbox (admin reload) */
     struct buffer_pool *bufs;          /* the reactor's emptied buffers (may be NULL) */
+    const struct pipeline_host_ops *ops; /* the reactor's services (NULL in unit tests) */
+    void *host;                        /* their first argument */
 };
 
 /* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
@@ -58,6 +98,8 @@ struct proto {
     /* Optional: the notice that the server is stopping in ms milliseconds.
      * Without it the connection is closed once its output is flushed. */
     void (*goaway)(struct pipeline *pl, uint32_t ms);
+    /* Optional: releases the protocol's state of a closing connection. */
+    void (*free)(struct pipeline *pl);
 };
 
 enum pipeline_flags {
@@ -83,6 +125,8 @@ struct pipeline {
     uint32_t flags;              /* enum pipeline_flags */
     bool authed;                 /* msg: an AUTH succeeded (rule 5) */
     uint8_t auth_failures;       /* msg: wrong tokens so far */
+    uint8_t out_class;           /* buffer_class() of the last output buffer given
+                                  * back: the next one starts that big */
     struct buffer out;           /* encoded bytes waiting for the socket */
     /* Replies held for order (rule 1). Empty (NULL) unless a worker job is
      * out, so inline-only traffic goes straight to out and pays nothing. */
@@ -136,6 +180,32 @@ static inline bool pipeline_idle(const struct pipeline *pl)
 {
     return buffer_readable(&pl->out) == 0 && pl->slots_head == NULL;
 }
+
+/* Puts reply, produced away from the connection's own callbacks (a worker
+ * job, a fan-out, the main thread), into slot seq of connection conn_id on
+ * env's reactor, records the slot's latency, and sends whatever is now in
+ * order. reply is taken over and left empty either way. Returns 0, or
+ * -ENOENT when the connection or its slot has gone (the reply is dropped).
+ * Reactor thread only. */
+int pipeline_complete_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                           struct buffer *reply);
+
+/* A reply produced on another thread for slot seq of connection conn_id,
+ * carried to the connection's reactor in its mailbox. */
+struct pipeline_reply_item {
+    struct mailbox_item item;
+    uint64_t conn_id;
+    uint32_t seq;
+    struct buffer bytes;               /* the encoded reply; fill before posting */
+};
+
+/* Allocates a reply item whose run completes the slot (late replies whose
+ * connection has gone are dropped) and frees the item. Returns NULL when out
+ * of memory. Thread-safe. */
+struct pipeline_reply_item *pipeline_reply_item_new(uint64_t conn_id, uint32_t seq);
+
+/* Frees an item that was not posted. Thread-safe. */
+void pipeline_reply_item_free(struct pipeline_reply_item *r);
 
 /* Frees the held slots and the output. Reactor thread only. */
 void pipeline_free(struct pipeline *pl);

@@ -4,6 +4,7 @@
 #include "proto_admin.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,7 +12,7 @@
 #include "config.h"
 #include "fanout.h"
 #include "latency.h"
-#include "mailbox.h"
+#include "reload.h"
 #include "stats.h"
 
 #define ADMIN_ERR_LINE_TOO_LONG 1
@@ -64,6 +65,39 @@ static void reply_text(struct pipeline *pl, int rc, struct buffer *text)
     reply_line(pl, "END");
 }
 
+/* `conns`, on each reactor: one line per connection into its own result. */
+static void conns_line(struct pipeline *pl, void *arg)
+{
+    struct buffer *out = arg;
+    struct pipeline_info in;
+    pl->env->ops->describe(pl, &in);
+    char line[320];
+    int n = snprintf(line, sizeof line,
+                     "%016llx peer=%s proto=%s reactor=%d age=%.1fs idle=%.1fs in=%llu out=%llu "
+                     "pending=%zu\n",
+                     (unsigned long long)in.id, in.peer, in.proto, in.reactor, in.age_s, in.idle_s,
+                     (unsigned long long)in.bytes_in, (unsigned long long)in.bytes_out, in.pending);
+    if (n > 0)
+        buffer_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static void conns_visit(struct fanout *f, const struct pipeline_env *env)
+{
+    env->ops->each(env->host, conns_line, &f->results[env->reactor]);
+}
+
+/* Every reactor's lines, then END; out of memory shows as a cut list. */
+static void conns_done(struct fanout *f, const struct pipeline_env *env)
+{
+    struct buffer reply = BUFFER_INIT;
+    for (int i = 0; i < f->nreactors; i++)
+        buffer_append(&reply, buffer_peek(&f->results[i]), buffer_readable(&f->results[i]));
+    buffer_append(&reply, "END\n", 4);
+    pipeline_complete_late(env, f->conn_id, f->seq, &reply);
+}
+
+static const struct fanout_ops conns_ops = {.visit = conns_visit, .done = conns_done};
+
 /* `conns`: every reactor lists its own connections (a fan-out); the answer
  * keeps its place in this connection's reply order meanwhile. */
 static void admin_conns(struct pipeline *pl)
@@ -71,8 +105,8 @@ static void admin_conns(struct pipeline *pl)
     const struct pipeline_env *env = pl->env;
     long seq = pipeline_reserve(pl, latency_now_ns(), LAT_OTHER);
     struct fanout *f = seq < 0 ? NULL
-                               : fanout_new(FANOUT_CONNS, env->nreactors, env->boxes, env->reactor,
-                                            pl->conn_id, (uint32_t)seq, NULL, 0);
+                               : fanout_new(&conns_ops, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL, 0, true, env->bufs);
     if (!f) {
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
@@ -81,26 +115,6 @@ static void admin_conns(struct pipeline *pl)
         return;
     }
     fanout_start(f);
-}
-
-/* `reload`: the main thread runs the same reload as SIGHUP and answers
- * "OK reloaded" once every reactor applied it, or "ERR reload failed: ...". */
-static void admin_reload(struct pipeline *pl)
-{
-    long seq = pipeline_reserve(pl, latency_now_ns(), LAT_OTHER);
-    struct main_request *q = seq < 0 ? NULL : calloc(1, sizeof *q);
-    if (!q) {
-        if (seq >= 0)
-            pipeline_unreserve(pl, (uint32_t)seq);
-        reply_line(pl, "ERR out of memory");
-        reply_line(pl, "END");
-        return;
-    }
-    q->item.kind = MAIN_MSG_RELOAD;
-    q->reactor = pl->env->reactor;
-    q->conn_id = pl->conn_id;
-    q->seq = (uint32_t)seq;
-    mailbox_post(pl->env->main_box, &q->item);
 }
 
 static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
@@ -143,7 +157,7 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
         admin_conns(pl);
         return;
     } else if (strcmp(line, "reload") == 0) {
-        admin_reload(pl);
+        reload_request(pl); /* answered by the main thread: "OK reloaded" or "ERR ..." */
         return;
     } else if (strncmp(line, "stall", 5) == 0 && (line[5] == ' ' || line[5] == '\0')) {
         admin_stall(pl, line + 5);

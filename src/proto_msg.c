@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "config.h"
 #include "msg.h"
+#include "pubsub.h"
 #include "stats.h"
 
 #define ERR_TEXT_MAX 256
@@ -22,6 +23,27 @@ static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
     return msg_split(p, n, max, &h);
 }
 
+/* Back on the reactor with a finished job: its reply takes the place held
+ * for it. A job whose worker ran out of memory encoding the reply still
+ * gets an answer, in its place. */
+static void job_back(struct mailbox_item *it, void *ctx)
+{
+    const struct pipeline_env *env = ctx;
+    struct worker_job *job = (struct worker_job *)it;
+    if (buffer_readable(&job->result) == 0) {
+        uint8_t frame[MSG_HEADER_LEN + 64];
+        size_t n = msg_encode_error(frame, sizeof frame,
+                                    MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
+                                    MSG_ERR_OVERLOADED, "out of memory");
+        buffer_append(&job->result, frame, n);
+    }
+    if (pipeline_complete_late(env, job->conn_id, job->seq, &job->result) < 0)
+        stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
+    else
+        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+    worker_job_free(job);
+}
+
 /* Sends a worker command to the reactor's pool, holding its place in the
  * reply order. A full queue is answered OVERLOADED at once. */
 static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
@@ -29,7 +51,8 @@ static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t 
 {
     long seq = pipeline_reserve(pl, pl->req_t0, latency_cmd_index(cmd));
     struct worker_job *job =
-        seq < 0 ? NULL : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, payload, len);
+        seq < 0 ? NULL
+                : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, job_back, payload, len);
     if (!job) {
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
@@ -135,6 +158,14 @@ static void msg_goaway_cb(struct pipeline *pl, uint32_t ms)
     stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
 }
 
+/* A closing connection leaves its topics. */
+static void msg_free_cb(struct pipeline *pl)
+{
+    uint32_t subs = pubsub_remove_all(pl->env->pubsub, pl);
+    if (subs)
+        stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, -(uint64_t)subs);
+}
+
 const struct proto proto_msg = {
     .name = "msg",
     .counted = true,
@@ -144,6 +175,7 @@ const struct proto proto_msg = {
     .heartbeat = msg_heartbeat_cb,
     .idle = msg_idle_cb,
     .goaway = msg_goaway_cb,
+    .free = msg_free_cb,
 };
 
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len)

@@ -1,7 +1,8 @@
-/* reactor: one sub-reactor thread: its loop, its mailbox and what arrives
- * there (new connections, worker results, fan-outs, reloads, the drain), and
- * its connection table. Everything but the functions in reactor.h runs on
- * its thread. */
+/* reactor: one sub-reactor thread: its loop, its mailbox (whose items it
+ * runs without knowing what they mean), its connection table, and the
+ * services its pipelines get through struct pipeline_host_ops. Everything but
+ * the functions in reactor.h runs on its thread. It knows no protocol and no
+ * command. */
 #include "reactor.h"
 
 #include <errno.h>
@@ -10,39 +11,83 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "fanout.h"
 #include "log.h"
 #include "net.h"
-#include "proto_msg.h"
 #include "thread.h"
 
-enum reactor_msg_kind {
-    REACTOR_MSG_CONN = 1,    /* struct reactor_conn_msg: adopt an accepted fd */
-    REACTOR_MSG_RESULT,      /* struct worker_job: a finished job */
-    REACTOR_MSG_CONFIG,      /* struct reactor_config_msg: a reload */
-    REACTOR_MSG_DRAIN,       /* struct reactor_drain_msg: start the drain */
-    REACTOR_MSG_STOP,        /* close everything and leave the loop */
-};
-
-struct reactor_drain_msg {
-    struct mailbox_item item;          /* kind REACTOR_MSG_DRAIN */
-    uint32_t ms;
+struct reactor_conn_msg {
+    struct mailbox_item item;
+    int fd;
+    const struct proto *proto;
+    _Atomic uint64_t *live;            /* the counted-connection gauge, for a drop */
 };
 
 struct reactor_config_msg {
-    struct mailbox_item item;          /* kind REACTOR_MSG_CONFIG */
+    struct mailbox_item item;
     uint64_t gen;
     struct config cfg;
 };
 
-struct reactor_conn_msg {
-    struct mailbox_item item;          /* kind REACTOR_MSG_CONN */
-    int fd;
-    const struct proto *proto;
+struct reactor_drain_msg {
+    struct mailbox_item item;
+    uint32_t ms;
 };
 
 static struct mailbox_item stop_msgs[REACTOR_MAX]; /* one preallocated STOP each */
+
+/* The reactor whose mailbox items run with ctx (its pipeline_env). */
+static struct reactor *reactor_of(void *ctx)
+{
+    return (struct reactor *)((char *)ctx - offsetof(struct reactor, host.env));
+}
+
+/* ---- the services pipelines get (struct pipeline_host_ops) ---- */
+
+static struct pipeline *host_lookup(void *host, uint64_t conn_id)
+{
+    struct conn *c = conntab_get(&((struct reactor *)host)->conns, conn_id);
+    return c ? &c->pl : NULL;
+}
+
+static void host_kick(struct pipeline *pl) { conn_kick(conn_of_pipeline(pl)); }
+
+static void host_defer(struct pipeline *pl) { conn_defer(conn_of_pipeline(pl)); }
+
+static void host_each(void *host, pipeline_each_fn fn, void *arg)
+{
+    struct reactor *r = host;
+    for (uint32_t i = 0; i < r->conns.nslots; i++) {
+        struct conn *c = conntab_at(&r->conns, i);
+        if (c)
+            fn(&c->pl, arg);
+    }
+}
+
+static void host_describe(struct pipeline *pl, struct pipeline_info *info)
+{
+    struct conn *c = conn_of_pipeline(pl);
+    ev_tstamp now = ev_now(c->host->loop);
+    info->id = c->id;
+    if (net_peer_name(c->fd, info->peer, sizeof info->peer) < 0)
+        snprintf(info->peer, sizeof info->peer, "-");
+    info->proto = pl->proto->name;
+    info->reactor = pl->env->reactor;
+    info->age_s = now - c->created;
+    info->idle_s = now - c->te.idle.at;
+    info->bytes_in = c->bytes_in;
+    info->bytes_out = c->bytes_out;
+    info->pending = pipeline_pending(pl);
+}
+
+static const struct pipeline_host_ops host_ops = {
+    .lookup = host_lookup,
+    .kick = host_kick,
+    .defer = host_defer,
+    .each = host_each,
+    .describe = host_describe,
+};
+
+/* ---- connections ---- */
 
 /* Tells the main thread once a drain has closed every connection. */
 static void check_drained(struct reactor *r)
@@ -58,9 +103,6 @@ static void check_drained(struct reactor *r)
 static void conn_closed_cb(struct conn_host *h, struct conn *c)
 {
     struct reactor *r = (struct reactor *)((char *)h - offsetof(struct reactor, host));
-    uint32_t subs = pubsub_remove_all(&r->pubsub, &c->pl);
-    if (subs)
-        stats_add(h->env.stats, STATS_SUBSCRIPTIONS, (uint64_t)-subs);
     conntab_release(&r->conns, c->id);
     check_drained(r);
     stats_add(h->env.stats, STATS_CONN_CURRENT, (uint64_t)-1);
@@ -71,127 +113,56 @@ static void conn_closed_cb(struct conn_host *h, struct conn *c)
               (unsigned long long)c->bytes_out);
 }
 
-static void adopt(struct reactor *r, struct reactor_conn_msg *m)
+static void conn_msg_drop(struct mailbox_item *it)
 {
+    struct reactor_conn_msg *m = (struct reactor_conn_msg *)it;
+    close(m->fd);
+    if (m->proto->counted)
+        atomic_fetch_sub_explicit(m->live, 1, memory_order_relaxed);
+    free(m);
+}
+
+/* Adopts an accepted fd. */
+static void conn_msg_run(struct mailbox_item *it, void *ctx)
+{
+    struct reactor *r = reactor_of(ctx);
+    struct reactor_conn_msg *m = (struct reactor_conn_msg *)it;
     int err = 0;
     uint64_t id = conntab_reserve(&r->conns, &err);
     if (err < 0) {
         log_warn("reactor %d: no slot for a new connection, closing it", r->index);
-        close(m->fd);
-        if (m->proto->counted)
-            atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
+        conn_msg_drop(it);
         return;
     }
     net_set_nodelay(m->fd);
     struct conn *c = conn_open(&r->host, m->fd, m->proto, id);
     if (!c) {
         conntab_release(&r->conns, id);
+        m->fd = -1; /* conn_open closed it */
         if (m->proto->counted)
             atomic_fetch_sub_explicit(r->live, 1, memory_order_relaxed);
+        free(m);
         return;
     }
     conntab_set(&r->conns, id, c);
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
+    free(m);
 }
 
-/* Puts a late reply into slot seq of connection id, if it is still there.
- * Returns 0, or -ENOENT when the connection (or its slot) has gone. */
-static int complete_slot(struct reactor *r, uint64_t id, uint32_t seq, struct buffer *reply)
+static void close_all(struct reactor *r)
 {
-    struct conn *c = conntab_get(&r->conns, id);
-    uint64_t t0;
-    int idx;
-    if (!c || pipeline_complete(&c->pl, seq, reply, &t0, &idx) < 0)
-        return -ENOENT;
-    latency_record(&r->host.env.stats->lat, idx, latency_now_ns() - t0);
-    conn_kick(c);
-    return 0;
+    for (uint32_t i = 0; i < r->conns.nslots; i++)
+        if (conntab_at(&r->conns, i))
+            conn_close(conntab_at(&r->conns, i));
 }
 
-static void deliver(struct reactor *r, struct worker_job *job)
-{
-    if (buffer_readable(&job->result) == 0) {
-        /* The worker ran out of memory encoding the reply: the request still
-         * gets an answer, in its place. */
-        uint8_t frame[MSG_HEADER_LEN + 64];
-        size_t n = msg_encode_error(frame, sizeof frame,
-                                    MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
-                                    MSG_ERR_OVERLOADED, "out of memory");
-        buffer_append(&job->result, frame, n);
-    }
-    if (complete_slot(r, job->conn_id, job->seq, &job->result) < 0)
-        stats_add(r->host.env.stats, STATS_RESULTS_DROPPED, 1);
-    else
-        stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
-    worker_job_free(job);
-}
+/* ---- reload, drain, stop ---- */
 
-/* A subscriber got a MESSAGE: write it later this turn (the topic walk must
- * not see a connection close under it). */
-static void defer_write(struct pipeline *pl, void *arg)
+static void config_msg_run(struct mailbox_item *it, void *ctx)
 {
-    (void)arg;
-    conn_defer(conn_of_pipeline(pl));
-}
-
-/* One line per connection for the admin `conns` command. */
-static void list_conns(struct reactor *r, struct buffer *out)
-{
-    ev_tstamp now = ev_now(r->loop);
-    for (uint32_t i = 0; i < r->conns.nslots; i++) {
-        struct conn *c = conntab_at(&r->conns, i);
-        if (!c)
-            continue;
-        char peer[NET_NAME_LEN], line[320];
-        if (net_peer_name(c->fd, peer, sizeof peer) < 0)
-            snprintf(peer, sizeof peer, "-");
-        int n = snprintf(line, sizeof line,
-                         "%016llx peer=%s proto=%s reactor=%d age=%.1fs idle=%.1fs in=%llu out=%llu "
-                         "pending=%zu\n",
-                         (unsigned long long)c->id, peer, c->pl.proto->name, r->index,
-                         now - c->created, now - c->te.idle.at, (unsigned long long)c->bytes_in,
-                         (unsigned long long)c->bytes_out, pipeline_pending(&c->pl));
-        if (n > 0 && buffer_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0)
-            return;
-    }
-}
-
-static void fanout_visit(struct reactor *r, struct fanout *f)
-{
-    if (f->kind == FANOUT_PUBLISH) {
-        uint32_t skipped;
-        uint32_t n = pubsub_deliver(&r->pubsub, f->data, f->len, r->cfg.out_high_water,
-                                    defer_write, NULL, &skipped);
-        atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
-    } else if (f->kind == FANOUT_CONNS) {
-        list_conns(r, &f->results[r->index]);
-    }
-    fanout_visited(f);
-    fanout_release(f);
-}
-
-/* Every reactor has visited: answer the asking connection. */
-static void fanout_done(struct reactor *r, struct fanout *f)
-{
-    struct buffer reply = BUFFER_INIT;
-    if (f->kind == FANOUT_PUBLISH) {
-        uint32_t count = (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed);
-        if (commands_publish_reply(&reply, count) == 0)
-            stats_add(r->host.env.stats, STATS_FRAMES_OUT, 1);
-    } else {
-        /* Each reactor's lines, then END; out of memory shows as a cut list. */
-        for (int i = 0; i < f->nreactors; i++)
-            buffer_append(&reply, buffer_peek(&f->results[i]), buffer_readable(&f->results[i]));
-        buffer_append(&reply, "END\n", 4);
-    }
-    complete_slot(r, f->conn_id, f->seq, &reply);
-    buffer_free(&reply);
-    fanout_release(f);
-}
-
-static void apply_config(struct reactor *r, struct reactor_config_msg *m)
-{
+    struct reactor *r = reactor_of(ctx);
+    struct reactor_config_msg *m = (struct reactor_config_msg *)it;
     config_free(&r->cfg);
     r->cfg = m->cfg; /* takes over its heap parts; pipelines point at r->cfg */
     m->cfg.tokens = NULL;
@@ -201,45 +172,12 @@ static void apply_config(struct reactor *r, struct reactor_config_msg *m)
     atomic_store(&r->config_gen, m->gen);
     if (r->main_loop && r->reloaded_async)
         ev_async_send(r->main_loop, r->reloaded_async);
+    reactor_config_msg_free(m);
 }
 
-static void free_item(struct mailbox_item *it)
+static void config_msg_drop(struct mailbox_item *it)
 {
-    switch (it->kind) {
-    case REACTOR_MSG_CONN:
-        close(((struct reactor_conn_msg *)it)->fd);
-        free(it);
-        break;
-    case REACTOR_MSG_RESULT:
-        worker_job_free((struct worker_job *)it);
-        break;
-    case REACTOR_MSG_CONFIG:
-        config_free(&((struct reactor_config_msg *)it)->cfg);
-        free(it);
-        break;
-    case REACTOR_MSG_DRAIN:
-        free(it);
-        break;
-    case FANOUT_MSG_VISIT:
-        fanout_abandon_visit(((struct fanout_item *)it)->f);
-        fanout_release(((struct fanout_item *)it)->f);
-        break;
-    case FANOUT_MSG_DONE:
-        fanout_release(((struct fanout_item *)it)->f);
-        break;
-    case FANOUT_MSG_REPLY:
-        fanout_reply_free((struct fanout_reply *)it);
-        break;
-    default:
-        break; /* STOP is preallocated */
-    }
-}
-
-static void close_all(struct reactor *r)
-{
-    for (uint32_t i = 0; i < r->conns.nslots; i++)
-        if (conntab_at(&r->conns, i))
-            conn_close(conntab_at(&r->conns, i));
+    reactor_config_msg_free((struct reactor_config_msg *)it);
 }
 
 static void drain_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -252,8 +190,11 @@ static void drain_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     close_all(r);
 }
 
-static void start_drain(struct reactor *r, uint32_t ms)
+static void drain_msg_run(struct mailbox_item *it, void *ctx)
 {
+    struct reactor *r = reactor_of(ctx);
+    uint32_t ms = ((struct reactor_drain_msg *)it)->ms;
+    free(it);
     r->host.env.draining = true;
     ev_timer_init(&r->drain_timer, drain_deadline_cb, ms / 1000.0, 0.);
     r->drain_timer.data = r;
@@ -264,56 +205,24 @@ static void start_drain(struct reactor *r, uint32_t ms)
     check_drained(r);
 }
 
-static void mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void free_item(struct mailbox_item *it) { free(it); }
+
+static void stop_msg_run(struct mailbox_item *it, void *ctx)
 {
-    (void)revents;
-    struct reactor *r = w->data;
-    struct mailbox_item *it = mailbox_take(&r->mb);
-    while (it) {
-        struct mailbox_item *next = it->next;
-        switch (it->kind) {
-        case REACTOR_MSG_CONN:
-            adopt(r, (struct reactor_conn_msg *)it);
-            free(it);
-            break;
-        case REACTOR_MSG_RESULT:
-            deliver(r, (struct worker_job *)it);
-            break;
-        case FANOUT_MSG_VISIT:
-            fanout_visit(r, ((struct fanout_item *)it)->f);
-            break;
-        case FANOUT_MSG_DONE:
-            fanout_done(r, ((struct fanout_item *)it)->f);
-            break;
-        case FANOUT_MSG_REPLY: {
-            struct fanout_reply *rep = (struct fanout_reply *)it;
-            complete_slot(r, rep->conn_id, rep->seq, &rep->bytes);
-            fanout_reply_free(rep);
-            break;
-        }
-        case REACTOR_MSG_CONFIG:
-            apply_config(r, (struct reactor_config_msg *)it);
-            free_item(it);
-            break;
-        case REACTOR_MSG_DRAIN:
-            start_drain(r, ((struct reactor_drain_msg *)it)->ms);
-            free(it);
-            break;
-        case REACTOR_MSG_STOP:
-            close_all(r);
-            ev_break(loop, EVBREAK_ALL);
-            break;
-        }
-        it = next;
-    }
+    (void)it;
+    struct reactor *r = reactor_of(ctx);
+    close_all(r);
+    ev_break(r->loop, EVBREAK_ALL);
 }
 
-/* Worker thread: a finished job goes home through the mailbox. */
-static void job_done(void *arg, struct worker_job *job)
+/* ---- the loop ---- */
+
+static void mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    struct reactor *r = arg;
-    job->item.kind = REACTOR_MSG_RESULT;
-    mailbox_post(&r->mb, &job->item);
+    (void)loop;
+    (void)revents;
+    struct reactor *r = w->data;
+    mailbox_run(&r->mb, &r->host.env);
 }
 
 /* The watchdog's proof of life: only a loop that turns bumps the tick. */
@@ -348,23 +257,18 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     r->loop = ev_loop_new(EVBACKEND_EPOLL | EVFLAG_NOENV);
     if (!r->loop) {
         snprintf(err, errlen, "reactor %d: ev_loop_new(EVBACKEND_EPOLL) failed", index);
-        config_free(&r->cfg);
-        return -ENOMEM;
+        rc = -ENOMEM;
+        goto fail_cfg;
     }
     rc = mailbox_init(&r->mb);
     if (rc < 0) {
         snprintf(err, errlen, "reactor %d: eventfd: %s", index, strerror(-rc));
-        ev_loop_destroy(r->loop);
-        config_free(&r->cfg);
-        return rc;
+        goto fail_loop;
     }
-    rc = worker_pool_start(&r->pool, cfg->workers, cfg->worker_queue, job_done, r);
+    rc = worker_pool_start(&r->pool, cfg->workers, cfg->worker_queue, &r->mb);
     if (rc < 0) {
         snprintf(err, errlen, "reactor %d: starting workers: %s", index, strerror(-rc));
-        mailbox_destroy(&r->mb, NULL);
-        ev_loop_destroy(r->loop);
-        config_free(&r->cfg);
-        return rc;
+        goto fail_mailbox;
     }
     ev_io_init(&r->mb_watcher, mailbox_cb, r->mb.efd, EV_READ);
     r->mb_watcher.data = r;
@@ -372,7 +276,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     r->host.env = (struct pipeline_env){
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
         .pool = &r->pool, .pubsub = &r->pubsub, .nreactors = reg->nreactors,
-        .boxes = r->boxes, .main_box = r->main_box};
+        .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r};
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
     ev_timer_init(&r->tick_timer, tick_cb, r->tick_interval, r->tick_interval);
@@ -383,16 +287,22 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     rc = thread_start(&r->thread, reactor_main, r); /* signals stay with main */
     if (rc != 0) {
         snprintf(err, errlen, "reactor %d: pthread_create: %s", index, strerror(rc));
+        rc = -rc;
         conn_host_stop(&r->host);
         ev_io_stop(r->loop, &r->mb_watcher);
         worker_pool_stop(&r->pool);
-        mailbox_destroy(&r->mb, free_item);
-        ev_loop_destroy(r->loop);
-        config_free(&r->cfg);
-        return -rc;
+        goto fail_mailbox;
     }
     r->started = 1;
     return 0;
+
+fail_mailbox:
+    mailbox_destroy(&r->mb);
+fail_loop:
+    ev_loop_destroy(r->loop);
+fail_cfg:
+    config_free(&r->cfg);
+    return rc;
 }
 
 int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto)
@@ -402,9 +312,11 @@ int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto)
         close(fd);
         return -ENOMEM;
     }
-    m->item.kind = REACTOR_MSG_CONN;
+    m->item.run = conn_msg_run;
+    m->item.drop = conn_msg_drop;
     m->fd = fd;
     m->proto = proto;
+    m->live = r->live;
     mailbox_post(&r->mb, &m->item);
     return 0;
 }
@@ -414,36 +326,50 @@ int reactor_post_drain(struct reactor *r, uint32_t ms)
     struct reactor_drain_msg *m = calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
-    m->item.kind = REACTOR_MSG_DRAIN;
+    m->item.run = drain_msg_run;
+    m->item.drop = free_item;
     m->ms = ms;
     mailbox_post(&r->mb, &m->item);
     return 0;
 }
 
-int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t gen)
+struct reactor_config_msg *reactor_config_msg_new(const struct config *cfg, uint64_t gen)
 {
     struct reactor_config_msg *m = calloc(1, sizeof *m);
     if (!m || config_copy(&m->cfg, cfg) < 0) {
         free(m);
-        return -ENOMEM;
+        return NULL;
     }
-    m->item.kind = REACTOR_MSG_CONFIG;
+    m->item.run = config_msg_run;
+    m->item.drop = config_msg_drop;
     m->gen = gen;
+    return m;
+}
+
+void reactor_config_msg_free(struct reactor_config_msg *m)
+{
+    if (!m)
+        return;
+    config_free(&m->cfg);
+    free(m);
+}
+
+void reactor_post_config(struct reactor *r, struct reactor_config_msg *m)
+{
     mailbox_post(&r->mb, &m->item);
-    return 0;
 }
 
 void reactor_halt(struct reactor *r)
 {
     if (!r->started)
         return;
-    stop_msgs[r->index].kind = REACTOR_MSG_STOP;
+    stop_msgs[r->index] = (struct mailbox_item){.run = stop_msg_run};
     mailbox_post(&r->mb, &stop_msgs[r->index]);
     pthread_join(r->thread, NULL);
     r->started = 0;
     r->halted = 1;
     /* Jobs still running finish (DELAY's sleep ends early) and post their
-     * results, which nobody takes: reactor_free frees them. */
+     * results, which nobody takes: reactor_free drops them. */
     worker_pool_stop(&r->pool);
 }
 
@@ -454,7 +380,7 @@ void reactor_free(struct reactor *r)
     r->halted = 0;
     conn_host_stop(&r->host);
     ev_io_stop(r->loop, &r->mb_watcher);
-    mailbox_destroy(&r->mb, free_item);
+    mailbox_destroy(&r->mb);
     ev_timer_stop(r->loop, &r->drain_timer);
     ev_timer_stop(r->loop, &r->tick_timer);
     ev_loop_destroy(r->loop);

@@ -55,11 +55,20 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
  * closed and -ENOMEM returned. Thread-safe. */
 int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto);
 
-/* Hands the reactor a new live configuration (reload) numbered gen: it is
- * copied, and the reactor applies it between events, then stores gen in
- * r->config_gen and sends r->reloaded_async to r->main_loop.
- * Returns 0 or -ENOMEM. Thread-safe. */
-int reactor_post_config(struct reactor *r, const struct config *cfg, uint64_t gen);
+struct reactor_config_msg;
+
+/* A new live configuration (reload) numbered gen, copied from cfg, ready to
+ * be posted. Allocating every reactor's before posting any makes a reload
+ * all or nothing. Returns NULL when out of memory. Thread-safe. */
+struct reactor_config_msg *reactor_config_msg_new(const struct config *cfg, uint64_t gen);
+
+/* Frees a message that was not posted. Thread-safe. */
+void reactor_config_msg_free(struct reactor_config_msg *m);
+
+/* Hands the reactor m (taken over): it applies the configuration between
+ * events, then stores gen in r->config_gen and sends r->reloaded_async to
+ * r->main_loop. Cannot fail. Thread-safe. */
+void reactor_post_config(struct reactor *r, struct reactor_config_msg *m);
 
 /* Starts the drain (rule 6): GOAWAY to every msg connection, close each as
  * soon as it owes nothing, and everything at ms from now. When the reactor

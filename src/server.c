@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #include "acceptor.h"
-#include "fanout.h"
 #include "log.h"
 #include "notify.h"
 #include "reactor.h"
+#include "reload.h"
 #include "stats.h"
 
 #include <systemd/sd-daemon.h>
@@ -47,7 +47,7 @@ struct server {
     struct mailbox main_mb;            /* requests from reactors (admin reload) */
     ev_io main_mb_watcher;
     struct mailbox **boxes;            /* every reactor's mailbox, for fan-outs */
-    struct main_request *reload_waiters; /* admin reloads owed an answer */
+    struct reload_hub hub;             /* admin reloads owed an answer; main_mb's context */
 };
 
 /* Raises the soft descriptor limit to the hard one and lowers
@@ -118,6 +118,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     s->draining = 1;
+    s->hub.refuse = true; /* an admin `reload` from now on: "ERR shutting down" */
     uint32_t ms = (uint32_t)s->cfg.drain_ms;
     log_info("signal %d: draining (up to %u ms)", w->signum, ms);
     acceptor_shut(&s->acceptor);
@@ -170,17 +171,41 @@ static int listen_differs(const struct config_listen *a, const struct config_lis
 /* Answers every admin `reload` that waits, with one line and END. */
 static void answer_reload_waiters(struct server *s, const char *line)
 {
-    while (s->reload_waiters) {
-        struct main_request *q = s->reload_waiters;
-        s->reload_waiters = q->next_waiting;
-        struct fanout_reply *rep = fanout_reply_new(q->conn_id, q->seq);
-        if (rep && buffer_append(&rep->bytes, line, strlen(line)) == 0 &&
-            buffer_append(&rep->bytes, "\nEND\n", 5) == 0)
-            mailbox_post(&s->reactors[q->reactor].mb, &rep->item);
-        else
-            fanout_reply_free(rep); /* out of memory: the admin client waits in vain */
-        free(q);
+    unsigned lost = reload_hub_answer(&s->hub, line);
+    if (lost)
+        log_error("reload: out of memory: %u admin clients get no answer", lost);
+}
+
+/* Test hook (docs/RELIABILITY.md): MSGD_FAULT_RELOAD_ALLOC=i makes the
+ * allocation of reactor i's reload message fail, as out of memory would. */
+static int reload_alloc_fails(int i)
+{
+    const char *v = getenv("MSGD_FAULT_RELOAD_ALLOC");
+    return v && *v && atoi(v) == i;
+}
+
+/* Hands cfg to every reactor, all or nothing: every message is allocated
+ * before any is posted, so a failure leaves every reactor on the running
+ * configuration. Returns 0 or -ENOMEM. */
+static int post_config_all(struct server *s, const struct config *cfg, uint64_t gen)
+{
+    struct reactor_config_msg **m = calloc((size_t)s->nreactors, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    int rc = 0;
+    for (int i = 0; i < s->nreactors && rc == 0; i++) {
+        m[i] = reload_alloc_fails(i) ? NULL : reactor_config_msg_new(cfg, gen);
+        if (!m[i])
+            rc = -ENOMEM;
     }
+    for (int i = 0; i < s->nreactors; i++) {
+        if (rc == 0)
+            reactor_post_config(&s->reactors[i], m[i]);
+        else
+            reactor_config_msg_free(m[i]);
+    }
+    free(m);
+    return rc;
 }
 
 /* A reload (CONFIG.md): read and check the whole file first; on any error
@@ -217,12 +242,14 @@ static void reload(struct server *s)
     next.workers = cur->workers;
     next.backlog = cur->backlog;
     memcpy(next.user, cur->user, sizeof next.user);
+    if (post_config_all(s, &next, s->reload_gen + 1) < 0) {
+        log_error("reload: out of memory: running configuration kept");
+        notify_reloaded("reload failed; running configuration kept");
+        answer_reload_waiters(s, "ERR reload failed: out of memory");
+        config_free(&next);
+        return;
+    }
     s->reload_gen++;
-    for (int i = 0; i < s->nreactors; i++)
-        if (reactor_post_config(&s->reactors[i], &next, s->reload_gen) < 0) {
-            log_error("reload: out of memory; reactors %d and up keep the old settings", i);
-            break;
-        }
     log_set_level((enum log_level)next.log_level);
     s->max_conns = fit_fd_limit(next.max_connections, s->nreactors);
     s->acceptor.max_connections = s->max_conns;
@@ -255,29 +282,21 @@ static void reloaded_cb(struct ev_loop *loop, ev_async *w, int revents)
     answer_reload_waiters(s, "OK reloaded");
 }
 
-/* Requests from the reactors: an admin `reload` runs the same reload as
- * SIGHUP and is answered when it has taken (or failed). */
+/* Requests from the reactors (an admin `reload`): their items run here with
+ * the reload hub as context. */
 static void main_mailbox_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct server *s = w->data;
-    struct mailbox_item *it = mailbox_take(&s->main_mb);
-    int want_reload = 0;
-    while (it) {
-        struct mailbox_item *next = it->next;
-        if (it->kind == MAIN_MSG_RELOAD) {
-            struct main_request *q = (struct main_request *)it;
-            q->next_waiting = s->reload_waiters;
-            s->reload_waiters = q;
-            want_reload = 1;
-        }
-        it = next;
-    }
-    if (want_reload && !s->draining)
-        reload(s);
-    else if (want_reload)
-        answer_reload_waiters(s, "ERR shutting down");
+    mailbox_run(&s->main_mb, &s->hub);
+}
+
+/* The hub's start: an admin `reload` runs the same reload as SIGHUP, and is
+ * answered when it has taken (or failed). */
+static void hub_start(struct reload_hub *hub)
+{
+    reload((struct server *)((char *)hub - offsetof(struct server, hub)));
 }
 
 #define STATUS_EVERY_S 5.0
@@ -338,8 +357,6 @@ static double watchdog_setup(struct server *s)
     return half / 2; /* each reactor ticks at least twice per check */
 }
 
-static void free_main_request(struct mailbox_item *it) { free(it); }
-
 static int start_reactors(struct server *s)
 {
     char err[256];
@@ -351,6 +368,8 @@ static int start_reactors(struct server *s)
     }
     for (int i = 0; i < s->nreactors; i++)
         s->boxes[i] = &s->reactors[i].mb;
+    s->hub.boxes = s->boxes;
+    s->hub.start = hub_start;
     double tick = watchdog_setup(s);
     for (int i = 0; i < s->nreactors; i++) {
         s->reactors[i].tick_interval = tick;
@@ -376,11 +395,7 @@ static void shutdown_all(struct server *s)
         reactor_halt(&s->reactors[i]);
     for (int i = 0; s->reactors && i < s->nreactors; i++)
         reactor_free(&s->reactors[i]);
-    while (s->reload_waiters) { /* their connections are gone */
-        struct main_request *q = s->reload_waiters;
-        s->reload_waiters = q->next_waiting;
-        free(q);
-    }
+    reload_hub_free(&s->hub); /* their connections are gone */
     free(s->reactors);
     s->reactors = NULL;
     free(s->boxes);
@@ -500,7 +515,7 @@ int server_run(const struct config *cfg_in, const char *path)
     ev_async_stop(s.loop, &s.drained);
     ev_async_stop(s.loop, &s.reloaded);
     ev_io_stop(s.loop, &s.main_mb_watcher);
-    mailbox_destroy(&s.main_mb, free_main_request);
+    mailbox_destroy(&s.main_mb);
     ev_signal_stop(s.loop, &s.sig_term);
     ev_signal_stop(s.loop, &s.sig_int);
     ev_loop_destroy(s.loop);

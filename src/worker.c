@@ -8,8 +8,14 @@
 
 #include "thread.h"
 
+static void job_drop(struct mailbox_item *it)
+{
+    worker_job_free((struct worker_job *)it);
+}
+
 struct worker_job *worker_job_new(uint64_t conn_id, uint32_t seq, uint32_t command,
-                                  worker_run_fn run, const void *p, size_t len)
+                                  worker_run_fn run, mailbox_run_fn back, const void *p,
+                                  size_t len)
 {
     struct worker_job *job = malloc(sizeof *job + len);
     if (!job)
@@ -19,6 +25,8 @@ struct worker_job *worker_job_new(uint64_t conn_id, uint32_t seq, uint32_t comma
     job->seq = seq;
     job->command = command;
     job->run = run;
+    job->item.run = back;
+    job->item.drop = job_drop;
     job->len = len;
     if (len)
         memcpy(job->payload, p, len);
@@ -49,7 +57,7 @@ static void *worker_main(void *arg)
         pool->waiting--;
         pthread_mutex_unlock(&pool->mu);
         job->run(pool, job);
-        pool->done(pool->done_arg, job);
+        mailbox_post(pool->home, &job->item);
         pthread_mutex_lock(&pool->mu);
     }
     pthread_mutex_unlock(&pool->mu);
@@ -57,12 +65,11 @@ static void *worker_main(void *arg)
 }
 
 int worker_pool_start(struct worker_pool *pool, int nthreads, uint32_t limit,
-                      worker_done_fn done, void *done_arg)
+                      struct mailbox *home)
 {
     memset(pool, 0, sizeof *pool);
     pool->limit = limit;
-    pool->done = done;
-    pool->done_arg = done_arg;
+    pool->home = home;
     pthread_mutex_init(&pool->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -1,7 +1,8 @@
 /* worker: a reactor's pool of worker threads and its bounded job queue.
  * Workers never touch a socket or a connection: a job carries the owning
- * connection's id and a copy of the request, and its finished form is handed
- * to done(), which posts it back to the reactor's mailbox. */
+ * connection's id and a copy of the request, and once run it is posted back
+ * to the reactor's mailbox as an item whose run (set by the job's creator)
+ * puts the result where it belongs. */
 #ifndef MSGD_WORKER_H
 #define MSGD_WORKER_H
 
@@ -20,7 +21,7 @@ struct worker_job;
 typedef void (*worker_run_fn)(struct worker_pool *pool, struct worker_job *job);
 
 struct worker_job {
-    struct mailbox_item item;          /* for the trip back to the reactor */
+    struct mailbox_item item;          /* the trip back: item.run is the creator's */
     struct worker_job *next;           /* queue link (guarded by the pool's mu) */
     uint64_t conn_id;                  /* the connection that asked */
     uint32_t seq;                      /* its reply slot (pipeline.h) */
@@ -30,10 +31,6 @@ struct worker_job {
     struct buffer result;              /* the encoded reply, filled by run */
     uint8_t payload[];
 };
-
-/* Called on a worker thread with a finished (or abandoned) job; ownership
- * passes to it. */
-typedef void (*worker_done_fn)(void *arg, struct worker_job *job);
 
 struct worker_pool {
     pthread_mutex_t mu;
@@ -45,23 +42,26 @@ struct worker_pool {
     bool stopping;                     /* guarded by mu */
     int nthreads;
     pthread_t *threads;
-    worker_done_fn done;
-    void *done_arg;
+    struct mailbox *home;              /* finished jobs go here (the reactor's) */
 };
 
-/* Allocates a job with room for len payload bytes (copied from p). Returns
- * NULL when out of memory. Thread-safe. */
+/* Allocates a job with room for len payload bytes (copied from p). run is
+ * the work, on a worker thread; back runs the finished job on the reactor
+ * (ctx: its struct pipeline_env) and must free it. A job dropped unrun or
+ * unreturned (shutdown) is freed. Returns NULL when out of memory.
+ * Thread-safe. */
 struct worker_job *worker_job_new(uint64_t conn_id, uint32_t seq, uint32_t command,
-                                  worker_run_fn run, const void *p, size_t len);
+                                  worker_run_fn run, mailbox_run_fn back, const void *p,
+                                  size_t len);
 
 /* Frees a job and its result. Thread-safe. */
 void worker_job_free(struct worker_job *job);
 
-/* Starts nthreads workers with a queue of at most limit waiting jobs. The
- * threads start with every signal blocked. Returns 0 or -errno.
- * Called by the reactor's owner (main thread). */
+/* Starts nthreads workers with a queue of at most limit waiting jobs; each
+ * finished job is posted to home. The threads start with every signal
+ * blocked. Returns 0 or -errno. Called by the reactor's owner (main thread). */
 int worker_pool_start(struct worker_pool *pool, int nthreads, uint32_t limit,
-                      worker_done_fn done, void *done_arg);
+                      struct mailbox *home);
 
 /* Queues job, or returns -EAGAIN (queue full: OVERLOADED) or -ESHUTDOWN;
  * the caller keeps the job on failure. Thread-safe, never blocks on work. */

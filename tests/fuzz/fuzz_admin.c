@@ -1,12 +1,21 @@
 /* fuzz_admin: the admin text protocol (proto_admin's split/handle/violation)
  * fed through the conn.c emulator of fuzz_common.h, with the reactor's and
- * the main thread's mailbox turns for `conns` (a fan-out) and `reload`.
+ * the main thread's mailbox turns for `conns` (a fan-out) and `reload`. The
+ * reactor is fuzz_common.h's emulator (its pipeline_host_ops serve the one
+ * connection, its mailbox runs with the env as ctx); the main thread's
+ * mailbox runs with a struct reload_hub whose start answers at once with
+ * reload_hub_answer(). So the items that run are the production ones:
+ * proto_admin.c's `conns` fan-out visit and report, reload.c's request and
+ * pipeline.c's late reply item.
  *
  * Input: 3 parameter bytes, then the bytes an operator sends.
  *   [0] bits 0-1  largest read: 1, 5, 100 or 4096 bytes
  *       bit 2     output_high_water = 64 (turns end on back-pressure)
  *       bit 3     2 lines per turn (turns end at the cap)
  *       bit 4     reload fails ("ERR reload failed: ...")
+ *       bit 5     a third run: the operator hangs up once the stream is sent,
+ *                 before the late answers come back (they find no
+ *                 connection; what is left in the mailboxes is dropped)
  *   [1..2]        seed of the read sizes and of when the mailboxes turn
  * stall_command stays off (`stall MS` would put the fuzzer to sleep).
  *
@@ -20,7 +29,10 @@
  *    "END" line): "quit" gets just "END" and closes; a line that is not an
  *    admin command of PROTOCOL.md gets one "ERR ..." line; a violation gets
  *    "ERR ..." and closes; nothing is handled after a close and nothing is
- *    sent after the last response;
+ *    sent after the last response; `conns` lists the one connection;
+ *  - every `reload` reaches the main thread once and is answered (one late
+ *    reply each, as for every `conns`, each followed by a kick), and output
+ *    a mailbox item queues is followed by a kick;
  *  - the result does not depend on the chunking.
  */
 #include <stdbool.h>
@@ -32,17 +44,11 @@
 
 #include "buffer.h"
 #include "config.h"
+#include "mailbox.h"
 #include "pipeline.h"
 #include "proto_admin.h"
+#include "reload.h"
 #include "stats.h"
-
-#if __has_include("fanout.h")
-#define FUZZ_FANOUT 1
-#include "fanout.h"
-#include "mailbox.h"
-#else
-#define FUZZ_FANOUT 0
-#endif
 
 #include "fuzz_common.h"
 
@@ -54,6 +60,8 @@ enum exp_kind {
     EXP_ANY,      /* a known command: lines, then END */
     EXP_QUIT,     /* just END, then the close */
     EXP_ERR,      /* one "ERR ..." line, then END */
+    EXP_CONNS,    /* the one connection's line, then END */
+    EXP_RELOAD,   /* the reload's answer line, then END */
 };
 
 struct run {
@@ -66,7 +74,12 @@ struct run {
     uint64_t lines;
     enum exp_kind *exps;
     size_t nexps;
-    struct fuzz_rng rng;
+    uint64_t conns, reloads;     /* commands that are answered late */
+    uint64_t reloads_started;    /* the hub's start calls */
+    struct fuzz_rng rng;         /* when the mailboxes turn */
+    struct fuzz_host host;       /* the reactor: its services and its mailbox */
+    struct mailbox main_box;     /* the main thread's mailbox */
+    struct reload_hub hub;       /* the main thread's items' ctx */
 };
 
 static struct run *cur;
@@ -80,88 +93,43 @@ static long ref_split(const uint8_t *p, size_t n)
     return n > PROTO_ADMIN_LINE_MAX ? -1 : 0;
 }
 
-/* ---- the mailbox turns (reactor.c's fanout_visit/fanout_done for
- * FANOUT_CONNS and FANOUT_MSG_REPLY, server.c's answer to a reload) ---- */
+/* ---- the mailbox turns: the reactor's (fuzz_common.h) and the main
+ * thread's, whose reload is over at once ---- */
 
-#if FUZZ_FANOUT
-static struct mailbox box, main_box;
-static struct mailbox *boxes[1];
-
-static void complete(struct pipeline *pl, uint32_t seq, struct buffer *reply)
+/* server.c's reload, reduced to its answer: OK, or ERR when the input says
+ * the configuration is bad. */
+static void hub_start(struct reload_hub *hub)
 {
-    uint64_t t0;
-    int idx;
-    FUZZ_CHECK(pipeline_complete(pl, seq, reply, &t0, &idx) == 0, "no reply slot %u", seq);
+    struct run *r = cur;
+    FUZZ_CHECK(hub->waiters != NULL, "a reload started with no one waiting");
+    r->reloads_started++;
+    const char *line = r->reload_fails ? "ERR reload failed: fuzz.ini:1: no" : "OK reloaded";
+    FUZZ_CHECK(reload_hub_answer(hub, line) == 0, "reload waiters left unanswered");
 }
 
-static void mailbox_turn(struct fuzz_conn *fc)
-{
-    struct pipeline *pl = fc->pl;
-    for (bool busy = true; busy;) {
-        busy = false;
-        /* The main thread: an admin reload is answered with one line + END. */
-        for (struct mailbox_item *it = mailbox_take(&main_box), *next; it; it = next) {
-            next = it->next;
-            busy = true;
-            FUZZ_CHECK(it->kind == MAIN_MSG_RELOAD, "main mailbox item of kind %d", it->kind);
-            struct main_request *q = (struct main_request *)it;
-            FUZZ_CHECK(q->reactor == 0 && q->conn_id == pl->conn_id, "reload request");
-            struct fanout_reply *rep = fanout_reply_new(q->conn_id, q->seq);
-            const char *line = cur->reload_fails ? "ERR reload failed: fuzz.ini:1: no" : "OK reloaded";
-            FUZZ_CHECK(rep && buffer_append(&rep->bytes, line, strlen(line)) == 0 &&
-                           buffer_append(&rep->bytes, "\nEND\n", 5) == 0, "out of memory");
-            mailbox_post(&box, &rep->item);
-            free(q);
-        }
-        /* The reactor. */
-        for (struct mailbox_item *it = mailbox_take(&box), *next; it; it = next) {
-            next = it->next;
-            busy = true;
-            if (it->kind == FANOUT_MSG_REPLY) {
-                struct fanout_reply *rep = (struct fanout_reply *)it;
-                FUZZ_CHECK(rep->conn_id == pl->conn_id, "a reply for another connection");
-                complete(pl, rep->seq, &rep->bytes);
-                fanout_reply_free(rep);
-                continue;
-            }
-            FUZZ_CHECK(it->kind == FANOUT_MSG_VISIT || it->kind == FANOUT_MSG_DONE,
-                       "mailbox item of kind %d", it->kind);
-            struct fanout *f = ((struct fanout_item *)it)->f;
-            FUZZ_CHECK(f->kind == FANOUT_CONNS && f->nreactors == 1 && f->origin == 0 &&
-                           f->conn_id == pl->conn_id && f->results, "a fan-out that is not conns");
-            if (it->kind == FANOUT_MSG_VISIT) {
-                char line[128];
-                int n = snprintf(line, sizeof line,
-                                 "%016llx peer=- proto=%s reactor=0 age=0.0s idle=0.0s in=0 out=0 "
-                                 "pending=0\n",
-                                 (unsigned long long)pl->conn_id, pl->proto->name);
-                FUZZ_CHECK(buffer_append(&f->results[0], line, (size_t)n) == 0, "out of memory");
-                fanout_visited(f);
-                fanout_release(f);
-            } else {
-                struct buffer reply = BUFFER_INIT;
-                FUZZ_CHECK(buffer_append(&reply, fuzz_bytes(&f->results[0]),
-                                         buffer_readable(&f->results[0])) == 0 &&
-                               buffer_append(&reply, "END\n", 4) == 0, "out of memory");
-                complete(pl, f->seq, &reply);
-                buffer_free(&reply);
-                fanout_release(f);
-            }
-        }
-    }
-}
+static unsigned main_turn(struct run *r) { return mailbox_run(&r->main_box, &r->hub); }
 
 /* In the chunked run the mailbox turns sometimes wait a read or two. */
 static void maybe_mailbox_turn(struct fuzz_conn *fc)
 {
-    /* One thread: the lists can be looked at without the lock, which spares
-     * the eventfd read of an empty mailbox_take(). */
-    if (!box.head && !main_box.head)
-        return;
-    if (cur->rng.s == 0 || (fuzz_rng_next(&cur->rng) & 1))
-        mailbox_turn(fc);
+    struct run *r = cur;
+    (void)fc;
+    if (fuzz_mailbox_due(&r->main_box, &r->rng))
+        main_turn(r);
+    if (fuzz_mailbox_due(&r->host.box, &r->rng))
+        fuzz_host_turn(&r->host);
 }
-#endif
+
+/* Both mailboxes until every late answer came back. */
+static void drain(struct run *r, struct fuzz_conn *fc)
+{
+    do {
+        while (main_turn(r) + fuzz_host_turn(&r->host) > 0)
+            ;
+        fuzz_conn_settle(fc);
+    } while (r->main_box.head || r->host.box.head);
+    fuzz_conn_flush(fc);
+}
 
 /* ---- wrappers around the real proto_admin ------------------------------- */
 
@@ -218,8 +186,13 @@ static void handle_w(struct pipeline *pl, const uint8_t *frame, size_t len)
     } else if (is_word(line, "quit")) {
         r->exps[r->nexps++] = EXP_QUIT;
         r->closed = true;
-    } else if (is_word(line, "help") || is_word(line, "stats") || is_word(line, "conns") ||
-               is_word(line, "reload") || is_word(line, "metrics")) {
+    } else if (is_word(line, "conns")) {
+        r->exps[r->nexps++] = EXP_CONNS;
+        r->conns++;
+    } else if (is_word(line, "reload")) {
+        r->exps[r->nexps++] = EXP_RELOAD;
+        r->reloads++;
+    } else if (is_word(line, "help") || is_word(line, "stats") || is_word(line, "metrics")) {
         r->exps[r->nexps++] = EXP_ANY;
         if (is_word(line, "stats") || is_word(line, "metrics"))
             r->volatile_text = true;
@@ -287,6 +260,22 @@ static void check_output(const struct run *r, const struct buffer *wire)
             FUZZ_CHECK(nlines == 2 && first_len > 4 && memcmp(w + start, "ERR ", 4) == 0,
                        "response %zu: not one ERR line and END", k);
             break;
+        case EXP_CONNS: {
+            char want[64];
+            int wn = snprintf(want, sizeof want, "%016llx peer=- proto=%s reactor=0 ",
+                              (unsigned long long)r->host.fc->pl->conn_id, checked_admin.name);
+            FUZZ_CHECK(nlines == 2 && first_len > (size_t)wn &&
+                           memcmp(w + start, want, (size_t)wn) == 0,
+                       "response %zu: not the connection's line and END", k);
+            break;
+        }
+        case EXP_RELOAD: {
+            const char *want = r->reload_fails ? "ERR reload failed: fuzz.ini:1: no" : "OK reloaded";
+            FUZZ_CHECK(nlines == 2 && first_len == strlen(want) &&
+                           memcmp(w + start, want, first_len) == 0,
+                       "response %zu: not the reload's answer and END", k);
+            break;
+        }
         case EXP_ANY:
             break;
         }
@@ -301,57 +290,92 @@ struct result {
     bool closed, violated, volatile_text;
 };
 
+/* hangup: the operator's connection closes once the stream is sent, before
+ * the mailboxes turn: conn.c's conn_close, then up to two turns of each
+ * mailbox whose answers find no connection, then the threads stop and drop
+ * what is left. Only the bookkeeping is checked then, not the output. */
 static void run_stream(const uint8_t *s, size_t n, size_t max_chunk, unsigned per_turn,
-                       uint64_t high, uint32_t seed, bool reload_fails, struct result *res)
+                       uint64_t high, uint32_t seed, bool reload_fails, bool hangup,
+                       struct result *res)
 {
     struct stats_registry reg;
     FUZZ_CHECK(stats_registry_init(&reg, 1) == 0, "out of memory");
     struct config cfg;
     config_defaults(&cfg);
     cfg.stall_command = false; /* `stall MS` would sleep the fuzzer */
+    struct buffer_pool bufs;
+    buffer_pool_init(&bufs, 1u << 20, 256u << 10);
+    struct run r = {.stream = s, .stream_len = n, .reload_fails = reload_fails};
+    struct mailbox *boxes[1] = {&r.host.box};
     struct pipeline_env env = {
         .cfg = &cfg, .stats = &reg.reactors[0], .all = &reg, .reactor = 0,
-#if FUZZ_FANOUT
-        .nreactors = 1, .boxes = boxes, .main_box = &main_box,
-#endif
+        .nreactors = 1, .boxes = boxes, .main_box = &r.main_box, .bufs = &bufs,
+        .ops = fuzz_host_ops(), .host = &r.host,
     };
     struct pipeline pl = {.proto = &checked_admin, .env = &env, .conn_id = 0x0100000000000001ull};
     struct fuzz_conn fc = {.pl = &pl, .frames_per_turn = per_turn, .high = high};
-    struct run r = {.stream = s, .stream_len = n, .reload_fails = reload_fails};
     struct fuzz_rng rng = {seed};
+    fuzz_host_init(&r.host, &fc, &env);
+    FUZZ_CHECK(mailbox_init(&r.main_box) == 0, "mailbox_init");
+    r.hub = (struct reload_hub){.boxes = boxes, .start = hub_start};
     r.exps = malloc(sizeof *r.exps * (n + 1));
     FUZZ_CHECK(r.exps != NULL, "out of memory");
-#if FUZZ_FANOUT
     r.rng.s = max_chunk ? seed ^ 0x5A5A5A5Au : 0;
     fc.poll = maybe_mailbox_turn;
-#endif
     cur = &r;
 
     fuzz_conn_feed(&fc, s, n, max_chunk, &rng);
-#if FUZZ_FANOUT
-    mailbox_turn(&fc); /* every late answer comes back before the end */
-    fuzz_conn_flush(&fc);
-#endif
+    if (hangup) {
+        fuzz_host_close(&r.host);
+        pipeline_free(&pl);
+        for (uint32_t turns = fuzz_rng_next(&rng) % 3; turns > 0; turns--) {
+            main_turn(&r);
+            fuzz_host_turn(&r.host);
+        }
+    } else {
+        drain(&r, &fc);
+    }
 
-    if (!r.closed) {
+    if (!r.closed && !hangup) {
         long left = ref_split(s + r.handled_off, n - r.handled_off);
         FUZZ_CHECK(left == 0, "input left at %zu of %zu with split %ld unprocessed", r.handled_off,
                    n, left);
     }
     FUZZ_CHECK(fc.bytes_used <= fc.bytes_fed && fc.bytes_fed <= n, "consumed more than given");
     FUZZ_CHECK(fc.frames_in == r.lines, "frames_in");
-    FUZZ_CHECK(!!(pl.flags & PIPELINE_CLOSE) == r.closed, "close flag disagrees");
-    FUZZ_CHECK(pl.slots_head == NULL && pl.held_bytes == 0, "reply slots left");
-    check_output(&r, &fc.wire);
+    FUZZ_CHECK(r.host.defers == 0, "%llu defers: nothing of admin's walks a structure",
+               (unsigned long long)r.host.defers);
+    FUZZ_CHECK(r.reloads_started <= r.reloads && r.host.kicks <= r.conns + r.reloads,
+               "%llu reloads started for %llu asked; %llu kicks for %llu late answers",
+               (unsigned long long)r.reloads_started, (unsigned long long)r.reloads,
+               (unsigned long long)r.host.kicks, (unsigned long long)(r.conns + r.reloads));
+    if (!hangup) {
+        FUZZ_CHECK(!!(pl.flags & PIPELINE_CLOSE) == r.closed, "close flag disagrees");
+        FUZZ_CHECK(pl.slots_head == NULL && pl.held_bytes == 0, "reply slots left");
+        FUZZ_CHECK(r.reloads_started == r.reloads && r.host.kicks == r.conns + r.reloads,
+                   "%llu reloads started for %llu asked; %llu kicks for %llu late answers",
+                   (unsigned long long)r.reloads_started, (unsigned long long)r.reloads,
+                   (unsigned long long)r.host.kicks, (unsigned long long)(r.conns + r.reloads));
+        check_output(&r, &fc.wire);
+        fuzz_host_close(&r.host);
+        pipeline_free(&pl);
+    }
+    /* The threads stop: the main thread's mailbox first (its items post
+     * nothing when dropped), then the reactor's. */
+    mailbox_destroy(&r.main_box);
+    reload_hub_free(&r.hub);
+    fuzz_host_free(&r.host);
 
-    res->wire = fc.wire;
-    fc.wire = (struct buffer)BUFFER_INIT;
-    res->handled = r.handled_off;
-    res->closed = r.closed;
-    res->violated = r.violated;
-    res->volatile_text = r.volatile_text;
+    if (res) {
+        res->wire = fc.wire;
+        fc.wire = (struct buffer)BUFFER_INIT;
+        res->handled = r.handled_off;
+        res->closed = r.closed;
+        res->violated = r.violated;
+        res->volatile_text = r.volatile_text;
+    }
     fuzz_conn_free(&fc);
-    pipeline_free(&pl);
+    buffer_pool_free(&bufs);
     stats_registry_free(&reg);
     free(r.exps);
     cur = NULL;
@@ -363,12 +387,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < PARAM_BYTES)
         return 0;
-#if FUZZ_FANOUT
-    if (!boxes[0]) {
-        FUZZ_CHECK(mailbox_init(&box) == 0 && mailbox_init(&main_box) == 0, "mailbox_init");
-        boxes[0] = &box;
-    }
-#endif
     size_t max_chunk = max_chunks[data[0] & 3];
     uint64_t high = data[0] & 4 ? 64 : 1u << 20;
     unsigned per_turn = data[0] & 8 ? 2 : FUZZ_CONN_FRAMES_PER_TURN;
@@ -378,8 +396,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - PARAM_BYTES;
 
     struct result chunked, whole;
-    run_stream(s, n, max_chunk, per_turn, high, seed, reload_fails, &chunked);
-    run_stream(s, n, 0, FUZZ_CONN_FRAMES_PER_TURN, 1u << 20, seed, reload_fails, &whole);
+    run_stream(s, n, max_chunk, per_turn, high, seed, reload_fails, false, &chunked);
+    run_stream(s, n, 0, FUZZ_CONN_FRAMES_PER_TURN, 1u << 20, seed, reload_fails, false, &whole);
+    if (data[0] & 32)
+        run_stream(s, n, max_chunk, per_turn, high, seed, reload_fails, true, NULL);
     FUZZ_CHECK(chunked.handled == whole.handled && chunked.closed == whole.closed &&
                    chunked.violated == whole.violated,
                "chunked: %zu bytes handled, closed %d; one piece: %zu, closed %d", chunked.handled,

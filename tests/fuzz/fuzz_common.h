@@ -1,10 +1,14 @@
 /* fuzz_common: shared pieces of the libFuzzer targets: a checked abort, a
- * small deterministic PRNG for chunk sizes, and a connection emulator that
+ * small deterministic PRNG for chunk sizes, a connection emulator that
  * feeds a byte stream to a protocol's split/handle/violation through the
  * same frame loop as src/conn.c (feed_bytes(), feed.h), with conn.c's
  * on_readable(), process_buffered() and settle() around it, minus the
- * socket, the event loop and the timers. Header-only: each fuzz
- * target is one translation unit linked with the src/ files it needs. */
+ * socket, the event loop and the timers, and a reactor emulator: the
+ * services a reactor lends its pipelines (struct pipeline_host_ops) for the
+ * one emulated connection, and the reactor's mailbox, whose items (fan-out
+ * visits and reports, late replies) run as the production code defines them
+ * (mailbox_run). Header-only: each fuzz target is one translation unit
+ * linked with the src/ files it needs. */
 #ifndef MSGD_FUZZ_COMMON_H
 #define MSGD_FUZZ_COMMON_H
 
@@ -18,6 +22,7 @@
 
 #include "buffer.h"
 #include "feed.h"
+#include "mailbox.h"
 #include "pipeline.h"
 #include "stats.h"
 
@@ -208,6 +213,137 @@ static inline void fuzz_conn_free(struct fuzz_conn *fc)
 {
     buffer_free(&fc->in);
     buffer_free(&fc->wire);
+}
+
+/* ---- the reactor emulator --------------------------------------------- */
+
+/* One reactor with one connection (fc). The target's struct pipeline_env
+ * points at it: .ops = fuzz_host_ops(), .host = the fuzz_host, and its
+ * mailbox runs with that env as ctx, as reactor.c runs its own. */
+struct fuzz_host {
+    struct fuzz_conn *fc;
+    const struct pipeline_env *env;  /* the reactor's env: its items' ctx */
+    struct mailbox box;              /* the reactor's mailbox */
+    bool gone;                       /* the connection closed: lookup finds nothing */
+    uint64_t kicks, defers;          /* ops->kick / ops->defer calls */
+    uint64_t strays;                 /* lookups of an id that never was the connection's */
+    size_t noted;                    /* readable bytes of pl->out at the last kick/defer */
+};
+
+static inline struct fuzz_host *fuzz_host_of(const struct pipeline *pl)
+{
+    return (struct fuzz_host *)pl->env->host;
+}
+
+static inline struct pipeline *fuzz_host_lookup(void *host, uint64_t conn_id)
+{
+    struct fuzz_host *h = host;
+    if (conn_id != h->fc->pl->conn_id) {
+        h->strays++;
+        return NULL;
+    }
+    return h->gone ? NULL : h->fc->pl;
+}
+
+/* kick and defer: the emulator flushes at its settle, after the mailbox
+ * turn; they only note that output was queued outside the connection's own
+ * callbacks, for the check in fuzz_host_turn. */
+static inline void fuzz_host_note(struct pipeline *pl)
+{
+    struct fuzz_host *h = fuzz_host_of(pl);
+    FUZZ_CHECK(pl == h->fc->pl && !h->gone, "kick or defer of a pipeline that is not the open "
+               "connection's");
+    h->noted = buffer_readable(&pl->out);
+}
+
+static inline void fuzz_host_kick(struct pipeline *pl)
+{
+    fuzz_host_note(pl);
+    fuzz_host_of(pl)->kicks++;
+}
+
+static inline void fuzz_host_defer(struct pipeline *pl)
+{
+    fuzz_host_note(pl);
+    fuzz_host_of(pl)->defers++;
+}
+
+static inline void fuzz_host_each(void *host, pipeline_each_fn fn, void *arg)
+{
+    struct fuzz_host *h = host;
+    if (!h->gone)
+        fn(h->fc->pl, arg);
+}
+
+/* A fixed description: what does not depend on how the input was chunked. */
+static inline void fuzz_host_describe(struct pipeline *pl, struct pipeline_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->id = pl->conn_id;
+    snprintf(info->peer, sizeof info->peer, "-");
+    info->proto = pl->proto->name;
+    info->reactor = pl->env->reactor;
+}
+
+static inline const struct pipeline_host_ops *fuzz_host_ops(void)
+{
+    static const struct pipeline_host_ops ops = {
+        .lookup = fuzz_host_lookup,
+        .kick = fuzz_host_kick,
+        .defer = fuzz_host_defer,
+        .each = fuzz_host_each,
+        .describe = fuzz_host_describe,
+    };
+    return &ops;
+}
+
+static inline void fuzz_host_init(struct fuzz_host *h, struct fuzz_conn *fc,
+                                  const struct pipeline_env *env)
+{
+    *h = (struct fuzz_host){.fc = fc, .env = env};
+    FUZZ_CHECK(mailbox_init(&h->box) == 0, "mailbox_init");
+}
+
+/* Whether mb has items and the rng lets them run now (s == 0: always). One
+ * thread: the list can be looked at without the lock, which spares the
+ * eventfd read of an empty mailbox_take(). */
+static inline bool fuzz_mailbox_due(const struct mailbox *mb, struct fuzz_rng *rng)
+{
+    return mb->head && (rng->s == 0 || (fuzz_rng_next(rng) & 1));
+}
+
+/* One turn of the reactor's mailbox, as its eventfd callback runs it.
+ * Output an item queued for the connection must have been followed by a
+ * kick or defer, or in the server it would wait for the next unrelated
+ * event. Returns how many items ran. */
+static inline unsigned fuzz_host_turn(struct fuzz_host *h)
+{
+    struct buffer *out = &h->fc->pl->out;
+    h->noted = buffer_readable(out);
+    unsigned n = mailbox_run(&h->box, (void *)h->env);
+    if (!h->gone)
+        FUZZ_CHECK(buffer_readable(out) == h->noted, "a mailbox item queued %zu bytes of output "
+                   "with no kick or defer after them", buffer_readable(out) - h->noted);
+    return n;
+}
+
+/* The connection closes (conn.c's conn_close): the protocol's state goes
+ * and its id names nothing any more. */
+static inline void fuzz_host_close(struct fuzz_host *h)
+{
+    struct pipeline *pl = h->fc->pl;
+    if (pl->proto->free)
+        pl->proto->free(pl);
+    h->gone = true;
+}
+
+/* Drops what is left in the mailbox (each item's drop) and checks that no
+ * item named a connection that never was. */
+static inline void fuzz_host_free(struct fuzz_host *h)
+{
+    mailbox_destroy(&h->box);
+    FUZZ_CHECK(h->strays == 0, "%llu lookups of an unknown connection id",
+               (unsigned long long)h->strays);
 }
 
 #endif

@@ -174,6 +174,45 @@ class ReloadTests(MsgdTestCase):
                           b"still")
         self.assert_frame(c.call(mp.ECHO, b"z" * 3000), mp.REPLY | mp.ECHO, b"z" * 3000)
 
+    def test_failed_post_answers_every_waiter_and_applies_nothing(self):
+        """A reload whose message to one reactor cannot be allocated (injected:
+        MSGD_FAULT_RELOAD_ALLOC=1, the second of two reactors) applies
+        nothing anywhere, still follows RELOADING with READY=1, and answers
+        every admin `reload` waiting; the next reload works."""
+        d = Daemon({"server": {"reactors": 2}, "admin": {"listen": "127.0.0.1:0"},
+                    "limits": {"max_subscriptions": 2}}, name="reload-fault")
+        d.extra_env = {"MSGD_FAULT_RELOAD_ALLOC": "1"}
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        # One client on each reactor (round robin), each at the limit.
+        clients = [self.connect(daemon=d) for _ in range(2)]
+        wait_until(lambda: all(self.stats(clients[0])["reactor.%d.connections_current" % r] > 0
+                               for r in range(2)), timeout(1), "a client on each reactor")
+        for c in clients:
+            for t in (b"a", b"b"):
+                self.assert_frame(c.call(mp.SUBSCRIBE, t), mp.REPLY | mp.SUBSCRIBE, b"")
+        self.rewrite(d, {"limits": {"max_subscriptions": 3}})
+        admins = [self.connect("admin", daemon=d) for _ in range(3)]
+        for a in admins:
+            a.send_raw(b"reload\n")
+        for a in admins:
+            text = b""
+            deadline = time.monotonic() + timeout(2)
+            while not text.endswith(b"END\n") and time.monotonic() < deadline:
+                text += a.sock.recv(4096)
+            self.assertIn(b"ERR reload failed: out of memory", text)
+        notify_until(d, lambda l: "READY=1" in l, timeout(1), "READY=1 after the failed reload")
+        self.assertNotIn("RELOADING=1", "\n".join(d.datagrams[-1:]))
+        # Nothing was applied: neither reactor takes a third topic.
+        for c in clients:
+            self.assert_error(c.call(mp.SUBSCRIBE, b"c"), mp.SUBSCRIBE, mp.LIMIT_EXCEEDED)
+        self.wait_log(d, "reload: out of memory: running configuration kept")
+        # SIGHUP meets the same fault: READY=1 follows all the same.
+        self.reload(d)
+        for c in clients:
+            self.assert_error(c.call(mp.SUBSCRIBE, b"c"), mp.SUBSCRIBE, mp.LIMIT_EXCEEDED)
+
     def test_restart_only_keys_are_logged_and_kept(self):
         d = self.start_daemon()
         port = d.port()

@@ -790,4 +790,44 @@ TEST(large_buffers_keep_their_bytes_across_growth)
     buffer_free(&b);
 }
 
+/* A writer that grows in bursts to the same size reuses the same memory:
+ * each step up takes a kept bigger buffer and leaves its smaller one. */
+TEST(pool_reserve_grows_into_kept_memory)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 8u << 20, 4u << 20);
+    struct buffer b = BUFFER_INIT;
+    for (int round = 0; round < 3; round++) {
+        size_t bytes_before = p.bytes;
+        for (size_t i = 0; i < 100; i++) {
+            uint8_t chunk[3000];
+            fill(chunk, sizeof chunk, i * sizeof chunk, 5);
+            CHECK_EQ(buffer_pool_append(&p, &b, chunk, sizeof chunk), 0);
+        }
+        check_pat(&b, 300000, 0, 5);
+        if (round > 0)
+            CHECK_EQ(p.bytes + b.cap, bytes_before); /* nothing new: only kept memory */
+        buffer_consume(&b, 300000);
+        CHECK_EQ(buffer_pool_put(&p, &b), 1);
+    }
+    /* Growth kept the smaller steps: 4 KiB .. 256 KiB, and the 512 KiB. */
+    CHECK(buffer_pool_count(&p) >= 8);
+    struct buffer none = BUFFER_INIT;            /* growing needs no pool */
+    CHECK_EQ(buffer_pool_append(NULL, &none, "abc", 3), 0);
+    CHECK_EQ(buffer_pool_reserve(NULL, &none, 100000), 0);
+    CHECK_MEM(buffer_peek(&none), "abc", 3);
+    buffer_free(&none);
+    buffer_pool_free(&p);
+}
+
+TEST(buffer_class_names_power_of_two_sizes)
+{
+    CHECK_EQ(buffer_class(1024), 0);
+    CHECK_EQ(buffer_class(2047), 0);
+    CHECK_EQ(buffer_class(2048), 1);
+    CHECK_EQ(buffer_class(4u << 20), 12);
+    for (unsigned k = 0; k < 14; k++)
+        CHECK_EQ(buffer_class(buffer_class_cap(k)), k);
+}
+
 int main(int argc, char **argv) { return test_main(argc, argv); }

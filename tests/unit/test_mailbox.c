@@ -1,7 +1,9 @@
 /* test_mailbox: the MPSC mailbox: FIFO order, empty takes, the eventfd
  * wake-up (set by a post to an empty mailbox, cleared by take, written once
  * per burst), many producer threads against one polling consumer (every item
- * exactly once, per-producer order kept), and destroy freeing what is left. */
+ * exactly once, per-producer order kept), run calling each item's own run
+ * with the consumer's context, and destroy dropping what is left through
+ * each item's own drop. */
 #include "mailbox.h"
 #include "test.h"
 
@@ -14,6 +16,20 @@ struct item {
     struct mailbox_item base; /* first member */
     int producer;
     int seq;
+};
+
+/* A run that marks items in the tests that only take them (never called). */
+static void tag_run(struct mailbox_item *it, void *ctx)
+{
+    (void)it;
+    (void)ctx;
+    abort();
+}
+
+struct run_log;
+struct run_ctx {
+    struct run_log *log;
+    struct mailbox *mb;
 };
 
 /* poll() on the eventfd: 1 when readable within timeout_ms, 0 when not. */
@@ -53,7 +69,7 @@ TEST(init_creates_nonblocking_cloexec_eventfd)
     CHECK(fdfl & FD_CLOEXEC);
     CHECK_EQ(efd_readable(&mb, 0), 0);
     int efd = mb.efd;
-    mailbox_destroy(&mb, NULL);
+    mailbox_destroy(&mb);
     CHECK_EQ(mb.efd, -1);
     errno = 0;
     CHECK_EQ(fcntl(efd, F_GETFD), -1); /* closed */
@@ -70,7 +86,7 @@ TEST(take_on_empty_returns_null)
     mailbox_post(&mb, &a.base);
     CHECK(mailbox_take(&mb) == &a.base);
     CHECK(mailbox_take(&mb) == NULL);
-    mailbox_destroy(&mb, NULL);
+    mailbox_destroy(&mb);
 }
 
 TEST(post_take_fifo_one_thread)
@@ -81,7 +97,8 @@ TEST(post_take_fifo_one_thread)
     CHECK_EQ(mailbox_init(&mb), 0);
     for (int i = 0; i < N; i++) {
         items[i].base.next = (struct mailbox_item *)&items[0]; /* post must reset it */
-        items[i].base.kind = 1000 + i;
+        items[i].base.run = tag_run;
+        items[i].base.drop = NULL;
         items[i].producer = 0;
         items[i].seq = i;
         mailbox_post(&mb, &items[i].base);
@@ -93,7 +110,7 @@ TEST(post_take_fifo_one_thread)
         struct item *x = (struct item *)it;
         CHECK(x == &items[i]);
         CHECK_EQ(x->seq, i);
-        CHECK_EQ(it->kind, 1000 + i); /* kind is left alone */
+        CHECK(it->run == tag_run); /* run and drop are left alone */
     }
     CHECK(items[N - 1].base.next == NULL);
     CHECK(mailbox_take(&mb) == NULL);
@@ -109,7 +126,7 @@ TEST(post_take_fifo_one_thread)
     list = mailbox_take(&mb);
     CHECK(list == &items[7].base);
     CHECK(list->next == NULL);
-    mailbox_destroy(&mb, NULL);
+    mailbox_destroy(&mb);
 }
 
 TEST(eventfd_readable_after_post_cleared_by_take)
@@ -135,7 +152,7 @@ TEST(eventfd_readable_after_post_cleared_by_take)
     CHECK_EQ(efd_readable(&mb, 1000), 1);
     CHECK(mailbox_take(&mb) == &c.base);
     CHECK_EQ(efd_readable(&mb, 0), 0);
-    mailbox_destroy(&mb, NULL);
+    mailbox_destroy(&mb);
 }
 
 TEST(burst_of_posts_writes_eventfd_once)
@@ -150,7 +167,7 @@ TEST(burst_of_posts_writes_eventfd_once)
     CHECK_EQ(count, 1); /* only the empty -> non-empty post wrote */
     CHECK_EQ(list_len(mailbox_take(&mb)), 5); /* take copes with a cleared counter */
     CHECK_EQ(efd_readable(&mb, 0), 0);
-    mailbox_destroy(&mb, NULL);
+    mailbox_destroy(&mb);
 }
 
 /* ---- many producers, one consumer ---- */
@@ -183,7 +200,7 @@ static void *producer_main(void *p)
         struct item *x = &s->items[a->id * PER_PRODUCER + i];
         x->producer = a->id;
         x->seq = i;
-        x->base.kind = 7;
+        x->base.run = tag_run;
         mailbox_post(&s->mb, &x->base);
         if ((i & 1023) == 0)
             sched_yield(); /* let the consumer drain now and then */
@@ -225,9 +242,9 @@ static void *consumer_main(void *p)
             s->empty_takes++;
         for (struct mailbox_item *it = list; it; it = it->next) {
             struct item *x = (struct item *)it;
-            if (x->producer < 0 || x->producer >= PRODUCERS || it->kind != 7) {
-                snprintf(s->error, sizeof s->error, "corrupt item: producer %d kind %d",
-                         x->producer, it->kind);
+            if (x->producer < 0 || x->producer >= PRODUCERS || it->run != tag_run) {
+                snprintf(s->error, sizeof s->error, "corrupt item: producer %d",
+                         x->producer);
                 return NULL;
             }
             if (x->seq != next_seq[x->producer] ||
@@ -283,7 +300,7 @@ TEST(many_producers_one_polling_consumer)
     printf("  (%ld wake-ups, %ld empty takes, %ld poll timeouts)\n", s.wakeups, s.empty_takes,
            s.timeouts);
     pthread_barrier_destroy(&s.start);
-    mailbox_destroy(&s.mb, NULL);
+    mailbox_destroy(&s.mb);
     free(s.items);
 }
 
@@ -305,6 +322,8 @@ static struct item *new_item(int seq)
     struct item *x = calloc(1, sizeof *x);
     CHECK(x != NULL);
     x->seq = seq;
+    x->base.run = tag_run;
+    x->base.drop = count_and_free;
     return x;
 }
 
@@ -318,7 +337,7 @@ TEST(destroy_frees_leftovers)
         want_sum += i;
     }
     freed_count = freed_sum = 0;
-    mailbox_destroy(&mb, count_and_free); /* LeakSanitizer checks the rest */
+    mailbox_destroy(&mb); /* LeakSanitizer checks the rest */
     CHECK_EQ(freed_count, 57);
     CHECK_EQ(freed_sum, want_sum);
     CHECK_EQ(mb.efd, -1);
@@ -341,26 +360,80 @@ TEST(destroy_frees_only_what_was_not_taken)
     for (int i = 1; i <= 5; i++)
         mailbox_post(&mb, &new_item(i)->base);
     freed_count = freed_sum = 0;
-    mailbox_destroy(&mb, count_and_free);
+    mailbox_destroy(&mb);
     CHECK_EQ(freed_count, 5);
     CHECK_EQ(freed_sum, 1 + 2 + 3 + 4 + 5);
 
-    /* An empty mailbox: the callback is never called. */
+    /* An empty mailbox: no drop is called. */
     CHECK_EQ(mailbox_init(&mb), 0);
     freed_count = 0;
-    mailbox_destroy(&mb, count_and_free);
+    mailbox_destroy(&mb);
     CHECK_EQ(freed_count, 0);
 }
 
-TEST(destroy_with_null_callback)
+TEST(destroy_skips_items_without_drop)
 {
     struct mailbox mb;
-    struct item a, b;
+    struct item a = {.base = {.run = tag_run}}, b = {.base = {.run = tag_run}};
     CHECK_EQ(mailbox_init(&mb), 0);
     mailbox_post(&mb, &a.base);
     mailbox_post(&mb, &b.base);
-    mailbox_destroy(&mb, NULL); /* the caller owns these: nothing touched */
+    mailbox_destroy(&mb); /* the poster owns these (drop NULL): nothing touched */
     CHECK_EQ(mb.efd, -1);
+}
+
+/* ---- run ---- */
+
+struct run_log {
+    int n;
+    int seq[16];
+    void *ctx[16];
+};
+
+static void log_run(struct mailbox_item *it, void *ctx)
+{
+    struct run_log *log = ((struct run_ctx *)ctx)->log;
+    struct item *x = (struct item *)it;
+    log->seq[log->n] = x->seq;
+    log->ctx[log->n++] = ctx;
+    free(x); /* run owns the item */
+}
+
+/* The item that runs posts another: it runs in the next turn, not this one. */
+static void repost_run(struct mailbox_item *it, void *ctx)
+{
+    struct run_ctx *c = ctx;
+    struct item *x = (struct item *)it;
+    x->base.run = log_run;
+    x->seq += 100;
+    mailbox_post(c->mb, &x->base);
+}
+
+TEST(run_calls_each_items_own_run_in_order_with_the_context)
+{
+    struct mailbox mb;
+    CHECK_EQ(mailbox_init(&mb), 0);
+    struct run_log log = {0};
+    struct run_ctx ctx = {&log, &mb};
+    CHECK_EQ(mailbox_run(&mb, &ctx), 0);
+    for (int i = 0; i < 4; i++) {
+        struct item *x = new_item(i);
+        x->base.run = i == 2 ? repost_run : log_run;
+        mailbox_post(&mb, &x->base);
+    }
+    CHECK_EQ(efd_readable(&mb, 0), 1);
+    CHECK_EQ(mailbox_run(&mb, &ctx), 4);
+    CHECK_EQ(log.n, 3);
+    CHECK_EQ(log.seq[0], 0);
+    CHECK_EQ(log.seq[1], 1);
+    CHECK_EQ(log.seq[2], 3);
+    CHECK(log.ctx[0] == &ctx && log.ctx[2] == &ctx);
+    CHECK_EQ(efd_readable(&mb, 0), 1);         /* the repost woke the mailbox again */
+    CHECK_EQ(mailbox_run(&mb, &ctx), 1);
+    CHECK_EQ(log.n, 4);
+    CHECK_EQ(log.seq[3], 102);
+    CHECK_EQ(efd_readable(&mb, 0), 0);
+    mailbox_destroy(&mb);
 }
 
 int main(int argc, char **argv) { return test_main(argc, argv); }

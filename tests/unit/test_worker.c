@@ -1,5 +1,5 @@
 /* test_worker: the bounded worker pool. Jobs run on the pool's threads and
- * come back through done() -> a mailbox, each exactly once with conn_id and
+ * come back to the pool's home mailbox, each exactly once with conn_id and
  * seq intact; one thread serves its queue in order; the queue limit refuses
  * with -EAGAIN and worker_set_limit changes it; worker_sleep runs its full
  * time unless the pool stops, and then returns early so that stopping is
@@ -30,16 +30,20 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- the trip back: done() posts to a mailbox ---- */
+/* ---- the trip back: finished jobs are posted to the pool's home ---- */
 
 static struct mailbox mb;
-static _Atomic int done_calls;
+static int taken; /* jobs taken from mb so far */
 
-static void done_to_mailbox(void *arg, struct worker_job *job)
+/* Jobs posted to mb so far: those taken plus those still queued. */
+static int posted(void)
 {
-    CHECK(arg == &mb);
-    atomic_fetch_add(&done_calls, 1);
-    mailbox_post(arg, &job->item);
+    int n = taken;
+    pthread_mutex_lock(&mb.mu);
+    for (struct mailbox_item *it = mb.head; it; it = it->next)
+        n++;
+    pthread_mutex_unlock(&mb.mu);
+    return n;
 }
 
 /* Waits up to ms for the mailbox to be readable; returns the taken list. */
@@ -53,12 +57,19 @@ static struct worker_job *take_jobs(int ms)
     CHECK(rc >= 0);
     if (rc == 0)
         return NULL;
-    return (struct worker_job *)mailbox_take(&mb);
+    struct mailbox_item *list = mailbox_take(&mb);
+    for (struct mailbox_item *it = list; it; it = it->next)
+        taken++;
+    return (struct worker_job *)list;
 }
 
-static void free_item(struct mailbox_item *it)
+/* The job's trip home ends in the tests' hands: they take the items and
+ * check them, never run them. */
+static void back_unused(struct mailbox_item *it, void *ctx)
 {
-    worker_job_free((struct worker_job *)it);
+    (void)it;
+    (void)ctx;
+    abort();
 }
 
 /* ---- a "started" signal from a running job ---- */
@@ -98,7 +109,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    mailbox_destroy(&mb, free_item);
+    mailbox_destroy(&mb); /* drops (frees) jobs never taken */
+    taken = 0;
     close(started_fd);
 }
 
@@ -133,7 +145,7 @@ static void run_record(struct worker_pool *pool, struct worker_job *job)
 static struct worker_job *new_record_job(uint32_t idx)
 {
     struct worker_job *j =
-        worker_job_new(1000 + idx, idx * 3 + 1, 5, run_record, &idx, sizeof idx);
+        worker_job_new(1000 + idx, idx * 3 + 1, 5, run_record, back_unused, &idx, sizeof idx);
     CHECK(j != NULL);
     return j;
 }
@@ -165,7 +177,7 @@ static uint32_t check_record_job(const struct worker_job *j)
 TEST(job_new_copies_payload)
 {
     const char msg[] = "payload bytes";
-    struct worker_job *j = worker_job_new(77, 9, 5, run_record, msg, sizeof msg);
+    struct worker_job *j = worker_job_new(77, 9, 5, run_record, back_unused, msg, sizeof msg);
     CHECK(j != NULL);
     CHECK_EQ(j->conn_id, 77);
     CHECK_EQ(j->seq, 9);
@@ -179,7 +191,7 @@ TEST(job_new_copies_payload)
     CHECK_EQ(buffer_readable(&j->result), 0);
     CHECK_EQ(buffer_append(&j->result, "r", 1), 0);
     worker_job_free(j); /* frees the result too (leak check) */
-    struct worker_job *e = worker_job_new(1, 2, 3, run_record, NULL, 0);
+    struct worker_job *e = worker_job_new(1, 2, 3, run_record, back_unused, NULL, 0);
     CHECK(e != NULL);
     CHECK_EQ(e->len, 0);
     worker_job_free(e);
@@ -191,7 +203,7 @@ TEST(every_job_comes_back_once)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 2, 3, done_to_mailbox, &mb), 0);
+    CHECK_EQ(worker_pool_start(&pool, 2, 3, &mb), 0);
     CHECK_EQ(pool.nthreads, 2);
     int back[NJOBS] = {0};
     int received = 0, refused = 0;
@@ -231,7 +243,7 @@ TEST(every_job_comes_back_once)
         if (atomic_load(&ran[i]) != 1)
             TEST_FAIL("job %d ran %d times", i, atomic_load(&ran[i]));
     }
-    CHECK_EQ(atomic_load(&done_calls), NJOBS);
+    CHECK_EQ(posted(), NJOBS);
     CHECK(atomic_load(&max_running) >= 1);
     CHECK(atomic_load(&max_running) <= 2);
     /* the queue refused at least once: 200 jobs do not fit into 3 places */
@@ -239,7 +251,7 @@ TEST(every_job_comes_back_once)
     /* nothing more comes */
     CHECK(take_jobs(20) == NULL);
     worker_pool_stop(&pool);
-    CHECK_EQ(atomic_load(&done_calls), NJOBS);
+    CHECK_EQ(posted(), NJOBS);
     teardown();
 }
 
@@ -248,7 +260,7 @@ TEST(one_thread_runs_jobs_in_order)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 1, 100, done_to_mailbox, &mb), 0);
+    CHECK_EQ(worker_pool_start(&pool, 1, 100, &mb), 0);
     for (uint32_t i = 0; i < 50; i++)
         CHECK_EQ(worker_submit(&pool, new_record_job(i)), 0);
     uint32_t want = 0;
@@ -312,8 +324,8 @@ TEST(queue_limit_and_set_limit)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 1, 3, done_to_mailbox, &mb), 0);
-    struct worker_job *blocker = worker_job_new(1, 0, 5, run_blocker, NULL, 0);
+    CHECK_EQ(worker_pool_start(&pool, 1, 3, &mb), 0);
+    struct worker_job *blocker = worker_job_new(1, 0, 5, run_blocker, back_unused, NULL, 0);
     CHECK(blocker != NULL);
     CHECK_EQ(worker_submit(&pool, blocker), 0);
     wait_started();                         /* the thread is now busy */
@@ -321,7 +333,7 @@ TEST(queue_limit_and_set_limit)
     CHECK_EQ(pool_waiting(&pool), 0);
     struct worker_job *w[8];
     for (int i = 0; i < 8; i++) {
-        w[i] = worker_job_new(2, (uint32_t)i + 1, 5, run_must_not_run, NULL, 0);
+        w[i] = worker_job_new(2, (uint32_t)i + 1, 5, run_must_not_run, back_unused, NULL, 0);
         CHECK(w[i] != NULL);
     }
     for (int i = 0; i < 3; i++)
@@ -340,7 +352,7 @@ TEST(queue_limit_and_set_limit)
     CHECK_EQ(worker_submit(&pool, w[5]), -EAGAIN);
     CHECK_EQ(pool_waiting(&pool), 5);
     CHECK_EQ(atomic_load(&unrun_ran), 0);
-    CHECK_EQ(atomic_load(&done_calls), 0);
+    CHECK_EQ(posted(), 0);
     /* the refused jobs stay the caller's */
     for (int i = 5; i < 8; i++)
         worker_job_free(w[i]);
@@ -351,10 +363,10 @@ TEST(queue_limit_and_set_limit)
         TEST_FAIL("worker_pool_stop took %.3f s", took);
     CHECK_EQ(atomic_load(&sleep_result), 0);
     CHECK_EQ(atomic_load(&unrun_ran), 0);
-    teardown(); /* frees the blocker, which came back through done() */
+    teardown(); /* frees the blocker, which came back to the mailbox */
 }
 
-/* Stopping ends a running job's worker_sleep early, comes back through done()
+/* Stopping ends a running job's worker_sleep early, comes back to the mailbox
  * for that job, frees the waiting jobs unrun (ASan's leak check at exit), and
  * refuses a submit made while stopping with -ESHUTDOWN.
  *
@@ -366,16 +378,16 @@ TEST(stop_ends_sleep_and_frees_waiting_jobs)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 1, 10, done_to_mailbox, &mb), 0);
-    extra_job = worker_job_new(3, 99, 5, run_must_not_run, NULL, 0);
+    CHECK_EQ(worker_pool_start(&pool, 1, 10, &mb), 0);
+    extra_job = worker_job_new(3, 99, 5, run_must_not_run, back_unused, NULL, 0);
     CHECK(extra_job != NULL);
-    struct worker_job *blocker = worker_job_new(1, 7, 5, run_blocker, "b", 1);
+    struct worker_job *blocker = worker_job_new(1, 7, 5, run_blocker, back_unused, "b", 1);
     CHECK(blocker != NULL);
     CHECK_EQ(worker_submit(&pool, blocker), 0);
     wait_started();
     let_it_sleep();
     for (uint32_t i = 0; i < 6; i++) {
-        struct worker_job *j = worker_job_new(2, i, 5, run_must_not_run, "waiting", 7);
+        struct worker_job *j = worker_job_new(2, i, 5, run_must_not_run, back_unused, "waiting", 7);
         CHECK(j != NULL);
         CHECK_EQ(buffer_append(&j->result, "partial", 7), 0); /* freed with it */
         CHECK_EQ(worker_submit(&pool, j), 0);
@@ -390,7 +402,7 @@ TEST(stop_ends_sleep_and_frees_waiting_jobs)
     CHECK_EQ(atomic_load(&submit_after_stop), -ESHUTDOWN);
     CHECK_EQ(atomic_load(&unrun_ran), 0);
     /* only the running job came back */
-    CHECK_EQ(atomic_load(&done_calls), 1);
+    CHECK_EQ(posted(), 1);
     struct worker_job *j = take_jobs(0);
     CHECK(j != NULL);
     CHECK(j == blocker);
@@ -423,8 +435,8 @@ TEST(sleep_runs_full_time_without_stop)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 1, 3, done_to_mailbox, &mb), 0);
-    struct worker_job *j = worker_job_new(1, 1, 5, run_short_sleep, NULL, 0);
+    CHECK_EQ(worker_pool_start(&pool, 1, 3, &mb), 0);
+    struct worker_job *j = worker_job_new(1, 1, 5, run_short_sleep, back_unused, NULL, 0);
     CHECK(j != NULL);
     CHECK_EQ(worker_submit(&pool, j), 0);
     struct worker_job *back = take_jobs(WAIT_MS);
@@ -443,12 +455,12 @@ TEST(stop_idle_pool_is_quick)
 {
     setup();
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 4, 8, done_to_mailbox, &mb), 0);
+    CHECK_EQ(worker_pool_start(&pool, 4, 8, &mb), 0);
     CHECK_EQ(pool.nthreads, 4);
     double t0 = now_s();
     worker_pool_stop(&pool);
     CHECK(now_s() - t0 < 1.0);
-    CHECK_EQ(atomic_load(&done_calls), 0);
+    CHECK_EQ(posted(), 0);
     teardown();
 }
 
@@ -476,12 +488,12 @@ TEST(worker_threads_block_signals)
     sigaddset(&before, SIGUSR2);
     pthread_sigmask(SIG_SETMASK, &before, NULL);
     struct worker_pool pool;
-    CHECK_EQ(worker_pool_start(&pool, 1, 3, done_to_mailbox, &mb), 0);
+    CHECK_EQ(worker_pool_start(&pool, 1, 3, &mb), 0);
     pthread_sigmask(SIG_BLOCK, NULL, &after);
     CHECK_EQ(sigismember(&after, SIGUSR2), 1);
     CHECK_EQ(sigismember(&after, SIGTERM), 0);
     CHECK_EQ(sigismember(&after, SIGHUP), 0);
-    struct worker_job *j = worker_job_new(1, 1, 5, run_check_mask, NULL, 0);
+    struct worker_job *j = worker_job_new(1, 1, 5, run_check_mask, back_unused, NULL, 0);
     CHECK(j != NULL);
     CHECK_EQ(worker_submit(&pool, j), 0);
     struct worker_job *back = take_jobs(WAIT_MS);
