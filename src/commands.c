@@ -6,12 +6,14 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "cmdtab.h"
 #include "config.h"
 #include "fanout.h"
 #include "msg.h"
 #include "proto_msg.h"
 #include "pubsub.h"
 #include "stats.h"
+#include "worker.h"
 
 #define PING_MAX 1024u
 #define DELAY_MAX_MS 60000u
@@ -183,7 +185,7 @@ static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size
         return 0;
     }
     const struct pipeline_env *env = pl->env;
-    long seq = pipeline_reserve(pl, pl->req_t0, LAT_PUBLISH);
+    long seq = pipeline_reserve(pl, pl->req_t0, cmdtab_slot(cmd));
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
                                             pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len,
@@ -201,21 +203,22 @@ static int cmd_publish(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size
     return 0;
 }
 
-/* The command table, indexed by command number. */
-static const struct cmd_def table[] = {
-    [MSG_CMD_PING] = {MSG_CMD_PING, "PING", CMD_INLINE, 0, cmd_ping, NULL},
-    [MSG_CMD_ECHO] = {MSG_CMD_ECHO, "ECHO", CMD_INLINE, 1, cmd_echo, NULL},
-    [MSG_CMD_AUTH] = {MSG_CMD_AUTH, "AUTH", CMD_INLINE, 0, cmd_auth, NULL},
-    [MSG_CMD_STATS] = {MSG_CMD_STATS, "STATS", CMD_INLINE, 1, cmd_stats, NULL},
-    [MSG_CMD_DELAY] = {MSG_CMD_DELAY, "DELAY", CMD_WORKER, 1, cmd_delay_check, cmd_delay_run},
-    [MSG_CMD_SUBSCRIBE] = {MSG_CMD_SUBSCRIBE, "SUBSCRIBE", CMD_INLINE, 1, cmd_subscribe, NULL},
-    [MSG_CMD_UNSUBSCRIBE] = {MSG_CMD_UNSUBSCRIBE, "UNSUBSCRIBE", CMD_INLINE, 1, cmd_unsubscribe, NULL},
-    [MSG_CMD_PUBLISH] = {MSG_CMD_PUBLISH, "PUBLISH", CMD_INLINE, 1, cmd_publish, NULL},
-};
-
-const struct cmd_def *commands_find(uint32_t command)
+int commands_register_builtin(char *err, size_t errlen)
 {
-    if (command >= sizeof table / sizeof table[0] || table[command].fn == NULL)
-        return NULL;
-    return &table[command];
+    static const struct cmd_def builtin[] = {
+        {MSG_CMD_PING, "PING", CMD_INLINE, false, cmd_ping, NULL, 0},
+        {MSG_CMD_ECHO, "ECHO", CMD_INLINE, true, cmd_echo, NULL, 0},
+        {MSG_CMD_AUTH, "AUTH", CMD_INLINE, false, cmd_auth, NULL, 0},
+        {MSG_CMD_STATS, "STATS", CMD_INLINE, true, cmd_stats, NULL, 0},
+        {MSG_CMD_DELAY, "DELAY", CMD_WORKER, true, cmd_delay_check, cmd_delay_run, 0},
+        {MSG_CMD_SUBSCRIBE, "SUBSCRIBE", CMD_INLINE, true, cmd_subscribe, NULL, 0},
+        {MSG_CMD_UNSUBSCRIBE, "UNSUBSCRIBE", CMD_INLINE, true, cmd_unsubscribe, NULL, 0},
+        {MSG_CMD_PUBLISH, "PUBLISH", CMD_DEFERRED, true, cmd_publish, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+        int rc = cmdtab_register(&builtin[i], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }

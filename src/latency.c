@@ -1,31 +1,6 @@
 /* latency: log-linear latency histograms, single writer, merged on read. */
 #include "latency.h"
 
-#include "msg.h"
-
-int latency_cmd_index(uint32_t command)
-{
-    switch (command) {
-    case MSG_CMD_PING: return LAT_PING;
-    case MSG_CMD_ECHO: return LAT_ECHO;
-    case MSG_CMD_AUTH: return LAT_AUTH;
-    case MSG_CMD_STATS: return LAT_STATS;
-    case MSG_CMD_DELAY: return LAT_DELAY;
-    case MSG_CMD_SUBSCRIBE: return LAT_SUBSCRIBE;
-    case MSG_CMD_UNSUBSCRIBE: return LAT_UNSUBSCRIBE;
-    case MSG_CMD_PUBLISH: return LAT_PUBLISH;
-    default: return LAT_OTHER;
-    }
-}
-
-const char *latency_cmd_name(int idx)
-{
-    static const char *const names[LAT_NCMD] = {
-        "PING", "ECHO", "AUTH", "STATS", "DELAY", "SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "OTHER",
-    };
-    return idx >= 0 && idx < LAT_NCMD ? names[idx] : "OTHER";
-}
-
 /* Bucket 0 holds <= 1 us. Above that, the octave lg of the duration in ns
  * (ns in [2^lg, 2^(lg+1)), lg >= 9) is split in four: bucket 1 + 4*(lg-9) + sub.
  * (Buckets 1..3 would hold 512..1000 ns and stay empty.) */

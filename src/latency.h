@@ -11,11 +11,8 @@
 
 #define LATENCY_BUCKETS 112        /* bucket 0: <= 1 us; the last: >= 64 s */
 
-enum latency_cmd {
-    LAT_PING, LAT_ECHO, LAT_AUTH, LAT_STATS, LAT_DELAY,
-    LAT_SUBSCRIBE, LAT_UNSUBSCRIBE, LAT_PUBLISH, LAT_OTHER,
-    LAT_NCMD,
-};
+#define LATENCY_SLOTS 64            /* one per command (cmdtab.h); slot 0: OTHER */
+#define LAT_OTHER 0                /* what is timed but is no command (admin) */
 
 struct latency_hist {
     _Atomic uint64_t bucket[LATENCY_BUCKETS];
@@ -23,9 +20,10 @@ struct latency_hist {
     _Atomic uint64_t sum_ns;
 };
 
-/* One reactor's histograms: written by that reactor only, read anywhere. */
+/* One reactor's histograms, by latency slot (cmdtab_slot): written by that
+ * reactor only, read anywhere. */
 struct latency {
-    struct latency_hist cmd[LAT_NCMD];
+    struct latency_hist cmd[LATENCY_SLOTS];
 };
 
 /* A merged, plain copy for reading. */
@@ -34,12 +32,6 @@ struct latency_snapshot {
     uint64_t count;
     uint64_t sum_ns;
 };
-
-/* The histogram index of a msg command number (LAT_OTHER when none). */
-int latency_cmd_index(uint32_t command);
-
-/* "PING", ..., "OTHER". */
-const char *latency_cmd_name(int idx);
 
 /* The bucket a duration falls in. */
 unsigned latency_bucket(uint64_t ns);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -71,6 +72,12 @@ int main(int argc, char **argv)
     }
     log_init((enum log_level)cfg.log_level);
     log_info("msgd %s starting with %s", MSGD_VERSION, path);
+    char why[256];
+    if (commands_register_builtin(why, sizeof why) < 0) {
+        log_error("the command table: %s", why);
+        config_free(&cfg);
+        return 1;
+    }
     int rc = server_run(&cfg, path);
     config_free(&cfg);
     return rc;

@@ -5,11 +5,12 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "commands.h"
+#include "cmdtab.h"
 #include "config.h"
 #include "msg.h"
 #include "pubsub.h"
 #include "stats.h"
+#include "worker.h"
 
 #define ERR_TEXT_MAX 256
 
@@ -49,7 +50,7 @@ static void job_back(struct mailbox_item *it, void *ctx)
 static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
                        const uint8_t *payload, size_t len)
 {
-    long seq = pipeline_reserve(pl, pl->req_t0, latency_cmd_index(cmd));
+    long seq = pipeline_reserve(pl, pl->req_t0, def->slot);
     struct worker_job *job =
         seq < 0 ? NULL
                 : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, job_back, payload, len);
@@ -91,7 +92,7 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
         proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
         return;
     }
-    const struct cmd_def *def = commands_find(cmd);
+    const struct cmd_def *def = cmdtab_find(cmd);
     if (!def) {
         proto_msg_error(pl, cmd, MSG_ERR_UNKNOWN_COMMAND, "unknown command");
         return;
@@ -100,13 +101,14 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
         proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "AUTH first");
         return;
     }
-    if (def->where == CMD_INLINE) {
+    if (def->where != CMD_WORKER) {
         uint32_t seq_before = pl->next_seq;
         def->fn(pl, cmd, payload, plen);
         uint64_t now = latency_now_ns();
-        /* A handler that reserved a slot (PUBLISH) is timed when it completes. */
+        /* A deferred reply (a slot reserved, as PUBLISH does) is timed when
+         * it completes; one answered at once (an error) is timed now. */
         if (pl->next_seq == seq_before)
-            latency_record(&pl->env->stats->lat, latency_cmd_index(cmd), now - pl->req_t0);
+            latency_record(&pl->env->stats->lat, def->slot, now - pl->req_t0);
         pl->req_t0 = now;
         return;
     }

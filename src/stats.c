@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmdtab.h"
+
 static const char *const stat_names[STATS_ERRORS] = {
     [STATS_CONN_CURRENT] = "connections_current",
     [STATS_CONN_TOTAL] = "connections_total",
@@ -93,13 +95,13 @@ int stats_format(const struct stats_registry *reg, struct buffer *b)
     for (uint32_t code = 1; code <= MSG_ERR_MAX; code++)
         put(&o, "errors.%s %llu\n", msg_error_name(code),
             (unsigned long long)sum[STATS_ERRORS + code]);
-    for (int c = 0; c < LAT_NCMD; c++) {
+    for (int c = 0; c < cmdtab_slots(); c++) {
         struct latency_snapshot snap = {{0}, 0, 0};
         for (int r = 0; r < reg->nreactors; r++)
             latency_merge(&snap, &reg->reactors[r].lat, c);
         if (snap.count == 0)
             continue;
-        const char *name = latency_cmd_name(c);
+        const char *name = cmdtab_slot_name(c);
         put(&o, "latency.%s.count %llu\n", name, (unsigned long long)snap.count);
         put(&o, "latency.%s.p50_us %.1f\n", name, (double)latency_quantile_ns(&snap, 0.5) / 1e3);
         put(&o, "latency.%s.p99_us %.1f\n", name, (double)latency_quantile_ns(&snap, 0.99) / 1e3);
@@ -118,6 +120,14 @@ uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id)
     for (int r = 0; r < reg->nreactors; r++)
         v += stats_get(&reg->reactors[r], id);
     return v;
+}
+
+/* Every reactor's histogram of latency slot c, merged. */
+static void merge_slot(const struct stats_registry *reg, int c, struct latency_snapshot *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    for (int r = 0; r < reg->nreactors; r++)
+        latency_merge(snap, &reg->reactors[r].lat, c);
 }
 
 /* The Prometheus names: msgd_<stat name with dots as underscores>. */
@@ -178,15 +188,14 @@ int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
      * and the p50/p99/p999 the STATS command shows. */
     put(&o, "# HELP msgd_request_duration_seconds From a request decoded to its reply queued.\n"
             "# TYPE msgd_request_duration_seconds histogram\n");
-    struct latency_snapshot snaps[LAT_NCMD];
-    for (int c = 0; c < LAT_NCMD; c++) {
-        memset(&snaps[c], 0, sizeof snaps[c]);
-        for (int r = 0; r < reg->nreactors; r++)
-            latency_merge(&snaps[c], &reg->reactors[r].lat, c);
-        const char *cmd = latency_cmd_name(c);
+    int nslots = cmdtab_slots();
+    for (int c = 0; c < nslots; c++) {
+        struct latency_snapshot snap;
+        merge_slot(reg, c, &snap);
+        const char *cmd = cmdtab_slot_name(c);
         uint64_t cum = 0;
         for (unsigned bk = 0; bk < LATENCY_BUCKETS; bk++) {
-            cum += snaps[c].bucket[bk];
+            cum += snap.bucket[bk];
             if (bk == LATENCY_BUCKETS - 1 || (bk % 4) != 0)
                 continue;
             put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"%.9g\"} %llu\n", cmd,
@@ -195,16 +204,19 @@ int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
         put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"+Inf\"} %llu\n", cmd,
             (unsigned long long)cum);
         put(&o, "msgd_request_duration_seconds_sum{command=\"%s\"} %.9f\n", cmd,
-            (double)snaps[c].sum_ns / 1e9);
+            (double)snap.sum_ns / 1e9);
         put(&o, "msgd_request_duration_seconds_count{command=\"%s\"} %llu\n", cmd,
             (unsigned long long)cum);
     }
     put(&o, "# HELP msgd_request_duration_quantile_seconds Latency quantiles (bucket upper bounds).\n"
             "# TYPE msgd_request_duration_quantile_seconds gauge\n");
     static const double qs[] = {0.5, 0.99, 0.999};
-    for (int c = 0; c < LAT_NCMD; c++)
+    for (int c = 0; c < nslots; c++) {
+        struct latency_snapshot snap;
+        merge_slot(reg, c, &snap);
         for (size_t q = 0; q < 3; q++)
             put(&o, "msgd_request_duration_quantile_seconds{command=\"%s\",quantile=\"%g\"} %.9g\n",
-                latency_cmd_name(c), qs[q], (double)latency_quantile_ns(&snaps[c], qs[q]) / 1e9);
+                cmdtab_slot_name(c), qs[q], (double)latency_quantile_ns(&snap, qs[q]) / 1e9);
+    }
     return o.failed ? -ENOMEM : 0;
 }
