@@ -51,12 +51,17 @@ static int cmd_auth(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t 
     int ok = cfg->ntokens == 0;
     for (int i = 0; i < cfg->ntokens; i++)
         ok |= token_equal(p, len, cfg->tokens[i]); /* no early exit */
+    struct msg_conn *m = proto_msg_state(pl);
+    if (!m) {
+        pl->flags |= PIPELINE_FAILED;
+        return 0;
+    }
     if (ok) {
-        pl->authed = true;
+        m->authed = true;
         proto_msg_reply(pl, cmd, NULL, 0);
         return 0;
     }
-    if (++pl->auth_failures >= 3) {
+    if (++m->auth_failures >= 3) {
         proto_msg_conn_error(pl, MSG_ERR_AUTH_FAILED, "third wrong token");
         return 0;
     }
@@ -113,7 +118,10 @@ static int cmd_subscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, si
         proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
         return 0;
     }
-    int rc = pubsub_subscribe(pl->env->pubsub, pl, p, len, pl->env->cfg->max_subscriptions);
+    struct msg_conn *m = proto_msg_state(pl);
+    int rc = !m ? -ENOMEM
+                : pubsub_subscribe(pl->env->pubsub, &m->subs, pl, p, len,
+                                   pl->env->cfg->max_subscriptions);
     if (rc == -EDQUOT) {
         proto_msg_error(pl, cmd, MSG_ERR_LIMIT_EXCEEDED, "max_subscriptions reached");
         return 0;
@@ -134,7 +142,8 @@ static int cmd_unsubscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, 
         proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
         return 0;
     }
-    if (pubsub_unsubscribe(pl->env->pubsub, pl, p, len) == 1)
+    const struct msg_conn *m = proto_msg_peek(pl);
+    if (m && pubsub_unsubscribe(pl->env->pubsub, m->subs, p, len) == 1)
         stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, (uint64_t)-1);
     proto_msg_reply(pl, cmd, NULL, 0);
     return 0;

@@ -18,7 +18,6 @@ struct stats_registry;
 struct pipeline;
 struct worker_pool;
 struct pubsub;
-struct pubsub_subs;
 struct mailbox;
 
 #define PIPELINE_PEER_LEN 128
@@ -123,8 +122,6 @@ struct pipeline {
     const struct pipeline_env *env;
     uint64_t conn_id;
     uint32_t flags;              /* enum pipeline_flags */
-    bool authed;                 /* msg: an AUTH succeeded (rule 5) */
-    uint8_t auth_failures;       /* msg: wrong tokens so far */
     uint8_t out_class;           /* buffer_class() of the last output buffer given
                                   * back: the next one starts that big */
     struct buffer out;           /* encoded bytes waiting for the socket */
@@ -134,8 +131,9 @@ struct pipeline {
     uint32_t jobs_pending;       /* job slots still waiting */
     uint32_t next_seq;           /* the next job's sequence number */
     size_t held_bytes;           /* bytes held in slots */
-    struct pubsub_subs *subs;    /* msg: this connection's topics (pubsub.h) */
-    uint64_t msgs_dropped;       /* msg: MESSAGEs skipped as a slow consumer */
+    void *state;                 /* the protocol's own per-connection state, or NULL
+                                  * (allocated when first needed; proto->free
+                                  * releases it) */
     uint64_t req_t0;             /* when the request being handled was decoded
                                   * (set per batch by conn, chained by proto_msg) */
     bool read_before_drain;      /* the frame being handled was read before the

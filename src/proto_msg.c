@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmdtab.h"
@@ -18,7 +19,7 @@ static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
 {
     const struct config *cfg = pl->env->cfg;
     uint32_t max = (uint32_t)cfg->max_frame;
-    if (cfg->ntokens > 0 && !pl->authed && max > PROTO_MSG_PREAUTH_MAX)
+    if (cfg->ntokens > 0 && !proto_msg_authed(pl) && max > PROTO_MSG_PREAUTH_MAX)
         max = PROTO_MSG_PREAUTH_MAX;
     struct msg_header h;
     return msg_split(p, n, max, &h);
@@ -97,7 +98,7 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
         proto_msg_error(pl, cmd, MSG_ERR_UNKNOWN_COMMAND, "unknown command");
         return;
     }
-    if (def->needs_auth && !pl->authed && pl->env->cfg->ntokens > 0) {
+    if (def->needs_auth && !proto_msg_authed(pl) && pl->env->cfg->ntokens > 0) {
         proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "AUTH first");
         return;
     }
@@ -160,12 +161,24 @@ static void msg_goaway_cb(struct pipeline *pl, uint32_t ms)
     stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
 }
 
-/* A closing connection leaves its topics. */
+struct msg_conn *proto_msg_state(struct pipeline *pl)
+{
+    if (!pl->state)
+        pl->state = calloc(1, sizeof(struct msg_conn));
+    return pl->state;
+}
+
+/* A closing connection leaves its topics and drops its state. */
 static void msg_free_cb(struct pipeline *pl)
 {
-    uint32_t subs = pubsub_remove_all(pl->env->pubsub, pl);
+    struct msg_conn *m = pl->state;
+    if (!m)
+        return;
+    uint32_t subs = pubsub_remove_all(pl->env->pubsub, &m->subs);
     if (subs)
         stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, -(uint64_t)subs);
+    free(m);
+    pl->state = NULL;
 }
 
 const struct proto proto_msg = {

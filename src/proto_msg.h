@@ -4,15 +4,43 @@
 #ifndef MSGD_PROTO_MSG_H
 #define MSGD_PROTO_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "pipeline.h"
 
+struct pubsub_subs;
+
 extern const struct proto proto_msg;
 
 /* The largest payload a client may send before it has authenticated. */
 #define PROTO_MSG_PREAUTH_MAX (16u * 1024u)
+
+/* What the msg protocol keeps per connection (pl->state), allocated the
+ * first time something is kept: a connection that never authenticates or
+ * subscribes holds none. Reactor thread only. */
+struct msg_conn {
+    bool authed;                 /* an AUTH succeeded (rule 5) */
+    uint8_t auth_failures;       /* wrong tokens so far */
+    struct pubsub_subs *subs;    /* its topics (pubsub.h), or NULL */
+};
+
+/* pl's msg state, allocated when missing; NULL when out of memory. */
+struct msg_conn *proto_msg_state(struct pipeline *pl);
+
+/* pl's msg state, or NULL when it has none yet. */
+static inline struct msg_conn *proto_msg_peek(const struct pipeline *pl)
+{
+    return pl->state;
+}
+
+/* Whether an AUTH succeeded on pl. */
+static inline bool proto_msg_authed(const struct pipeline *pl)
+{
+    const struct msg_conn *m = proto_msg_peek(pl);
+    return m && m->authed;
+}
 
 /* Queues the reply to request command cmd: REPLY | cmd, then payload. */
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len);

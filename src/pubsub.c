@@ -13,7 +13,7 @@ struct pubsub_topic {
     struct pubsub_topic *next;         /* hash chain */
     uint64_t hash;
     uint32_t nsubs, cap;
-    struct pipeline **subs;
+    struct pubsub_subs **subs;
     uint8_t len;
     uint8_t name[];
 };
@@ -105,13 +105,6 @@ static void array_remove(void **arr, uint32_t *n, const void *item)
         }
 }
 
-static struct pubsub_subs *subs_of(struct pipeline *pl)
-{
-    if (!pl->subs)
-        pl->subs = calloc(1, sizeof(struct pubsub_subs));
-    return pl->subs;
-}
-
 /* Drops t from the table when nobody subscribes to it any more. */
 static void topic_release(struct pubsub *ps, struct pubsub_topic *t)
 {
@@ -125,12 +118,16 @@ static void topic_release(struct pubsub *ps, struct pubsub_topic *t)
     free(t);
 }
 
-int pubsub_subscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len,
-                     uint32_t max)
+int pubsub_subscribe(struct pubsub *ps, struct pubsub_subs **mine_p, struct pipeline *pl,
+                     const uint8_t *topic, size_t len, uint32_t max)
 {
-    struct pubsub_subs *mine = subs_of(pl);
-    if (!mine)
-        return -ENOMEM;
+    if (!*mine_p) {
+        *mine_p = calloc(1, sizeof **mine_p);
+        if (!*mine_p)
+            return -ENOMEM;
+        (*mine_p)->pl = pl;
+    }
+    struct pubsub_subs *mine = *mine_p;
     uint64_t h = topic_hash(topic, len);
     struct pubsub_topic **pp = find_slot(ps, topic, len, h);
     struct pubsub_topic *t = pp ? *pp : NULL;
@@ -154,21 +151,21 @@ int pubsub_subscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topi
         *head = t;
         ps->ntopics++;
     }
-    if (array_push((void ***)&t->subs, &t->nsubs, &t->cap, pl) < 0) {
+    if (array_push((void ***)&t->subs, &t->nsubs, &t->cap, mine) < 0) {
         topic_release(ps, t);
         return -ENOMEM;
     }
     if (array_push((void ***)&mine->topics, &mine->n, &mine->cap, t) < 0) {
-        array_remove((void **)t->subs, &t->nsubs, pl);
+        array_remove((void **)t->subs, &t->nsubs, mine);
         topic_release(ps, t);
         return -ENOMEM;
     }
     return 1;
 }
 
-int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len)
+int pubsub_unsubscribe(struct pubsub *ps, struct pubsub_subs *mine, const uint8_t *topic,
+                       size_t len)
 {
-    struct pubsub_subs *mine = pl->subs;
     struct pubsub_topic **pp = find_slot(ps, topic, len, topic_hash(topic, len));
     struct pubsub_topic *t = pp ? *pp : NULL;
     if (!mine || !t)
@@ -177,25 +174,25 @@ int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *to
     array_remove((void **)mine->topics, &mine->n, t);
     if (mine->n == before)
         return 0;
-    array_remove((void **)t->subs, &t->nsubs, pl);
+    array_remove((void **)t->subs, &t->nsubs, mine);
     topic_release(ps, t);
     return 1;
 }
 
-uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl)
+uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine_p)
 {
-    struct pubsub_subs *mine = pl->subs;
+    struct pubsub_subs *mine = *mine_p;
     if (!mine)
         return 0;
     uint32_t n = mine->n;
     for (uint32_t i = 0; i < n; i++) {
         struct pubsub_topic *t = mine->topics[i];
-        array_remove((void **)t->subs, &t->nsubs, pl);
+        array_remove((void **)t->subs, &t->nsubs, mine);
         topic_release(ps, t);
     }
     free(mine->topics);
     free(mine);
-    pl->subs = NULL;
+    *mine_p = NULL;
     return n;
 }
 
@@ -211,10 +208,10 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *frame, size_t len, uin
         return 0;
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->nsubs; i++) {
-        struct pipeline *pl = t->subs[i];
+        struct pipeline *pl = t->subs[i]->pl;
         struct stats *st = pl->env->stats;
         if (pipeline_pending(pl) > high_water || (pl->flags & PIPELINE_CLOSE)) {
-            pl->msgs_dropped++;
+            t->subs[i]->dropped++;
             stats_add(st, STATS_MESSAGES_DROPPED, 1);
             (*skipped)++;
             continue;

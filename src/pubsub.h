@@ -14,10 +14,14 @@
 
 struct pubsub_topic;
 
-/* A subscriber's subscriptions, kept in its pipeline (pl->subs). */
+/* A subscriber: its connection's pipeline and its topics. Kept by the
+ * connection's protocol state (proto_msg), allocated by the first
+ * pubsub_subscribe and freed by pubsub_remove_all. */
 struct pubsub_subs {
+    struct pipeline *pl;
     uint32_t n, cap;
     struct pubsub_topic **topics;
+    uint64_t dropped;                  /* MESSAGEs skipped as a slow consumer */
 };
 
 struct pubsub {
@@ -34,24 +38,26 @@ void pubsub_init(struct pubsub *ps);
 /* Frees the table. Every subscriber must have been removed. */
 void pubsub_free(struct pubsub *ps);
 
-/* Subscribes pl to topic (1..255 bytes). Returns 1 when added, 0 when it was
+/* Subscribes pl, whose subscriber record is *mine (allocated here when
+ * NULL), to topic (1..255 bytes). Returns 1 when added, 0 when it was
  * already subscribed, -EDQUOT past max subscriptions, or -ENOMEM. */
-int pubsub_subscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len,
-                     uint32_t max);
+int pubsub_subscribe(struct pubsub *ps, struct pubsub_subs **mine, struct pipeline *pl,
+                     const uint8_t *topic, size_t len, uint32_t max);
 
-/* Unsubscribes pl from topic. Returns 1 when removed, 0 when it was not
- * subscribed. */
-int pubsub_unsubscribe(struct pubsub *ps, struct pipeline *pl, const uint8_t *topic, size_t len);
+/* Unsubscribes mine (may be NULL) from topic. Returns 1 when removed, 0 when
+ * it was not subscribed. */
+int pubsub_unsubscribe(struct pubsub *ps, struct pubsub_subs *mine, const uint8_t *topic,
+                       size_t len);
 
-/* Removes every subscription of pl (its connection is closing). Returns how
- * many there were. */
-uint32_t pubsub_remove_all(struct pubsub *ps, struct pipeline *pl);
+/* Removes every subscription of *mine (its connection is closing), frees
+ * the record and sets *mine to NULL. Returns how many there were. */
+uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
 
 /* Delivers a PUBLISH's MESSAGE frame (len bytes: header, u8 topic length,
  * topic, message) to this reactor's subscribers of its topic, as a push.
  * The slow-consumer policy: a subscriber whose unsent output is above
- * high_water (or that is closing) is skipped, and the skip counted on it and
- * in its reactor's stats. queued(pl, arg) is called for each subscriber it
+ * high_water (or that is closing) is skipped, and the skip counted on it
+ * (subs->dropped) and in its reactor's stats. queued(pl, arg) is called for each subscriber it
  * was queued to, so the caller can schedule the write; it must not change
  * the table. Returns how many it was queued to; *skipped says how many were
  * skipped. */

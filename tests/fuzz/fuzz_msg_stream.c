@@ -68,6 +68,13 @@
 
 #include "fuzz_common.h"
 
+/* MESSAGEs skipped for the connection as a slow consumer. */
+static uint64_t msgs_dropped(const struct pipeline *pl)
+{
+    const struct msg_conn *m = proto_msg_peek(pl);
+    return m && m->subs ? m->subs->dropped : 0;
+}
+
 #define PARAM_BYTES 4
 #define PING_MAX 1024u
 #define PREAUTH_MAX (16u * 1024u)
@@ -233,12 +240,12 @@ static unsigned reactor_turn(struct fuzz_host *h)
         const uint8_t *p = r->stream + r->pubs[r->visited];
         want += topic_find(r, p + 1, p[0]) >= 0;
     }
-    uint64_t defers = h->defers, dropped = r->pl->msgs_dropped;
+    uint64_t defers = h->defers, dropped = msgs_dropped(r->pl);
     unsigned n = fuzz_host_turn(h);
-    FUZZ_CHECK(h->defers - defers + (r->pl->msgs_dropped - dropped) == want,
+    FUZZ_CHECK(h->defers - defers + (msgs_dropped(r->pl) - dropped) == want,
                "the visits queued %llu MESSAGEs and skipped %llu, the model has %llu subscribed",
                (unsigned long long)(h->defers - defers),
-               (unsigned long long)(r->pl->msgs_dropped - dropped), (unsigned long long)want);
+               (unsigned long long)(msgs_dropped(r->pl) - dropped), (unsigned long long)want);
     return n;
 }
 
@@ -373,7 +380,8 @@ static void handle_w(struct pipeline *pl, const uint8_t *frame, size_t len)
 
     proto_msg.handle(pl, frame, len);
 
-    FUZZ_CHECK(pl->authed == r->authed, "authed %d, model %d", pl->authed, r->authed);
+    FUZZ_CHECK(proto_msg_authed(pl) == r->authed, "authed %d, model %d", proto_msg_authed(pl),
+               r->authed);
     FUZZ_CHECK(!!(pl->flags & PIPELINE_CLOSE) == r->closed, "close flag %d, model %d",
                !!(pl->flags & PIPELINE_CLOSE), r->closed);
     FUZZ_CHECK(!(pl->flags & PIPELINE_FAILED), "pipeline failed");
@@ -396,7 +404,7 @@ static void violation_w(struct pipeline *pl, long code)
 static void free_w(struct pipeline *pl)
 {
     proto_msg.free(pl);
-    FUZZ_CHECK(pl->subs == NULL || pl->subs->n == 0, "topics left after the protocol's free");
+    FUZZ_CHECK(pl->state == NULL, "msg state left after the protocol's free");
 }
 
 static const struct proto checked_msg = {
@@ -538,11 +546,11 @@ static void check_output(const struct run *r, const struct buffer *wire, const s
                (unsigned long long)stats_get(st, STATS_PUBLISHED),
                (unsigned long long)r->publishes);
     FUZZ_CHECK(stats_get(st, STATS_MESSAGES_DELIVERED) == pushes &&
-                   stats_get(st, STATS_MESSAGES_DROPPED) == r->pl->msgs_dropped,
+                   stats_get(st, STATS_MESSAGES_DROPPED) == msgs_dropped(r->pl),
                "messages delivered %llu (sent %llu), dropped %llu (skipped %llu)",
                (unsigned long long)stats_get(st, STATS_MESSAGES_DELIVERED),
                (unsigned long long)pushes, (unsigned long long)stats_get(st, STATS_MESSAGES_DROPPED),
-               (unsigned long long)r->pl->msgs_dropped);
+               (unsigned long long)msgs_dropped(r->pl));
 }
 
 /* ---- one run ------------------------------------------------------------ */

@@ -43,6 +43,28 @@ class PubSubTests(MsgdTestCase):
         for c in subs:
             c.quiet(0.05)
 
+    def test_gauges_return_to_zero_after_subscribers_leave(self):
+        """subscriptions_current read 4294967296 after the first subscriber
+        left (a uint32 negated before widening). Every gauge stays sane and
+        the subscription gauge is back to 0 once the subscribers are gone."""
+        probe = self.connect()
+        base = self.stats(probe)
+        subs = [self.connect() for _ in range(3)]
+        for i, c in enumerate(subs):
+            for t in (b"g1", b"g2", b"g%d" % (10 + i)):
+                self.subscribe(c, t)
+        self.assertEqual(self.stats(probe)["subscriptions_current"],
+                         base["subscriptions_current"] + 9)
+        for c in subs:
+            c.close()
+        s = self.wait_connections(probe, base["connections_current"], "after the subscribers left")
+        self.assertEqual(s["subscriptions_current"], base["subscriptions_current"])
+        for gauge in ("subscriptions_current", "connections_current", "connections_live",
+                      "buffer_pool_bytes"):
+            self.assertLess(s[gauge], 1 << 32, "%s = %d" % (gauge, s[gauge]))
+        for r in range(3):
+            self.assertLess(s["reactor.%d.connections_current" % r], 1 << 32, s)
+
     def test_unsubscribe_lowers_the_count(self):
         a, b = self.connect(), self.connect()
         self.subscribe(a, b"t1")
