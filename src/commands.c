@@ -45,18 +45,41 @@ static int token_equal(const uint8_t *given, size_t glen, const char *want)
     return diff == 0;
 }
 
+/* AUTH (PROTOCOL.md "Identities"): with tokens configured, the payload is a
+ * token, compared with every entry's token part in time that depends only on
+ * the configured tokens, and the matching entry's identity (if it has one)
+ * becomes the connection's; without tokens, the payload itself (1..255
+ * bytes) is the identity, unchecked. */
 static int cmd_auth(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
 {
     const struct config *cfg = pl->env->cfg;
-    int ok = cfg->ntokens == 0;
-    for (int i = 0; i < cfg->ntokens; i++)
-        ok |= token_equal(p, len, cfg->tokens[i]); /* no early exit */
+    if (cfg->ntokens == 0 && (len == 0 || len > CONFIG_IDENTITY_MAX)) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD,
+                        "without tokens, AUTH carries an identity of 1..255 bytes");
+        return 0;
+    }
     struct msg_conn *m = proto_msg_state(pl);
     if (!m) {
         pl->flags |= PIPELINE_FAILED;
         return 0;
     }
+    const char *who = cfg->ntokens == 0 ? (const char *)p : NULL;
+    size_t who_len = cfg->ntokens == 0 ? len : 0;
+    int ok = cfg->ntokens == 0;
+    for (int i = 0; i < cfg->ntokens; i++) {
+        const char *entry = cfg->tokens[i], *colon = strchr(entry, ':');
+        int match = token_equal(p, len, colon ? colon + 1 : entry); /* no early exit */
+        if (match && !ok && colon) {
+            who = entry;
+            who_len = (size_t)(colon - entry);
+        }
+        ok |= match;
+    }
     if (ok) {
+        if (proto_msg_set_identity(pl, who, who_len) < 0) {
+            pl->flags |= PIPELINE_FAILED;
+            return 0;
+        }
         m->authed = true;
         proto_msg_reply(pl, cmd, NULL, 0);
         return 0;

@@ -438,13 +438,22 @@ static int listen_item(void *arg, const char *s)
 struct token_split {
     char **tokens;
     int n;
-    int bad_index; /* 1-based index of a too-long token */
+    int bad_index;   /* 1-based index of a bad entry */
+    const char *why; /* what is wrong with it */
 };
 
+/* An entry is IDENTITY:TOKEN, split at the first ':', or a bare TOKEN. */
 static int token_item(void *arg, const char *s)
 {
     struct token_split *ts = arg;
-    if (strlen(s) > TOKEN_MAX) {
+    const char *colon = strchr(s, ':');
+    const char *token = colon ? colon + 1 : s;
+    ts->why = colon == s ? "an empty identity before ':'"
+            : colon && colon - s > CONFIG_IDENTITY_MAX ? "an identity longer than 255 bytes"
+            : *token == '\0' ? "an empty token"
+            : strlen(token) > TOKEN_MAX ? "a token longer than 128 bytes"
+            : NULL;
+    if (ts->why) {
         ts->bad_index = ts->n + 1;
         return -EINVAL;
     }
@@ -567,8 +576,8 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
             if (rc == -ENOMEM)
                 report(ld, line, "out of memory");
             else
-                report(ld, line, "bad value for 'tokens' in [auth]: token %d is longer than %d bytes",
-                       ts.bad_index, TOKEN_MAX);
+                report(ld, line, "bad value for 'tokens' in [auth]: entry %d has %s "
+                       "(entries are IDENTITY:TOKEN or TOKEN)", ts.bad_index, ts.why);
             return false;
         }
         free_tokens(ld->c->tokens, ld->c->ntokens);

@@ -11,6 +11,7 @@
 #define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
 #define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
 #define CONFIG_DEFAULT_PATH "/etc/msgd/msgd.ini"
+#define CONFIG_IDENTITY_MAX 255    /* bytes of an identity ([auth] tokens IDENTITY:TOKEN) */
 
 enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
 
@@ -47,7 +48,8 @@ struct config {
     uint32_t max_subscriptions;
     /* [auth] */
     int ntokens;
-    char **tokens;             /* ntokens strings, heap; NULL when none */
+    char **tokens;             /* ntokens entries "IDENTITY:TOKEN" or "TOKEN" (split at
+                                * the first ':'), heap; NULL when none */
     /* [log] */
     enum config_log_level log_level;
     /* [diagnostics] */

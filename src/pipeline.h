@@ -29,6 +29,8 @@ struct pipeline_info {
     const char *proto;                 /* the listener's protocol name */
     int reactor;
     double age_s, idle_s;              /* since it opened; since it last sent anything */
+    const char *identity;              /* its identity (identity_len bytes), or NULL */
+    size_t identity_len;
     uint64_t bytes_in, bytes_out;
     size_t pending;                    /* output not yet written */
 };
@@ -99,6 +101,8 @@ struct proto {
     void (*goaway)(struct pipeline *pl, uint32_t ms);
     /* Optional: releases the protocol's state of a closing connection. */
     void (*free)(struct pipeline *pl);
+    /* Optional: the connection's identity (*len bytes), or NULL. */
+    const char *(*identity)(const struct pipeline *pl, size_t *len);
 };
 
 enum pipeline_flags {

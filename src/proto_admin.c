@@ -65,18 +65,42 @@ static void reply_text(struct pipeline *pl, int rc, struct buffer *text)
     reply_line(pl, "END");
 }
 
+/* Writes an identity for a text line: printable ASCII but for space, '%'
+ * and '=' as is, anything else as %XX; "-" for none. */
+static void escape_identity(char *out, const char *id, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (!id) {
+        strcpy(out, "-");
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (ch > ' ' && ch < 127 && ch != '%' && ch != '=') {
+            *out++ = (char)ch;
+        } else {
+            *out++ = '%';
+            *out++ = hex[ch >> 4];
+            *out++ = hex[ch & 15];
+        }
+    }
+    *out = '\0';
+}
+
 /* `conns`, on each reactor: one line per connection into its own result. */
 static void conns_line(struct pipeline *pl, void *arg)
 {
     struct buffer *out = arg;
     struct pipeline_info in;
     pl->env->ops->describe(pl, &in);
-    char line[320];
+    char who[3 * 255 + 1], line[1200];
+    escape_identity(who, in.identity, in.identity_len < 255 ? in.identity_len : 255);
     int n = snprintf(line, sizeof line,
-                     "%016llx peer=%s proto=%s reactor=%d age=%.1fs idle=%.1fs in=%llu out=%llu "
-                     "pending=%zu\n",
+                     "%016llx peer=%s proto=%s reactor=%d age=%.1fs idle=%.1fs identity=%s "
+                     "in=%llu out=%llu pending=%zu\n",
                      (unsigned long long)in.id, in.peer, in.proto, in.reactor, in.age_s, in.idle_s,
-                     (unsigned long long)in.bytes_in, (unsigned long long)in.bytes_out, in.pending);
+                     who, (unsigned long long)in.bytes_in, (unsigned long long)in.bytes_out,
+                     in.pending);
     if (n > 0)
         buffer_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -141,7 +165,7 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
     if (strcmp(line, "help") == 0) {
         reply_line(pl, "help     this list");
         reply_line(pl, "stats    the counters, one 'name value' per line (as STATS)");
-        reply_line(pl, "conns    one line per connection: id, peer, protocol, reactor, age, idle, bytes, pending");
+        reply_line(pl, "conns    one line per connection: id, peer, protocol, reactor, age, idle, identity, bytes, pending");
         reply_line(pl, "reload   reload the configuration (as SIGHUP) and say whether it took");
         reply_line(pl, "metrics  counters, gauges and latency histograms, Prometheus text format");
         reply_line(pl, "quit     close this connection");

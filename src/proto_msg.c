@@ -168,6 +168,32 @@ struct msg_conn *proto_msg_state(struct pipeline *pl)
     return pl->state;
 }
 
+int proto_msg_set_identity(struct pipeline *pl, const void *id, size_t len)
+{
+    struct msg_conn *m = proto_msg_state(pl);
+    char *copy = m && len ? malloc(len + 1) : NULL;
+    if (!m || (len && !copy))
+        return -ENOMEM;
+    if (!len) {
+        free(m->identity);
+        m->identity = NULL;
+        m->identity_len = 0;
+        return 0;
+    }
+    memcpy(copy, id, len);
+    copy[len] = '\0';
+    free(m->identity);
+    m->identity = copy;
+    m->identity_len = (uint8_t)len;
+    return 0;
+}
+
+/* The identity for describing a connection (admin conns). */
+static const char *msg_identity_cb(const struct pipeline *pl, size_t *len)
+{
+    return proto_msg_identity(pl, len);
+}
+
 /* A closing connection leaves its topics and drops its state. */
 static void msg_free_cb(struct pipeline *pl)
 {
@@ -177,6 +203,7 @@ static void msg_free_cb(struct pipeline *pl)
     uint32_t subs = pubsub_remove_all(pl->env->pubsub, &m->subs);
     if (subs)
         stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, -(uint64_t)subs);
+    free(m->identity);
     free(m);
     pl->state = NULL;
 }
@@ -191,6 +218,7 @@ const struct proto proto_msg = {
     .idle = msg_idle_cb,
     .goaway = msg_goaway_cb,
     .free = msg_free_cb,
+    .identity = msg_identity_cb,
 };
 
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len)

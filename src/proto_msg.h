@@ -23,6 +23,8 @@ extern const struct proto proto_msg;
 struct msg_conn {
     bool authed;                 /* an AUTH succeeded (rule 5) */
     uint8_t auth_failures;       /* wrong tokens so far */
+    uint8_t identity_len;        /* 0: no identity */
+    char *identity;              /* what the AUTH gave it (PROTOCOL "Identities"), or NULL */
     struct pubsub_subs *subs;    /* its topics (pubsub.h), or NULL */
 };
 
@@ -41,6 +43,18 @@ static inline bool proto_msg_authed(const struct pipeline *pl)
     const struct msg_conn *m = proto_msg_peek(pl);
     return m && m->authed;
 }
+
+/* pl's identity and its length, or NULL (and 0) when it has none. */
+static inline const char *proto_msg_identity(const struct pipeline *pl, size_t *len)
+{
+    const struct msg_conn *m = proto_msg_peek(pl);
+    *len = m && m->identity ? m->identity_len : 0;
+    return m ? m->identity : NULL;
+}
+
+/* Gives pl the identity of len (1..255) bytes at id, or none (len 0).
+ * Returns 0 or -ENOMEM. */
+int proto_msg_set_identity(struct pipeline *pl, const void *id, size_t len);
 
 /* Queues the reply to request command cmd: REPLY | cmd, then payload. */
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len);

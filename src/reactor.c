@@ -72,6 +72,9 @@ static void host_describe(struct pipeline *pl, struct pipeline_info *info)
         snprintf(info->peer, sizeof info->peer, "-");
     info->proto = pl->proto->name;
     info->reactor = pl->env->reactor;
+    info->identity = pl->proto->identity ? pl->proto->identity(pl, &info->identity_len) : NULL;
+    if (!info->identity)
+        info->identity_len = 0;
     info->age_s = now - c->created;
     info->idle_s = now - c->te.idle.at;
     info->bytes_in = c->bytes_in;

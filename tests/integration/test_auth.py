@@ -74,5 +74,83 @@ class AuthReloadTests(MsgdTestCase):
         self.assert_frame(c.call(mp.AUTH, b"new-token"), mp.REPLY | mp.AUTH, b"")
 
 
+def conns_lines(daemon):
+    """The admin `conns` lines (without END)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", daemon.port("admin")), timeout=timeout(1)) as a:
+        a.sendall(b"conns\n")
+        text = b""
+        while not text.endswith(b"END\n"):
+            chunk = a.recv(65536)
+            assert chunk, "admin closed early"
+            text += chunk
+    return text.decode().splitlines()[:-1]
+
+
+def identity_of(daemon, client):
+    port = client.sock.getsockname()[1]
+    line = [l for l in conns_lines(daemon) if "peer=127.0.0.1:%d " % port in l]
+    assert len(line) == 1, line
+    return line[0].split(" identity=", 1)[1].split(" ", 1)[0]
+
+
+class IdentityTests(MsgdTestCase):
+    """[auth] tokens as IDENTITY:TOKEN (PROTOCOL.md "Identities"): AUTH sends
+    the token alone and the connection takes the entry's identity; a bare
+    token gives none; a token may hold ':' (split at the first)."""
+    config = {"auth": {"tokens": "alice:tok-a, bob:tok:b, bare-token, alice:tok-a2"},
+              "admin": {"listen": "127.0.0.1:0"}}
+
+    def test_token_gives_its_identity(self):
+        a, b, n, a2 = self.connect(), self.connect(), self.connect(), self.connect()
+        self.assert_frame(a.call(mp.AUTH, b"tok-a"), mp.REPLY | mp.AUTH, b"")
+        self.assert_frame(b.call(mp.AUTH, b"tok:b"), mp.REPLY | mp.AUTH, b"")
+        self.assert_frame(n.call(mp.AUTH, b"bare-token"), mp.REPLY | mp.AUTH, b"")
+        self.assert_frame(a2.call(mp.AUTH, b"tok-a2"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, a), "alice")
+        self.assertEqual(identity_of(self.daemon, b), "bob")
+        self.assertEqual(identity_of(self.daemon, n), "-")
+        self.assertEqual(identity_of(self.daemon, a2), "alice")   # several devices
+        # ECHO works once authenticated, whatever the identity.
+        self.assert_frame(b.call(mp.ECHO, b"x"), mp.REPLY | mp.ECHO, b"x")
+
+    def test_the_whole_entry_is_not_a_token(self):
+        c = self.connect()
+        self.assert_error(c.call(mp.AUTH, b"alice:tok-a"), mp.AUTH, mp.AUTH_FAILED)
+        self.assert_error(c.call(mp.AUTH, b"alice"), mp.AUTH, mp.AUTH_FAILED)
+        self.assertEqual(identity_of(self.daemon, c), "-")
+
+    def test_a_later_auth_replaces_the_identity(self):
+        c = self.connect()
+        self.assert_frame(c.call(mp.AUTH, b"tok-a"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, c), "alice")
+        self.assert_frame(c.call(mp.AUTH, b"bare-token"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, c), "-")
+
+
+class OpenIdentityTests(MsgdTestCase):
+    """Without tokens, AUTH's payload (1..255 bytes) is the identity,
+    unchecked; empty or longer is BAD_PAYLOAD. conns shows it escaped."""
+    config = {"admin": {"listen": "127.0.0.1:0"}}
+
+    def test_payload_is_the_identity(self):
+        c = self.connect()
+        self.assert_frame(c.call(mp.AUTH, b"carol"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, c), "carol")
+        odd = self.connect()
+        self.assert_frame(odd.call(mp.AUTH, b"a b=c%\n\xff"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, odd), "a%20b%3Dc%25%0A%FF")
+        longest = self.connect()
+        self.assert_frame(longest.call(mp.AUTH, b"z" * 255), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(self.daemon, longest), "z" * 255)
+
+    def test_empty_or_too_long_is_bad_payload(self):
+        c = self.connect()
+        self.assert_error(c.call(mp.AUTH, b""), mp.AUTH, mp.BAD_PAYLOAD)
+        self.assert_error(c.call(mp.AUTH, b"z" * 256), mp.AUTH, mp.BAD_PAYLOAD)
+        self.assertEqual(identity_of(self.daemon, c), "-")
+        self.assert_frame(c.call(mp.PING, b"still"), mp.REPLY | mp.PING, b"still")
+
+
 if __name__ == "__main__":
     unittest.main()

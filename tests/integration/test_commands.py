@@ -69,7 +69,8 @@ class CommandTests(MsgdTestCase):
     def test_auth_without_tokens_succeeds(self):
         c = self.connect()
         self.assert_frame(c.call(mp.AUTH, b"any-token"), 0x80000003, b"")
-        self.assert_frame(c.call(mp.AUTH, b""), 0x80000003, b"")
+        # The payload is the identity then (PROTOCOL.md "Identities"): 1..255 bytes.
+        self.assert_error(c.call(mp.AUTH, b""), mp.AUTH, mp.BAD_PAYLOAD)
 
     def test_delay_disabled(self):
         c = self.connect()

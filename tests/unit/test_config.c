@@ -302,7 +302,30 @@ TEST(tokens_trimmed_empty_ignored_and_limited)
     config_free(&c);
 
     snprintf(text, sizeof text, "[auth]\ntokens = a, %st\n", tok);
-    check_one_error(text, "@:2: bad value for 'tokens' in [auth]: token 2 is longer than 128 bytes\n");
+    check_one_error(text, "@:2: bad value for 'tokens' in [auth]: entry 2 has a token longer than "
+                          "128 bytes (entries are IDENTITY:TOKEN or TOKEN)\n");
+    /* The identity's length does not count against the token's. */
+    snprintf(text, sizeof text, "[auth]\ntokens = someone:%s\n", tok);
+    load_ok(text, &c);
+    CHECK_EQ(c.ntokens, 1);
+    config_free(&c);
+}
+
+TEST(tokens_with_identities)
+{
+    struct config c;
+    load_ok("[auth]\ntokens = alice:tok-a, bob:tok:with:colons, bare\n", &c);
+    CHECK_EQ(c.ntokens, 3);
+    CHECK_STR(c.tokens[0], "alice:tok-a");
+    CHECK_STR(c.tokens[1], "bob:tok:with:colons");   /* split at the first ':' when used */
+    CHECK_STR(c.tokens[2], "bare");
+    config_free(&c);
+    check_one_error("[auth]\ntokens = ok, :token\n",
+                    "@:2: bad value for 'tokens' in [auth]: entry 2 has an empty identity before "
+                    "':' (entries are IDENTITY:TOKEN or TOKEN)\n");
+    check_one_error("[auth]\ntokens = alice:\n",
+                    "@:2: bad value for 'tokens' in [auth]: entry 1 has an empty token "
+                    "(entries are IDENTITY:TOKEN or TOKEN)\n");
 }
 
 TEST(user_names)
