@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "cmd_direct.h"
 #include "cmdtab.h"
 #include "config.h"
 #include "fanout.h"
@@ -184,8 +185,12 @@ static void publish_defer(struct pipeline *pl, void *arg)
 static void publish_visit(struct fanout *f, const struct pipeline_env *env)
 {
     uint32_t skipped;
-    uint32_t n = pubsub_deliver(env->pubsub, f->data, f->len, env->cfg->out_high_water,
-                                publish_defer, NULL, &skipped);
+    const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
+    uint32_t n = pubsub_deliver(env->pubsub, topic, f->data[MSG_HEADER_LEN], f->data, f->len,
+                                env->cfg->out_high_water, publish_defer, NULL, &skipped);
+    stats_add(env->stats, STATS_MESSAGES_DELIVERED, n);
+    stats_add(env->stats, STATS_FRAMES_OUT, n);
+    stats_add(env->stats, STATS_MESSAGES_DROPPED, skipped);
     atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
 }
 
@@ -252,5 +257,5 @@ int commands_register_builtin(char *err, size_t errlen)
         if (rc < 0)
             return rc;
     }
-    return 0;
+    return cmd_direct_register(err, errlen);
 }

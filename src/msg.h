@@ -25,6 +25,8 @@ enum msg_command {
     MSG_CMD_PUBLISH = 18,
     MSG_CMD_MESSAGE = 19,
     MSG_CMD_GOAWAY = 20,
+    MSG_CMD_DIRECT = 21,
+    MSG_CMD_DELIVER = 22,
 };
 
 enum msg_error {

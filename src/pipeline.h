@@ -69,6 +69,7 @@ struct pipeline_env {
     struct worker_pool *pool;          /* the reactor's workers */
     bool draining;                     /* the server is stopping (rule 6) */
     struct pubsub *pubsub;             /* the reactor's topic table */
+    struct pubsub *identities;         /* the reactor's identity table (DIRECT) */
     int nreactors;
     struct mailbox *const *boxes;      /* every reactor's mailbox, for fan-outs */
     struct mailbox *main_box;          /* the main thread's mailbox (admin reload) */

@@ -174,15 +174,19 @@ int proto_msg_set_identity(struct pipeline *pl, const void *id, size_t len)
     char *copy = m && len ? malloc(len + 1) : NULL;
     if (!m || (len && !copy))
         return -ENOMEM;
-    if (!len) {
-        free(m->identity);
-        m->identity = NULL;
-        m->identity_len = 0;
+    free(m->identity);
+    m->identity = NULL;
+    m->identity_len = 0;
+    /* The reactor's identity table follows (DIRECT finds connections there). */
+    pubsub_remove_all(pl->env->identities, &m->ident);
+    if (!len)
         return 0;
+    if (pubsub_subscribe(pl->env->identities, &m->ident, pl, id, len, 1) < 0) {
+        free(copy);
+        return -ENOMEM;
     }
     memcpy(copy, id, len);
     copy[len] = '\0';
-    free(m->identity);
     m->identity = copy;
     m->identity_len = (uint8_t)len;
     return 0;
@@ -203,6 +207,7 @@ static void msg_free_cb(struct pipeline *pl)
     uint32_t subs = pubsub_remove_all(pl->env->pubsub, &m->subs);
     if (subs)
         stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, -(uint64_t)subs);
+    pubsub_remove_all(pl->env->identities, &m->ident);
     free(m->identity);
     free(m);
     pl->state = NULL;

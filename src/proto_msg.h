@@ -26,6 +26,7 @@ struct msg_conn {
     uint8_t identity_len;        /* 0: no identity */
     char *identity;              /* what the AUTH gave it (PROTOCOL "Identities"), or NULL */
     struct pubsub_subs *subs;    /* its topics (pubsub.h), or NULL */
+    struct pubsub_subs *ident;   /* its entry in the reactor's identity table, or NULL */
 };
 
 /* pl's msg state, allocated when missing; NULL when out of memory. */

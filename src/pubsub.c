@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "msg.h"
-#include "stats.h"
-
 struct pubsub_topic {
     struct pubsub_topic *next;         /* hash chain */
     uint64_t hash;
@@ -196,29 +193,24 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine_p)
     return n;
 }
 
-uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *frame, size_t len, uint64_t high_water,
-                        pubsub_visit_fn queued, void *arg, uint32_t *skipped)
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
+                        size_t len, uint64_t high_water, pubsub_visit_fn queued, void *arg,
+                        uint32_t *skipped)
 {
-    const uint8_t *topic = frame + MSG_HEADER_LEN + 1;
-    size_t tlen = frame[MSG_HEADER_LEN];
     *skipped = 0;
-    struct pubsub_topic **pp = find_slot(ps, topic, tlen, topic_hash(topic, tlen));
+    struct pubsub_topic **pp = find_slot(ps, key, klen, topic_hash(key, klen));
     struct pubsub_topic *t = pp ? *pp : NULL;
     if (!t)
         return 0;
     uint32_t n = 0;
     for (uint32_t i = 0; i < t->nsubs; i++) {
         struct pipeline *pl = t->subs[i]->pl;
-        struct stats *st = pl->env->stats;
         if (pipeline_pending(pl) > high_water || (pl->flags & PIPELINE_CLOSE)) {
             t->subs[i]->dropped++;
-            stats_add(st, STATS_MESSAGES_DROPPED, 1);
             (*skipped)++;
             continue;
         }
         pipeline_push2(pl, frame, len, NULL, 0);
-        stats_add(st, STATS_MESSAGES_DELIVERED, 1);
-        stats_add(st, STATS_FRAMES_OUT, 1);
         n++;
         queued(pl, arg);
     }

@@ -1,5 +1,6 @@
-/* pubsub: one reactor's topic table: topic -> the local subscribers'
- * pipelines, and each subscriber's own list of topics. There is one table per
+/* pubsub: one reactor's table of keys -> the local connections that hold
+ * them, and each connection's own list of keys: topics for SUBSCRIBE, and
+ * (a second table) identities for DIRECT. There is one table per
  * reactor and no lock: a PUBLISH reaches every reactor through its mailbox
  * (fanout.h) and each reactor walks its own table. Reactor thread only. */
 #ifndef MSGD_PUBSUB_H
@@ -53,15 +54,17 @@ int pubsub_unsubscribe(struct pubsub *ps, struct pubsub_subs *mine, const uint8_
  * the record and sets *mine to NULL. Returns how many there were. */
 uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
 
-/* Delivers a PUBLISH's MESSAGE frame (len bytes: header, u8 topic length,
- * topic, message) to this reactor's subscribers of its topic, as a push.
+/* Queues a push frame (len bytes, encoded once by the caller) to every
+ * subscriber of key (1..255 bytes) in this table: a PUBLISH's MESSAGE to a
+ * topic's subscribers, or a DIRECT's DELIVER to an identity's connections.
  * The slow-consumer policy: a subscriber whose unsent output is above
  * high_water (or that is closing) is skipped, and the skip counted on it
- * (subs->dropped) and in its reactor's stats. queued(pl, arg) is called for each subscriber it
- * was queued to, so the caller can schedule the write; it must not change
- * the table. Returns how many it was queued to; *skipped says how many were
- * skipped. */
-uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *frame, size_t len, uint64_t high_water,
-                        pubsub_visit_fn queued, void *arg, uint32_t *skipped);
+ * (subs->dropped). queued(pl, arg) is called for each subscriber it was
+ * queued to, so the caller can schedule the write; it must not change the
+ * table. Returns how many it was queued to; *skipped says how many were
+ * skipped. The caller counts them in its stats. */
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
+                        size_t len, uint64_t high_water, pubsub_visit_fn queued, void *arg,
+                        uint32_t *skipped);
 
 #endif

@@ -249,6 +249,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
 {
     ev_init(&r->drain_timer, drain_deadline_cb);
     pubsub_init(&r->pubsub);
+    pubsub_init(&r->identities);
     r->index = index;
     conntab_init(&r->conns, index);
     r->live = &reg->live;
@@ -278,7 +279,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     ev_io_start(r->loop, &r->mb_watcher);
     r->host.env = (struct pipeline_env){
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
-        .pool = &r->pool, .pubsub = &r->pubsub, .nreactors = reg->nreactors,
+        .pool = &r->pool, .pubsub = &r->pubsub, .identities = &r->identities, .nreactors = reg->nreactors,
         .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r};
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
@@ -389,5 +390,6 @@ void reactor_free(struct reactor *r)
     ev_loop_destroy(r->loop);
     conntab_free(&r->conns);
     pubsub_free(&r->pubsub);
+    pubsub_free(&r->identities);
     config_free(&r->cfg);
 }

@@ -28,6 +28,7 @@ struct reactor {
     struct config cfg;                 /* the live copy; reactor thread only */
     struct worker_pool pool;           /* its workers; thread-safe API */
     struct pubsub pubsub;              /* its topic table; reactor thread only */
+    struct pubsub identities;          /* identity -> its connections here; reactor thread only */
     struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
     struct mailbox *main_box;          /* set before start: the main thread's */
     struct conntab conns;              /* reactor thread only */

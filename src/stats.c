@@ -29,6 +29,9 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_MESSAGES_DELIVERED] = "messages_delivered",
     [STATS_MESSAGES_DROPPED] = "messages_dropped_slow_consumer",
     [STATS_SUBSCRIPTIONS] = "subscriptions_current",
+    [STATS_DIRECTS] = "directs",
+    [STATS_DELIVERS] = "delivers",
+    [STATS_DELIVERS_DROPPED] = "delivers_dropped_slow_consumer",
     [STATS_BUFFER_POOL_BYTES] = "buffer_pool_bytes",
 };
 

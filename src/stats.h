@@ -34,6 +34,9 @@ enum stats_id {
     STATS_MESSAGES_DELIVERED,   /* MESSAGE pushes queued to local subscribers */
     STATS_MESSAGES_DROPPED,     /* skipped: the subscriber was above output_high_water */
     STATS_SUBSCRIPTIONS,        /* subscriptions held now (gauge) */
+    STATS_DIRECTS,              /* DIRECT requests fanned out from this reactor */
+    STATS_DELIVERS,             /* DELIVER pushes queued to local connections */
+    STATS_DELIVERS_DROPPED,     /* skipped: the receiver was above output_high_water */
     STATS_BUFFER_POOL_BYTES,    /* emptied buffer memory kept for reuse now (gauge) */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,

@@ -97,7 +97,14 @@ def msg_corpus():
         # client replies: no answer
         "client_replies": p() + ping_reply + frame(REPLY | 2, b"x") + frame(CONN_ERROR | 1)
         + bad_magic_err + ping_hi,
-        # auth on (tokens "s3cret" and "tok")
+        # identities and DIRECT: to itself (a DELIVER push), to nobody, before AUTH,
+        # bad payloads; then with tokens, tom's token gives the identity tom
+        "direct_self": p(chunk=CHUNK_64) + frame(21, b"\x03bobyo") + frame(3, b"bob")
+        + frame(21, b"\x03bobyo") + frame(21, b"\x05nobodyx") + frame(21, b"") + frame(21, b"\x09ab")
+        + frame(3, b"") + ping_hi,
+        "direct_tokens": p(flags=AUTH) + frame(3, b"tok") + frame(21, b"\x03tomhi")
+        + frame(3, b"s3cret") + frame(21, b"\x03tomhi") + ping_hi,
+        # auth on (tokens "s3cret" and "tom:tok")
         "auth_ok": p(flags=AUTH) + frame(2, b"early") + frame(3, b"s3cret") + frame(2, b"late")
         + frame(4),
         "auth_third_failure": p(flags=AUTH) + frame(3, b"a") + frame(3, b"b") + ping_hi
@@ -195,7 +202,7 @@ def dicts():
     be = lambda v: struct.pack(">I", v)
     msg = [b"MSGP", be(1), be(REPLY | 1), be(CONN_ERROR), be(ERROR), be(REPLY),
            be(2), be(3), be(4), be(5), be(16), be(17), be(18), be(19), be(20), be(0x400),
-           be(0x401), be(0x4001), b"s3cret", b"tok"]
+           be(0x401), be(0x4001), be(21), be(22), b"s3cret", b"tok", b"tom"]
     cfg = [b"[server]", b"[msg]", b"[echo]", b"[admin]", b"[timeouts]", b"[limits]", b"[auth]",
            b"[log]", b"[diagnostics]", b"reactors", b"workers", b"worker_queue",
            b"max_connections", b"backlog", b"user", b"listen", b"max_frame",

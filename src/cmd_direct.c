@@ -1,0 +1,103 @@
+/* cmd_direct: DIRECT fans out to every reactor, each of which queues the
+ * one encoded DELIVER frame to its connections holding the target identity;
+ * the reply counts them. Order from one sender to one receiver holds: a
+ * sender's fan-outs reach each reactor's mailbox in the order they were sent. */
+#include "cmd_direct.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cmdtab.h"
+#include "config.h"
+#include "fanout.h"
+#include "msg.h"
+#include "proto_msg.h"
+#include "pubsub.h"
+#include "stats.h"
+
+/* The fan-out's payload: u8 target length, the target identity (what each
+ * reactor looks up), then the DELIVER frame, encoded once for everyone. */
+
+static void direct_defer(struct pipeline *pl, void *arg)
+{
+    (void)arg;
+    pl->env->ops->defer(pl);
+}
+
+static void direct_visit(struct fanout *f, const struct pipeline_env *env)
+{
+    size_t tlen = f->data[0];
+    const uint8_t *frame = f->data + 1 + tlen;
+    uint32_t skipped;
+    uint32_t n = pubsub_deliver(env->identities, f->data + 1, tlen, frame, f->len - 1 - tlen,
+                                env->cfg->out_high_water, direct_defer, NULL, &skipped);
+    stats_add(env->stats, STATS_DELIVERS, n);
+    stats_add(env->stats, STATS_FRAMES_OUT, n);
+    stats_add(env->stats, STATS_DELIVERS_DROPPED, skipped);
+    atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
+}
+
+/* Every reactor has queued its share: the reply is u32 connections on this
+ * node, then u32 other nodes it was forwarded to (no cluster yet: 0). */
+static void direct_done(struct fanout *f, const struct pipeline_env *env)
+{
+    uint8_t frame[MSG_HEADER_LEN + 8];
+    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_DIRECT, 8);
+    msg_put_u32(frame + MSG_HEADER_LEN,
+                (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+    msg_put_u32(frame + MSG_HEADER_LEN + 4, 0);
+    struct buffer reply = BUFFER_INIT;
+    int encoded = buffer_pool_append(env->bufs, &reply, frame, sizeof frame) == 0;
+    if (pipeline_complete_late(env, f->conn_id, f->seq, &reply) == 0 && encoded)
+        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+}
+
+static const struct fanout_ops direct_ops = {.visit = direct_visit, .done = direct_done};
+
+/* DIRECT: u8 identity length (1..255), the identity, the message. */
+static int cmd_direct(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    size_t from_len;
+    const char *from = proto_msg_identity(pl, &from_len);
+    if (!from) {
+        proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "DIRECT needs an identity: AUTH first");
+        return 0;
+    }
+    if (len < 1 || p[0] == 0 || (size_t)p[0] + 1 > len) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD,
+                        "DIRECT needs u8 identity length (1..255), the identity, then the message");
+        return 0;
+    }
+    size_t tlen = p[0], mlen = len - 1 - tlen;
+    size_t dlen = 1 + from_len + mlen; /* DELIVER's payload */
+    const struct pipeline_env *env = pl->env;
+    long seq = pipeline_reserve(pl, pl->req_t0, cmdtab_slot(cmd));
+    struct fanout *f = seq < 0 ? NULL
+                               : fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL,
+                                            1 + tlen + MSG_HEADER_LEN + dlen, false, env->bufs);
+    if (!f) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        pl->flags |= PIPELINE_FAILED;
+        return 0;
+    }
+    uint8_t *d = f->data;
+    memcpy(d, p, 1 + tlen);                      /* target length and target */
+    d += 1 + tlen;
+    msg_header_encode(d, MSG_CMD_DELIVER, (uint32_t)dlen);
+    d += MSG_HEADER_LEN;
+    *d++ = (uint8_t)from_len;
+    memcpy(d, from, from_len);
+    memcpy(d + from_len, p + 1 + tlen, mlen);
+    stats_add(env->stats, STATS_DIRECTS, 1);
+    fanout_start(f);
+    return 0;
+}
+
+int cmd_direct_register(char *err, size_t errlen)
+{
+    static const struct cmd_def def = {MSG_CMD_DIRECT, "DIRECT", CMD_DEFERRED, true, cmd_direct,
+                                       NULL, 0};
+    return cmdtab_register(&def, err, errlen);
+}
