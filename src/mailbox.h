@@ -17,7 +17,7 @@ struct mailbox_item;
 
 /* Runs an item on the consumer's thread. ctx is the consumer's own context:
  * a reactor passes its struct pipeline_env (pipeline.h), the main thread its
- * struct server_ctx (server_ctx.h). The item belongs to run from then on: it
+ * struct reload_hub (reload.h). The item belongs to run from then on: it
  * frees it, keeps it or passes it on. */
 typedef void (*mailbox_run_fn)(struct mailbox_item *it, void *ctx);
 

@@ -11,7 +11,8 @@
 #define MSG_HEADER_LEN 16u
 #define MSG_FLAG_REPLY 0x80000000u
 #define MSG_FLAG_ERROR 0x40000000u
-#define MSG_CMD_MASK 0x3FFFFFFFu
+#define MSG_FLAG_COMPRESSED 0x20000000u
+#define MSG_CMD_MASK 0x1FFFFFFFu  /* bits 0..28: the command number */
 #define MSG_CONN_ERROR (MSG_FLAG_REPLY | MSG_FLAG_ERROR) /* command 0: the connection */
 
 enum msg_command {

@@ -18,7 +18,8 @@ HEADER_SIZE = HEADER.size   # 16
 
 REPLY = 0x80000000
 ERROR = 0x40000000
-CMD_MASK = 0x3FFFFFFF
+COMPRESSED = 0x20000000
+CMD_MASK = 0x1FFFFFFF   # bits 0..28: the command number
 CONN_ERROR = REPLY | ERROR  # 0xC0000000: connection-level error, then close
 
 # Commands

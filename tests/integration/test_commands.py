@@ -9,7 +9,7 @@ from harness import MsgdTestCase, MAX_FRAME
 REQUIRED_STATS = ("uptime_seconds", "connections_current", "connections_total",
                   "frames_in", "frames_out", "bytes_in", "bytes_out")
 
-UNKNOWN_COMMANDS = (0, 6, 19, 20, 999, 0x3FFFFFFF, 0x40000001)
+UNKNOWN_COMMANDS = (0, 6, 19, 20, 22, 999, 0x1FFFFFFF, 0x3FFFFFFF, 0x20000001, 0x40000001)
 
 
 class CommandTests(MsgdTestCase):
@@ -86,7 +86,8 @@ class CommandTests(MsgdTestCase):
             with self.subTest(cmd="0x%08X" % cmd):
                 got = c.call(cmd, b"abc")
                 self.assert_error(got, cmd, mp.UNKNOWN_COMMAND)
-                self.assertEqual(got[0], 0xC0000000 | (cmd & 0x3FFFFFFF))
+                # bits 0..28 repeat the number; never the COMPRESSED bit (29)
+                self.assertEqual(got[0], 0xC0000000 | (cmd & 0x1FFFFFFF))
                 # the connection stays open
                 self.assert_frame(c.call(mp.PING, b"still"), mp.REPLY | mp.PING, b"still")
 
