@@ -240,6 +240,7 @@ enum key_kind {
     KEY_USER,
     KEY_LISTEN,
     KEY_TOKENS,
+    KEY_PATH,     /* char[256], a file path (empty = none) */
 };
 
 struct key_def {
@@ -273,6 +274,7 @@ static const struct key_def keys[] = {
     KEY("limits", "output_hard_limit", KEY_SIZE, out_hard_limit, 1, 64 * GIB, false),
     KEY("limits", "max_subscriptions", KEY_U32, max_subscriptions, 1, 1000000, false),
     KEY("auth", "tokens", KEY_TOKENS, tokens, 0, 0, false),
+    KEY("auth", "tokens_file", KEY_PATH, tokens_file, 0, 0, false),
     KEY("log", "level", KEY_LEVEL, log_level, 0, 0, false),
     KEY("diagnostics", "delay_command", KEY_BOOL, delay_command, 0, 0, false),
     KEY("diagnostics", "stall_command", KEY_BOOL, stall_command, 0, 0, false),
@@ -552,6 +554,14 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         }
         snprintf(field, sizeof ld->c->user, "%s", value);
         return true;
+    case KEY_PATH:
+        if (strlen(value) >= sizeof ld->c->tokens_file) {
+            report(ld, line, "bad value for '%s' in [%s]: a path of at most %zu bytes", k->name,
+                   k->section, sizeof ld->c->tokens_file - 1);
+            return false;
+        }
+        snprintf(field, sizeof ld->c->tokens_file, "%s", value);
+        return true;
     case KEY_LISTEN: {
         struct listen_split ls = {.out.n = 0};
         rc = split_list(value, listen_item, &ls);
@@ -763,6 +773,76 @@ static void check_cross(struct load *ld)
     }
 }
 
+/* Reads [auth] tokens_file: one entry per line (IDENTITY:TOKEN or TOKEN),
+ * '#' to the end of a line is a comment, blank lines are skipped. Its
+ * entries follow those of `tokens`; each bad line is reported as
+ * "FILE:LINE: ...". A relative path is taken from the config file's folder. */
+static void read_tokens_file(struct load *ld)
+{
+    const char *name = ld->c->tokens_file;
+    if (!name[0])
+        return;
+    char full[512];
+    const char *slash = strrchr(ld->path, '/');
+    if (name[0] != '/' && slash)
+        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - ld->path), ld->path, name);
+    else
+        snprintf(full, sizeof full, "%s", name);
+    char ebuf[128];
+    FILE *f = fopen(full, "re");
+    if (!f) {
+        append(ld, "%s: cannot read [auth] tokens_file: %s\n", full,
+               strerror_r(errno, ebuf, sizeof ebuf));
+        ld->problems++;
+        return;
+    }
+    struct token_split ts = {.tokens = ld->c->tokens, .n = ld->c->ntokens};
+    ld->c->tokens = NULL;
+    ld->c->ntokens = 0;
+    char line[CONFIG_MAX_LINE + 2];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            append(ld, "%s:%d: a line longer than %d bytes\n", full, lineno, CONFIG_MAX_LINE);
+            ld->problems++;
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n')
+                ;
+            continue;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = line, *e = line + strlen(line);
+        while (*s == ' ' || *s == '\t')
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+            *--e = '\0';
+        if (!*s)
+            continue;
+        int rc = token_item(&ts, s);
+        if (rc == -ENOMEM) {
+            append(ld, "%s:%d: out of memory\n", full, lineno);
+            ld->problems++;
+            break;
+        }
+        if (rc < 0) {
+            append(ld, "%s:%d: bad entry: %s (entries are IDENTITY:TOKEN or TOKEN)\n", full,
+                   lineno, ts.why);
+            ld->problems++;
+        }
+    }
+    if (ferror(f)) {
+        append(ld, "%s: cannot read [auth] tokens_file\n", full);
+        ld->problems++;
+    }
+    fclose(f);
+    ld->c->tokens = ts.tokens;
+    ld->c->ntokens = ts.n;
+}
+
 int config_load(const char *path, struct config *c, char *err, size_t errlen)
 {
     config_defaults(c);
@@ -785,6 +865,7 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen)
             else if (rc < 0)
                 report(&ld, 0, "cannot parse (inih error %d)", rc);
             check_cross(&ld);
+            read_tokens_file(&ld);
         }
         fclose(ld.f);
     }

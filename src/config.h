@@ -49,7 +49,9 @@ struct config {
     /* [auth] */
     int ntokens;
     char **tokens;             /* ntokens entries "IDENTITY:TOKEN" or "TOKEN" (split at
-                                * the first ':'), heap; NULL when none */
+                                * the first ':'), heap; NULL when none: those of
+                                * tokens, then those of tokens_file */
+    char tokens_file[256];     /* as written; empty = none (relative: to the config's folder) */
     /* [log] */
     enum config_log_level log_level;
     /* [diagnostics] */

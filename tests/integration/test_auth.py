@@ -152,5 +152,50 @@ class OpenIdentityTests(MsgdTestCase):
         self.assert_frame(c.call(mp.PING, b"still"), mp.REPLY | mp.PING, b"still")
 
 
+class TokensFileTests(MsgdTestCase):
+    """[auth] tokens_file: more IDENTITY:TOKEN entries, read at start and on
+    every reload; a bad line keeps the running tokens."""
+    shared_daemon = False
+
+    def test_file_tokens_and_reload(self):
+        import os
+        from harness import Daemon, wait_until
+        d = Daemon({"admin": {"listen": "127.0.0.1:0"}}, name="tokens-file")
+        path = os.path.join(d.tmp, "tokens")
+        with open(path, "w") as f:
+            f.write("# the team\numa:tok-u\n\nvic:tok-v  # a comment\n")
+        d.config = merge_config(d.config, {"auth": {"tokens": "wes:tok-w", "tokens_file": path}})
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        for tok, who in ((b"tok-u", "uma"), (b"tok-v", "vic"), (b"tok-w", "wes")):
+            c = self.connect(daemon=d)
+            self.assert_frame(c.call(mp.AUTH, tok), mp.REPLY | mp.AUTH, b"")
+            self.assertEqual(identity_of(d, c), who)
+        # Reload reads the file again: vic goes, xan comes.
+        with open(path, "w") as f:
+            f.write("uma:tok-u\nxan:tok-x\n")
+        a = self.connect("admin", daemon=d)
+        a.send_raw(b"reload\n")
+        text = b""
+        while not text.endswith(b"END\n"):
+            text += a.sock.recv(4096)
+        self.assertIn(b"OK reloaded", text)
+        c = self.connect(daemon=d)
+        self.assert_error(c.call(mp.AUTH, b"tok-v"), mp.AUTH, mp.AUTH_FAILED)
+        self.assert_frame(c.call(mp.AUTH, b"tok-x"), mp.REPLY | mp.AUTH, b"")
+        self.assertEqual(identity_of(d, c), "xan")
+        # A bad line: the reload fails and names the file and line; tokens kept.
+        with open(path, "w") as f:
+            f.write("uma:tok-u\n:broken\n")
+        a.send_raw(b"reload\n")
+        text = b""
+        while not text.endswith(b"END\n"):
+            text += a.sock.recv(4096)
+        self.assertIn(("ERR reload failed: %s:2: bad entry" % path).encode(), text)
+        c2 = self.connect(daemon=d)
+        self.assert_frame(c2.call(mp.AUTH, b"tok-x"), mp.REPLY | mp.AUTH, b"")
+
+
 if __name__ == "__main__":
     unittest.main()

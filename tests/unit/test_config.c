@@ -904,6 +904,64 @@ TEST(copy_is_deep)
     config_free(&e);
 }
 
+/* Writes text to path (a tokens file). */
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    CHECK_EQ(fputs(text, f) >= 0, 1);
+    fclose(f);
+}
+
+TEST(tokens_file_adds_entries_after_tokens)
+{
+    char dir[] = "/tmp/test_tokens_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char tokfile[128], cfgfile[128];
+    snprintf(tokfile, sizeof tokfile, "%s/tokens", dir);
+    snprintf(cfgfile, sizeof cfgfile, "%s/msgd.ini", dir);
+    write_file(tokfile, "# people\n  carol:tok-c   \n\n\tdave:tok:d # trailing comment\nbare\n");
+    /* A relative path is taken from the config file's folder; the key may
+     * come before `tokens`. */
+    write_file(cfgfile, "[auth]\ntokens_file = tokens\ntokens = alice:tok-a\n");
+    struct config c;
+    char err[1024];
+    CHECK_EQ(config_load(cfgfile, &c, err, sizeof err), 0);
+    CHECK_EQ(c.ntokens, 4);
+    CHECK_STR(c.tokens[0], "alice:tok-a");
+    CHECK_STR(c.tokens[1], "carol:tok-c");
+    CHECK_STR(c.tokens[2], "dave:tok:d");
+    CHECK_STR(c.tokens[3], "bare");
+    CHECK_STR(c.tokens_file, "tokens");
+    struct config d;
+    CHECK_EQ(config_copy(&d, &c), 0);
+    CHECK_EQ(d.ntokens, 4);
+    CHECK_STR(d.tokens_file, "tokens");
+    config_free(&d);
+    config_free(&c);
+
+    /* Bad lines are each reported with the tokens file's own line. */
+    write_file(tokfile, "ok:1\n:nobody\nempty:\n");
+    CHECK_EQ(config_load(cfgfile, &c, err, sizeof err), 2);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "%s:2: bad entry: an empty identity before ':' (entries are IDENTITY:TOKEN or TOKEN)\n"
+             "%s:3: bad entry: an empty token (entries are IDENTITY:TOKEN or TOKEN)\n",
+             tokfile, tokfile);
+    CHECK_STR(err, want);
+    CHECK_EQ(c.ntokens, 0); /* a failed load leaves the defaults */
+
+    /* A missing file is an error naming it. */
+    unlink(tokfile);
+    CHECK_EQ(config_load(cfgfile, &c, err, sizeof err), 1);
+    snprintf(want, sizeof want, "%s: cannot read [auth] tokens_file: No such file or directory\n",
+             tokfile);
+    CHECK_STR(err, want);
+    unlink(cfgfile);
+    rmdir(dir);
+}
+
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
