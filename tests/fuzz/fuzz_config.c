@@ -99,9 +99,13 @@ static void check_good(const struct config *c)
     FUZZ_CHECK(c->ntokens >= 0 && (c->ntokens == 0) == (c->tokens == NULL), "ntokens %d, tokens %p",
                c->ntokens, (void *)c->tokens);
     for (int i = 0; i < c->ntokens; i++) {
-        size_t n = strlen(c->tokens[i]);
-        FUZZ_CHECK(n >= 1 && n <= 128, "token %d of %zu bytes", i, n);
-        FUZZ_CHECK(strchr(c->tokens[i], ',') == NULL, "token %d holds a comma", i);
+        /* IDENTITY:TOKEN (split at the first ':') or a bare TOKEN. */
+        const char *e = c->tokens[i], *colon = strchr(e, ':'), *t = colon ? colon + 1 : e;
+        size_t idlen = colon ? (size_t)(colon - e) : 0, n = strlen(t);
+        FUZZ_CHECK(n >= 1 && n <= 128, "entry %d: a token of %zu bytes", i, n);
+        FUZZ_CHECK(!colon || (idlen >= 1 && idlen <= CONFIG_IDENTITY_MAX),
+                   "entry %d: an identity of %zu bytes", i, idlen);
+        FUZZ_CHECK(strchr(e, ',') == NULL, "entry %d holds a comma", i);
     }
     FUZZ_CHECK(RANGE(c->log_level, CONFIG_LOG_ERROR, CONFIG_LOG_DEBUG), "log level %d",
                (int)c->log_level);
