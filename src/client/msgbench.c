@@ -28,6 +28,7 @@
 #define TICK_S 0.1                 /* stop flag, stall check and progress snapshot */
 #define PING_MAX 1024u             /* the server's PING payload limit */
 #define BENCH_TOPIC "msgbench"
+#define BENCH_IDENTITY "msgbench"  /* --cmd direct's default target (--to) */
 #define EXIT_ERRORS 1
 #define EXIT_USAGE 2
 
@@ -63,7 +64,7 @@ static const char *error_kind_name(int k)
 /* ---- configuration (written by main before the threads start, then read-only) */
 
 enum bench_proto { PROTO_MSG, PROTO_ECHO };
-enum bench_cmd { BCMD_ECHO, BCMD_PING, BCMD_DELAY, BCMD_PUBLISH };
+enum bench_cmd { BCMD_ECHO, BCMD_PING, BCMD_DELAY, BCMD_PUBLISH, BCMD_DIRECT };
 
 struct bench_config {
     char addr_text[300];
@@ -80,6 +81,8 @@ struct bench_config {
     enum bench_proto proto;
     enum bench_cmd cmd;
     uint32_t delay_ms;
+    const char *to;                /* --cmd direct: the target identity */
+    size_t to_len;
     double timeout;                /* seconds without an answer before giving up */
     bool json;
     uint32_t max_frame;            /* largest frame accepted from the server */
@@ -96,6 +99,7 @@ static const char *cmd_name(enum bench_cmd c)
     case BCMD_PING: return "ping";
     case BCMD_DELAY: return "delay";
     case BCMD_PUBLISH: return "publish";
+    case BCMD_DIRECT: return "direct";
     }
     return "?";
 }
@@ -107,6 +111,7 @@ static uint32_t cmd_number(enum bench_cmd c)
     case BCMD_PING: return MSG_CMD_PING;
     case BCMD_DELAY: return MSG_CMD_DELAY;
     case BCMD_PUBLISH: return MSG_CMD_PUBLISH;
+    case BCMD_DIRECT: return MSG_CMD_DIRECT;
     }
     return 0;
 }
@@ -338,6 +343,7 @@ struct bench_thread {
     uint64_t bytes_in;
     uint64_t server_pings;
     uint64_t messages;
+    uint64_t delivers;             /* DELIVER pushes received (well formed) */
     uint64_t connected;            /* connections that came up */
     uint64_t finish_ns;
     struct hist hist;
@@ -487,6 +493,8 @@ static int conn_issue(struct bench_conn *c, uint64_t t0)
             pre = 4;
         else if (cfg.cmd == BCMD_PUBLISH)
             pre = 1 + strlen(BENCH_TOPIC);
+        else if (cfg.cmd == BCMD_DIRECT)
+            pre = 1 + cfg.to_len;
         if (buffer_reserve(&c->out, MSG_HEADER_LEN + pre + s) < 0)
             return -ENOMEM;
         uint8_t *p = buffer_tail(&c->out);
@@ -497,6 +505,8 @@ static int conn_issue(struct bench_conn *c, uint64_t t0)
         } else if (cfg.cmd == BCMD_PUBLISH) {
             p[0] = (uint8_t)strlen(BENCH_TOPIC);
             memcpy(p + 1, BENCH_TOPIC, strlen(BENCH_TOPIC));
+        } else if (cfg.cmd == BCMD_DIRECT) {
+            msgclient_encode_direct(p, pre, cfg.to, cfg.to_len, NULL, 0); /* the message follows */
         }
         pattern_fill(p + pre, s, key);
         buffer_commit(&c->out, MSG_HEADER_LEN + pre + s);
@@ -568,9 +578,12 @@ static void conn_msg_reply(struct bench_conn *c, uint32_t cmd, const uint8_t *p,
     }
     bool good = cmd == (MSG_FLAG_REPLY | want);
     if (good) {
-        if (cfg.cmd == BCMD_PUBLISH)
+        if (cfg.cmd == BCMD_PUBLISH) {
             good = len == 4;
-        else
+        } else if (cfg.cmd == BCMD_DIRECT) {
+            uint32_t local, remote;
+            good = msgclient_decode_direct_reply(p, len, &local, &remote) == 0;
+        } else
             good = len == cfg.size && pattern_check(p, len, pattern_key(c->index, f.seq), 0);
     }
     if (!good) {
@@ -609,6 +622,13 @@ static void conn_msg_input(struct bench_conn *c)
             th->server_pings++;
         } else if (cmd == MSG_CMD_MESSAGE) {
             th->messages++;
+        } else if (cmd == MSG_CMD_DELIVER) {
+            /* u8 sender length (0: none), sender, message: a length past
+             * the end is a wrong frame from the server */
+            if (h.length >= 1 && 1 + (size_t)p[0] <= h.length)
+                th->delivers++;
+            else
+                th->errors[ERR_BAD_REPLY]++;
         } else if (cmd == MSG_CMD_GOAWAY) {
             if (!c->goaway)
                 th->errors[ERR_GOAWAY]++;
@@ -959,7 +979,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: msgbench [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN]\n"
         "                [-t THREADS] [-c CONNECTIONS] [-P PIPELINE] [-s BYTES]\n"
-        "                [-d SECONDS | -n REQUESTS] [--rate N] [--cmd echo|ping|delay|publish]\n"
+        "                [-d SECONDS | -n REQUESTS] [--rate N]\n"
+        "                [--cmd echo|ping|delay|publish|direct] [--to IDENTITY]\n"
         "                [--protocol msg|echo] [--json] [--delay-ms N] [--timeout SECONDS]\n"
         "\n"
         "  -h HOST           server host (default 127.0.0.1)\n"
@@ -975,8 +996,15 @@ static void usage(FILE *f)
         "  --rate N          open loop: N requests/s in all, sent on schedule whatever the\n"
         "                    replies do; latency counts from each request's intended send\n"
         "                    time (no coordinated omission); -P is then not a limit\n"
-        "  --cmd C           echo (default), ping, delay (DELAY, see --delay-ms) or publish\n"
-        "                    (PUBLISH to topic \"" BENCH_TOPIC "\")\n"
+        "  --cmd C           echo (default), ping, delay (DELAY, see --delay-ms), publish\n"
+        "                    (PUBLISH to topic \"" BENCH_TOPIC "\") or direct (DIRECT to the\n"
+        "                    identity --to; needs -a TOKEN, as DIRECT needs an identity).\n"
+        "                    A DIRECT reply must be 8 bytes (two u32 counts)\n"
+        "  --to IDENTITY     --cmd direct's target (default \"" BENCH_IDENTITY "\"). Run\n"
+        "                    msgcli -a TOKEN listen as that identity to receive them; or\n"
+        "                    name the bench's own identity and every DIRECT comes back as\n"
+        "                    a DELIVER to each of its connections (-c times the traffic).\n"
+        "                    DELIVERs received are counted in the summary\n"
         "  --delay-ms N      the DELAY command's milliseconds (default 0)\n"
         "  --protocol P      msg (default), or echo: raw RFC 862 ping-pong of -s bytes\n"
         "  --timeout SECONDS give up on a connection that answers nothing this long (default 10)\n"
@@ -1055,7 +1083,7 @@ static int resolve(const char *host, unsigned port, const char *unix_path)
 
 struct bench_totals {
     uint64_t answered, ok, errors[ERR_KINDS], error_sum, bytes_out, bytes_in;
-    uint64_t server_pings, messages, connected, issued;
+    uint64_t server_pings, messages, delivers, connected, issued;
     double elapsed;
     struct hist hist;
 };
@@ -1096,11 +1124,13 @@ static void report(const struct bench_totals *t)
                cfg.pipeline, cfg.size, cfg.rate > 0 ? "open" : "closed", cfg.rate);
         printf("\"duration_s\":%.6f,\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,"
                "\"requests_per_sec\":%.3f,\"mib_per_sec\":%.6f,\"bytes_sent\":%llu,"
-               "\"bytes_received\":%llu,\"connections_made\":%llu,\"server_pings\":%llu,",
+               "\"bytes_received\":%llu,\"connections_made\":%llu,\"server_pings\":%llu,"
+               "\"delivers\":%llu,",
                t->elapsed, (unsigned long long)t->answered, (unsigned long long)t->ok,
                (unsigned long long)t->error_sum, rps, mibs,
                (unsigned long long)t->bytes_out, (unsigned long long)t->bytes_in,
-               (unsigned long long)t->connected, (unsigned long long)t->server_pings);
+               (unsigned long long)t->connected, (unsigned long long)t->server_pings,
+               (unsigned long long)t->delivers);
         printf("\"latency_ms\":{");
         for (int i = 0; i < 4; i++)
             printf("\"%s\":%.6f,", qnames[i], ms(hist_quantile(h, qs[i])));
@@ -1135,6 +1165,9 @@ static void report(const struct bench_totals *t)
     for (int i = 0; i < 4; i++)
         printf(" %s %.3f ms,", qlabels[i], ms(hist_quantile(h, qs[i])));
     printf(" max %.3f ms (%llu samples)\n", ms(h->max), (unsigned long long)h->total);
+    if (cfg.proto == PROTO_MSG && cfg.cmd == BCMD_DIRECT)
+        printf("delivers:   %llu DELIVER pushes received (direct to %s)\n",
+               (unsigned long long)t->delivers, cfg.to);
     printf("errors:    ");
     if (t->error_sum == 0)
         printf(" none");
@@ -1169,7 +1202,8 @@ int main(int argc, char **argv)
     cfg.timeout = 10;
     cfg.proto = PROTO_MSG;
     cfg.cmd = BCMD_ECHO;
-    enum { OPT_HELP = 256, OPT_RATE, OPT_CMD, OPT_PROTOCOL, OPT_JSON, OPT_DELAY_MS, OPT_TIMEOUT };
+    enum { OPT_HELP = 256, OPT_RATE, OPT_CMD, OPT_PROTOCOL, OPT_JSON, OPT_DELAY_MS, OPT_TIMEOUT,
+           OPT_TO };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, OPT_HELP},
         {"rate", required_argument, NULL, OPT_RATE},
@@ -1178,6 +1212,7 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"delay-ms", required_argument, NULL, OPT_DELAY_MS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"to", required_argument, NULL, OPT_TO},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -1241,8 +1276,11 @@ int main(int argc, char **argv)
                 cfg.cmd = BCMD_DELAY;
             else if (strcmp(optarg, "publish") == 0)
                 cfg.cmd = BCMD_PUBLISH;
+            else if (strcmp(optarg, "direct") == 0)
+                cfg.cmd = BCMD_DIRECT;
             else
-                return usage_error("--cmd wants echo, ping, delay or publish, not '%s'", optarg);
+                return usage_error("--cmd wants echo, ping, delay, publish or direct, not '%s'",
+                                   optarg);
             break;
         case OPT_PROTOCOL:
             if (strcmp(optarg, "msg") == 0)
@@ -1253,6 +1291,11 @@ int main(int argc, char **argv)
                 return usage_error("--protocol wants msg or echo, not '%s'", optarg);
             break;
         case OPT_JSON: cfg.json = true; break;
+        case OPT_TO:
+            if (strlen(optarg) < 1 || strlen(optarg) > 255)
+                return usage_error("--to wants an identity of 1..255 bytes, not '%s'", optarg);
+            cfg.to = optarg;
+            break;
         case OPT_DELAY_MS:
             if (parse_count(optarg, 0, 60000, &v) < 0)
                 return usage_error("--delay-ms wants 0..60000, not '%s'", optarg);
@@ -1285,6 +1328,14 @@ int main(int argc, char **argv)
         return usage_error("ping payloads are at most %u bytes (-s)", PING_MAX);
     if (cfg.delay_ms && cfg.cmd != BCMD_DELAY)
         return usage_error("%s", "--delay-ms is for --cmd delay");
+    if (cfg.to && cfg.cmd != BCMD_DIRECT)
+        return usage_error("%s", "--to is for --cmd direct");
+    if (cfg.proto == PROTO_MSG && cfg.cmd == BCMD_DIRECT && !cfg.token)
+        return usage_error("%s", "--cmd direct needs -a TOKEN: DIRECT needs an identity, "
+                           "and AUTH is what gives one");
+    if (!cfg.to)
+        cfg.to = BENCH_IDENTITY;
+    cfg.to_len = strlen(cfg.to);
     if (cfg.threads > cfg.conns)
         cfg.threads = cfg.conns;
     uint64_t need = (uint64_t)cfg.size + 1 + 255 + (1u << 20);
@@ -1411,6 +1462,7 @@ int main(int argc, char **argv)
         tot->bytes_in += th->bytes_in;
         tot->server_pings += th->server_pings;
         tot->messages += th->messages;
+        tot->delivers += th->delivers;
         tot->connected += th->connected;
         tot->issued += th->issued;
         hist_merge(&tot->hist, &th->hist);

@@ -16,7 +16,7 @@
 #define EXIT_OK 0
 #define EXIT_REPLY 1       /* an error reply (or a reply that makes no sense) */
 #define EXIT_CONN 2        /* refused, timed out, lost; also bad usage */
-#define SUB_POLL_MS 200    /* sub re-checks for SIGINT at least this often */
+#define SUB_POLL_MS 200    /* sub and listen re-check for SIGINT at least this often */
 
 static const char *prog = "msgcli";
 
@@ -34,6 +34,14 @@ static void usage(FILE *f)
         "                   interrupted (Ctrl-C); reconnects and resubscribes if the\n"
         "                   server goes away\n"
         "  pub TOPIC TEXT   PUBLISH; prints how many subscribers it was queued to\n"
+        "  send IDENTITY TEXT\n"
+        "                   DIRECT to every connection of IDENTITY (this connection\n"
+        "                   needs an identity: -a TOKEN); prints \"LOCAL REMOTE\": the\n"
+        "                   connections on the server's node and the other nodes it\n"
+        "                   went to\n"
+        "  listen           prints \"SENDER TEXT\" for each DELIVER to this connection's\n"
+        "                   identity (needs -a TOKEN; SENDER is - when the sender had\n"
+        "                   none) until interrupted; reconnects like sub\n"
         "  raw CMD [HEX]    any command number (decimal or 0x hex) with a payload in hex\n"
         "                   digits; prints the reply's command word and payload in hex\n"
         "\n"
@@ -207,7 +215,7 @@ static void print_payload_line(const struct msgclient_reply *r)
         fputc('\n', stdout);
 }
 
-/* ---- sub ------------------------------------------------------------------- */
+/* ---- sub, listen, send ------------------------------------------------------- */
 
 static volatile sig_atomic_t interrupted;
 
@@ -230,7 +238,56 @@ static int subscribe_all(struct msgclient *c, char **topics, int ntopics)
     return EXIT_OK;
 }
 
-static int cmd_sub(struct msgclient *c, char **topics, int ntopics)
+static void print_push(const uint8_t *key, size_t key_len, const uint8_t *data,
+                       size_t data_len)
+{
+    if (key_len)
+        fwrite(key, 1, key_len, stdout);
+    else
+        fputc('-', stdout);
+    fputc(' ', stdout);
+    fwrite(data, 1, data_len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+/* Waits for the next push sub (MESSAGE) or listen (DELIVER) prints, and
+ * prints it. Returns what msgclient_recv_message/_deliver returned. */
+static int print_next_push(struct msgclient *c, bool deliver)
+{
+    int rc;
+    if (deliver) {
+        struct msgclient_deliver d;
+        rc = msgclient_recv_deliver(c, &d, SUB_POLL_MS);
+        if (rc == 0) {
+            print_push(d.sender, d.sender_len, d.data, d.data_len);
+            msgclient_deliver_free(&d);
+        }
+    } else {
+        struct msgclient_message m;
+        rc = msgclient_recv_message(c, &m, SUB_POLL_MS);
+        if (rc == 0) {
+            print_push(m.topic, m.topic_len, m.data, m.data_len);
+            msgclient_message_free(&m);
+        }
+    }
+    return rc;
+}
+
+/* What sub does after each connect: SUBSCRIBE to every topic. listen needs
+ * nothing (AUTH gave the identity), and says it is ready. */
+static int after_connect(struct msgclient *c, bool deliver, char **topics, int ntopics)
+{
+    if (!deliver)
+        return subscribe_all(c, topics, ntopics);
+    fprintf(stderr, "%s: listening\n", prog);
+    return EXIT_OK;
+}
+
+/* sub (MESSAGE pushes) and listen (DELIVER pushes): print each one until
+ * SIGINT or SIGTERM; reconnect (and subscribe again) when the connection is
+ * lost or the server went away. */
+static int cmd_pushes(struct msgclient *c, bool deliver, char **topics, int ntopics)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -240,22 +297,12 @@ static int cmd_sub(struct msgclient *c, char **topics, int ntopics)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    int st = subscribe_all(c, topics, ntopics);
+    int st = after_connect(c, deliver, topics, ntopics);
     if (st != EXIT_OK)
         return interrupted ? EXIT_OK : st;
     while (!interrupted) {
-        struct msgclient_message m;
-        int rc = msgclient_recv_message(c, &m, SUB_POLL_MS);
-        if (rc == 0) {
-            fwrite(m.topic, 1, m.topic_len, stdout);
-            fputc(' ', stdout);
-            fwrite(m.data, 1, m.data_len, stdout);
-            fputc('\n', stdout);
-            fflush(stdout);
-            msgclient_message_free(&m);
-            continue;
-        }
-        if (rc == -ETIMEDOUT || rc == -EINTR)
+        int rc = print_next_push(c, deliver);
+        if (rc == 0 || rc == -ETIMEDOUT || rc == -EINTR)
             continue;
         if (rc == -ECONNRESET || rc == -ECONNABORTED || rc == -EPROTO || rc == -ENOTCONN) {
             fprintf(stderr, "%s: %s; reconnecting\n", prog, msgclient_error(c));
@@ -268,7 +315,7 @@ static int cmd_sub(struct msgclient *c, char **topics, int ntopics)
             msgclient_reply_free(&r);
             if (st != EXIT_OK)
                 return st;
-            st = subscribe_all(c, topics, ntopics);
+            st = after_connect(c, deliver, topics, ntopics);
             if (st != EXIT_OK)
                 return interrupted ? EXIT_OK : st;
             continue;
@@ -277,6 +324,27 @@ static int cmd_sub(struct msgclient *c, char **topics, int ntopics)
         return EXIT_CONN;
     }
     return EXIT_OK;
+}
+
+/* send: DIRECT, then "LOCAL REMOTE". */
+static int cmd_send(struct msgclient *c, const char *identity, const char *text)
+{
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+    uint32_t local = 0, remote = 0;
+    int rc = msgclient_direct(c, identity, strlen(identity), text, strlen(text), &local,
+                              &remote, &r);
+    int st;
+    if (rc == -EBADMSG) {
+        fprintf(stderr, "%s: %s\n", prog, msgclient_error(c));
+        st = EXIT_REPLY;
+    } else {
+        st = call_status(c, "DIRECT", rc, &r);
+        if (st == EXIT_OK)
+            printf("%u %u\n", local, remote);
+    }
+    msgclient_reply_free(&r);
+    return st;
 }
 
 /* ---- main -------------------------------------------------------------------- */
@@ -289,7 +357,9 @@ static int need_args(const char *cmd, int have, int min, int max)
                 strcmp(cmd, "echo") == 0 ? "TEXT" :
                 strcmp(cmd, "delay") == 0 ? "MS TEXT" :
                 strcmp(cmd, "sub") == 0 ? "one or more TOPICs" :
-                strcmp(cmd, "pub") == 0 ? "TOPIC TEXT" : "CMD [HEX]");
+                strcmp(cmd, "pub") == 0 ? "TOPIC TEXT" :
+                strcmp(cmd, "send") == 0 ? "IDENTITY TEXT" :
+                strcmp(cmd, "listen") == 0 ? "no arguments" : "CMD [HEX]");
         return -1;
     }
     return 0;
@@ -383,6 +453,17 @@ int main(int argc, char **argv)
             return EXIT_CONN;
         if (strlen(args[0]) < 1 || strlen(args[0]) > 255)
             return usage_error("a topic is 1..255 bytes: '%s'", args[0]);
+    } else if (strcmp(cmd, "send") == 0) {
+        if (need_args(cmd, nargs, 2, 2) < 0)
+            return EXIT_CONN;
+        if (strlen(args[0]) < 1 || strlen(args[0]) > 255)
+            return usage_error("an identity is 1..255 bytes: '%s'", args[0]);
+    } else if (strcmp(cmd, "listen") == 0) {
+        if (need_args(cmd, nargs, 0, 0) < 0)
+            return EXIT_CONN;
+        if (!token)
+            return usage_error("%s", "listen needs -a TOKEN: DELIVERs go to the connections "
+                               "of an identity, and AUTH is what gives one");
     } else if (strcmp(cmd, "raw") == 0) {
         if (need_args(cmd, nargs, 1, 2) < 0)
             return EXIT_CONN;
@@ -403,7 +484,7 @@ int main(int argc, char **argv)
     o.token = token;
     o.connect_timeout_ms = timeout_ms;
     o.timeout_ms = call_timeout_ms;
-    o.reconnect = strcmp(cmd, "sub") == 0;
+    o.reconnect = strcmp(cmd, "sub") == 0 || strcmp(cmd, "listen") == 0;
     struct msgclient *c = msgclient_new(&o);
     if (!c) {
         fprintf(stderr, "%s: out of memory\n", prog);
@@ -449,7 +530,11 @@ int main(int argc, char **argv)
             fputc('\n', stdout);
         }
     } else if (strcmp(cmd, "sub") == 0) {
-        st = cmd_sub(c, args, nargs);
+        st = cmd_pushes(c, false, args, nargs);
+    } else if (strcmp(cmd, "listen") == 0) {
+        st = cmd_pushes(c, true, NULL, 0);
+    } else if (strcmp(cmd, "send") == 0) {
+        st = cmd_send(c, args[0], args[1]);
     } else if (strcmp(cmd, "pub") == 0) {
         size_t tl = strlen(args[0]), ml = strlen(args[1]);
         payload = malloc(1 + tl + ml);

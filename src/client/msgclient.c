@@ -1,6 +1,7 @@
 /* msgclient: one blocking msg-protocol connection driven by poll(2): connect,
- * AUTH, request queue and in-order replies, server PING answers, MESSAGE and
- * GOAWAY pushes, reconnect with back-off. Owns its fd, buffers and queues. */
+ * AUTH, request queue and in-order replies, server PING answers, MESSAGE,
+ * DELIVER and GOAWAY pushes, DIRECT, reconnect with back-off. Owns its fd,
+ * buffers and queues. */
 #include "client/msgclient.h"
 
 #include <arpa/inet.h>
@@ -35,9 +36,18 @@ struct msgclient_rnode {
     struct msgclient_reply r;
 };
 
-struct msgclient_mnode {
-    struct msgclient_mnode *next;
-    struct msgclient_message m;
+/* A queued push (MESSAGE or DELIVER): buf holds the key (topic or sender)
+ * and the data, each followed by a NUL. */
+struct msgclient_pnode {
+    struct msgclient_pnode *next;
+    uint8_t *buf;
+    size_t key_len;
+    size_t data_len;
+};
+
+struct msgclient_pushq {
+    struct msgclient_pnode *head, *tail;
+    size_t n;
 };
 
 struct msgclient {
@@ -55,12 +65,13 @@ struct msgclient {
     size_t pending;                 /* requests queued or sent with no reply read yet */
     struct msgclient_rnode *rhead, *rtail;
     size_t nreplies;                /* nodes in the reply queue */
-    struct msgclient_mnode *mhead, *mtail;
-    size_t nmessages;
+    struct msgclient_pushq messages;
+    struct msgclient_pushq delivers;
     uint64_t rng;
     uint64_t pings;
     uint64_t dropped;
     uint64_t messages_dropped;
+    uint64_t delivers_dropped;
     uint64_t reconnects;
     char err[MSGCLIENT_TEXT_MAX + 128];
 };
@@ -339,6 +350,39 @@ void msgclient_message_free(struct msgclient_message *m)
     memset(m, 0, sizeof *m);
 }
 
+void msgclient_deliver_free(struct msgclient_deliver *d)
+{
+    if (!d)
+        return;
+    free(d->buf);
+    memset(d, 0, sizeof *d);
+}
+
+static void pushq_clear(struct msgclient_pushq *q)
+{
+    while (q->head) {
+        struct msgclient_pnode *n = q->head;
+        q->head = n->next;
+        free(n->buf);
+        free(n);
+    }
+    q->tail = NULL;
+    q->n = 0;
+}
+
+/* Removes the oldest push; NULL when there is none. */
+static struct msgclient_pnode *pushq_take(struct msgclient_pushq *q)
+{
+    struct msgclient_pnode *n = q->head;
+    if (n) {
+        q->head = n->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+    }
+    return n;
+}
+
 static void drop_queues(struct msgclient *c)
 {
     while (c->rhead) {
@@ -349,14 +393,8 @@ static void drop_queues(struct msgclient *c)
     }
     c->rtail = NULL;
     c->nreplies = 0;
-    while (c->mhead) {
-        struct msgclient_mnode *n = c->mhead;
-        c->mhead = n->next;
-        msgclient_message_free(&n->m);
-        free(n);
-    }
-    c->mtail = NULL;
-    c->nmessages = 0;
+    pushq_clear(&c->messages);
+    pushq_clear(&c->delivers);
 }
 
 /* Closes the socket; each request still owed a reply gets `result` in its
@@ -413,6 +451,7 @@ const char *msgclient_error(const struct msgclient *c) { return c->err; }
 uint64_t msgclient_pings_answered(const struct msgclient *c) { return c->pings; }
 uint64_t msgclient_frames_dropped(const struct msgclient *c) { return c->dropped; }
 uint64_t msgclient_messages_dropped(const struct msgclient *c) { return c->messages_dropped; }
+uint64_t msgclient_delivers_dropped(const struct msgclient *c) { return c->delivers_dropped; }
 uint64_t msgclient_reconnects(const struct msgclient *c) { return c->reconnects; }
 
 bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const char **reason)
@@ -457,47 +496,51 @@ static int queue_reply(struct msgclient *c, uint32_t cmd, const uint8_t *p, size
     return 0;
 }
 
-static int handle_message(struct msgclient *c, const uint8_t *p, size_t len)
+/* Queues a push whose payload is u8 key length, key, data (MESSAGE: the
+ * topic; DELIVER: the sender). A key length past the payload's end is
+ * dropped and counted; so is an empty key when allow_empty is false. */
+static int handle_push(struct msgclient *c, const uint8_t *p, size_t len, bool allow_empty,
+                       msgclient_message_fn fn, struct msgclient_pushq *q, size_t max,
+                       uint64_t *full_drops)
 {
-    if (len < 1 || p[0] == 0 || (size_t)p[0] + 1 > len) {
+    if (len < 1 || (p[0] == 0 && !allow_empty) || (size_t)p[0] + 1 > len) {
         c->dropped++;
         return 0;
     }
-    size_t tlen = p[0];
-    const uint8_t *topic = p + 1;
-    const uint8_t *data = p + 1 + tlen;
-    size_t dlen = len - 1 - tlen;
-    if (c->o.on_message) {
-        c->o.on_message(c->o.user, topic, tlen, data, dlen);
+    size_t klen = p[0];
+    const uint8_t *key = p + 1;
+    const uint8_t *data = p + 1 + klen;
+    size_t dlen = len - 1 - klen;
+    if (fn) {
+        fn(c->o.user, key, klen, data, dlen);
         return 0;
     }
-    if (c->nmessages >= MSGCLIENT_MESSAGES_MAX) {
-        c->messages_dropped++;
+    if (q->n >= max) {
+        (*full_drops)++;
         return 0;
     }
-    struct msgclient_mnode *n = calloc(1, sizeof *n);
-    uint8_t *buf = malloc(tlen + dlen + 2);
+    struct msgclient_pnode *n = calloc(1, sizeof *n);
+    uint8_t *buf = malloc(klen + dlen + 2);
     if (!n || !buf) {
         free(n);
         free(buf);
         return -ENOMEM;
     }
-    memcpy(buf, topic, tlen);
-    buf[tlen] = '\0';
+    if (klen)
+        memcpy(buf, key, klen);
+    buf[klen] = '\0';
     if (dlen)
-        memcpy(buf + tlen + 1, data, dlen);
-    buf[tlen + 1 + dlen] = '\0';
-    n->m.buf = buf;
-    n->m.topic = buf;
-    n->m.topic_len = tlen;
-    n->m.data = buf + tlen + 1;
-    n->m.data_len = dlen;
-    if (c->mtail)
-        c->mtail->next = n;
+        memcpy(buf + klen + 1, data, dlen);
+    buf[klen + 1 + dlen] = '\0';
+    n->buf = buf;
+    n->key_len = klen;
+    n->data_len = dlen;
+    if (q->tail)
+        q->tail->next = n;
     else
-        c->mhead = n;
-    c->mtail = n;
-    c->nmessages++;
+        q->head = n;
+    q->tail = n;
+    q->n++;
     return 0;
 }
 
@@ -515,7 +558,11 @@ static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, siz
         return 0;
     }
     if (cmd == MSG_CMD_MESSAGE)
-        return handle_message(c, p, len);
+        return handle_push(c, p, len, false, c->o.on_message, &c->messages,
+                           MSGCLIENT_MESSAGES_MAX, &c->messages_dropped);
+    if (cmd == MSG_CMD_DELIVER)     /* the sender may have no identity: length 0 */
+        return handle_push(c, p, len, true, c->o.on_deliver, &c->delivers,
+                           MSGCLIENT_DELIVERS_MAX, &c->delivers_dropped);
     if (cmd == MSG_CMD_GOAWAY) {
         c->goaway = true;
         c->goaway_ms = len >= 4 ? msg_get_u32(p) : 0;
@@ -958,28 +1005,113 @@ int msgclient_call(struct msgclient *c, uint32_t cmd, const void *payload, size_
     return msgclient_recv(c, reply);
 }
 
+/* Waits up to timeout_ms for a push in q (queued ones first). */
+static struct msgclient_pnode *recv_push(struct msgclient *c, struct msgclient_pushq *q,
+                                         int timeout_ms, int *rc)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    for (;;) {
+        struct msgclient_pnode *n = pushq_take(q);
+        if (n) {
+            *rc = 0;
+            return n;
+        }
+        if (c->fd < 0) {
+            snprintf(c->err, sizeof c->err, "not connected");
+            *rc = -ENOTCONN;
+            return NULL;
+        }
+        *rc = io_step(c, deadline);
+        if (*rc < 0)
+            return NULL;
+    }
+}
+
 int msgclient_recv_message(struct msgclient *c, struct msgclient_message *m, int timeout_ms)
 {
     if (c->o.on_message)
         return -EINVAL;
-    int64_t deadline = deadline_after(timeout_ms);
-    for (;;) {
-        struct msgclient_mnode *n = c->mhead;
-        if (n) {
-            c->mhead = n->next;
-            if (!c->mhead)
-                c->mtail = NULL;
-            c->nmessages--;
-            *m = n->m;
-            free(n);
-            return 0;
-        }
-        if (c->fd < 0) {
-            snprintf(c->err, sizeof c->err, "not connected");
-            return -ENOTCONN;
-        }
-        int rc = io_step(c, deadline);
-        if (rc < 0)
-            return rc;
+    int rc;
+    struct msgclient_pnode *n = recv_push(c, &c->messages, timeout_ms, &rc);
+    if (!n)
+        return rc;
+    m->buf = n->buf;
+    m->topic = n->buf;
+    m->topic_len = n->key_len;
+    m->data = n->buf + n->key_len + 1;
+    m->data_len = n->data_len;
+    free(n);
+    return 0;
+}
+
+int msgclient_recv_deliver(struct msgclient *c, struct msgclient_deliver *d, int timeout_ms)
+{
+    if (c->o.on_deliver)
+        return -EINVAL;
+    int rc;
+    struct msgclient_pnode *n = recv_push(c, &c->delivers, timeout_ms, &rc);
+    if (!n)
+        return rc;
+    d->buf = n->buf;
+    d->sender = n->buf;
+    d->sender_len = n->key_len;
+    d->data = n->buf + n->key_len + 1;
+    d->data_len = n->data_len;
+    free(n);
+    return 0;
+}
+
+/* ---- DIRECT ----------------------------------------------------------------- */
+
+long msgclient_encode_direct(uint8_t *out, size_t outlen, const void *identity,
+                             size_t identity_len, const void *message, size_t len)
+{
+    if (identity_len < 1 || identity_len > 255)
+        return -EINVAL;
+    if (len > LONG_MAX - 256 || outlen < 1 + identity_len + len)
+        return -ENOSPC;
+    out[0] = (uint8_t)identity_len;
+    memcpy(out + 1, identity, identity_len);
+    if (len)
+        memcpy(out + 1 + identity_len, message, len);
+    return (long)(1 + identity_len + len);
+}
+
+int msgclient_decode_direct_reply(const uint8_t *p, size_t len, uint32_t *local,
+                                  uint32_t *remote)
+{
+    if (len != MSGCLIENT_DIRECT_REPLY_LEN)
+        return -EBADMSG;
+    *local = msg_get_u32(p);
+    *remote = msg_get_u32(p + 4);
+    return 0;
+}
+
+int msgclient_direct(struct msgclient *c, const void *identity, size_t identity_len,
+                     const void *message, size_t len, uint32_t *local, uint32_t *remote,
+                     struct msgclient_reply *reply)
+{
+    if (identity_len < 1 || identity_len > 255) {
+        snprintf(c->err, sizeof c->err, "an identity is 1..255 bytes, not %zu", identity_len);
+        return -EINVAL;
     }
+    if (len > UINT32_MAX - 256)
+        return -EMSGSIZE;
+    size_t plen = 1 + identity_len + len;
+    uint8_t *p = malloc(plen);
+    if (!p)
+        return -ENOMEM;
+    msgclient_encode_direct(p, plen, identity, identity_len, message, len);
+    int rc = msgclient_call(c, MSG_CMD_DIRECT, p, plen, reply);
+    free(p);
+    if (rc != 0)
+        return rc;
+    if (reply->command != (MSG_FLAG_REPLY | MSG_CMD_DIRECT) ||
+        msgclient_decode_direct_reply(reply->payload, reply->len, local, remote) < 0) {
+        snprintf(c->err, sizeof c->err, "DIRECT: unexpected reply 0x%08X with %zu bytes "
+                 "(want 0x%08X with %d)", reply->command, reply->len,
+                 MSG_FLAG_REPLY | MSG_CMD_DIRECT, MSGCLIENT_DIRECT_REPLY_LEN);
+        return -EBADMSG;
+    }
+    return 0;
 }

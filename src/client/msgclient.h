@@ -1,7 +1,7 @@
 /* msgclient: a small blocking client of the msg protocol (PROTOCOL.md) built on
  * poll(2): connect with a timeout, optional AUTH, calls and pipelined
- * send/receive, transparent answers to server PINGs, MESSAGE pushes, GOAWAY,
- * and reconnection with exponential back-off and random jitter.
+ * send/receive, transparent answers to server PINGs, MESSAGE and DELIVER pushes,
+ * GOAWAY, DIRECT, and reconnection with exponential back-off and random jitter.
  *
  * A struct msgclient belongs to one thread at a time (the caller's): no
  * function here may be called on the same client from two threads at once.
@@ -19,11 +19,18 @@
 #define MSGCLIENT_ERROR_REPLY 1       /* result: the server sent an error reply */
 #define MSGCLIENT_TEXT_MAX 256        /* error texts kept, with the NUL */
 #define MSGCLIENT_MESSAGES_MAX 65536  /* MESSAGE pushes queued; more are dropped */
+#define MSGCLIENT_DELIVERS_MAX 65536  /* DELIVER pushes queued; more are dropped */
+#define MSGCLIENT_DIRECT_REPLY_LEN 8  /* DIRECT's reply: u32 local, u32 remote */
 
 /* Called with each MESSAGE push (topic, then message bytes) from inside the
  * call that read it, on that call's thread. The bytes are valid only during
  * the call. */
 typedef void (*msgclient_message_fn)(void *user, const uint8_t *topic, size_t topic_len,
+                                     const uint8_t *data, size_t data_len);
+
+/* Called with each DELIVER push (the sender's identity, empty when the sender
+ * has none, then the message bytes) like msgclient_message_fn. */
+typedef void (*msgclient_deliver_fn)(void *user, const uint8_t *sender, size_t sender_len,
                                      const uint8_t *data, size_t data_len);
 
 struct msgclient_options {
@@ -37,7 +44,8 @@ struct msgclient_options {
     unsigned reconnect_attempts;   /* connect attempts per reconnect, >= 1 */
     uint32_t max_frame;            /* largest payload accepted from the server */
     msgclient_message_fn on_message; /* NULL: MESSAGEs queue for msgclient_recv_message */
-    void *user;                    /* passed to on_message */
+    msgclient_deliver_fn on_deliver; /* NULL: DELIVERs queue for msgclient_recv_deliver */
+    void *user;                    /* passed to on_message and on_deliver */
     uint64_t seed;                 /* jitter seed; 0: a random one */
 };
 
@@ -60,6 +68,17 @@ struct msgclient_message {
     uint8_t *buf;
     const uint8_t *topic;
     size_t topic_len;
+    const uint8_t *data;
+    size_t data_len;
+};
+
+/* One DELIVER push, laid out like struct msgclient_message: buf holds the
+ * sender (sender_len 0 when the sender had no identity) and the data, each
+ * followed by a NUL. Release with msgclient_deliver_free. */
+struct msgclient_deliver {
+    uint8_t *buf;
+    const uint8_t *sender;
+    size_t sender_len;
     const uint8_t *data;
     size_t data_len;
 };
@@ -139,9 +158,41 @@ int msgclient_call(struct msgclient *c, uint32_t cmd, const void *payload, size_
  * -EPROTO, -ENOTCONN or -EINVAL. The owning thread. */
 int msgclient_recv_message(struct msgclient *c, struct msgclient_message *m, int timeout_ms);
 
-/* Frees what a reply or a message holds and clears it. NULL-safe. Any thread. */
+/* The next DELIVER push, exactly as msgclient_recv_message does for MESSAGE
+ * (same waiting, same results); only when on_deliver is NULL. MESSAGEs that
+ * arrive meanwhile stay queued for msgclient_recv_message. The owning thread. */
+int msgclient_recv_deliver(struct msgclient *c, struct msgclient_deliver *d, int timeout_ms);
+
+/* DIRECT: sends message (len bytes) to every connection of identity (1..255
+ * bytes) and waits for the reply like msgclient_call. Returns 0 with *local
+ * (connections on the server's node it was queued to) and *remote (other
+ * nodes it was forwarded to) set; MSGCLIENT_ERROR_REPLY with *reply filled
+ * (NOT_AUTHENTICATED when this connection has no identity); -EINVAL for an
+ * identity length outside 1..255; -EBADMSG when the reply is not 8 bytes of
+ * REPLY|DIRECT (*reply then holds it); or what msgclient_call returns.
+ * *reply belongs to the caller for 0, MSGCLIENT_ERROR_REPLY and -EBADMSG.
+ * Earlier pipelined replies must be received first. The owning thread. */
+int msgclient_direct(struct msgclient *c, const void *identity, size_t identity_len,
+                     const void *message, size_t len, uint32_t *local, uint32_t *remote,
+                     struct msgclient_reply *reply);
+
+/* Encodes DIRECT's request payload (u8 identity length, identity, message)
+ * into out. Returns its length (1 + identity_len + len), -EINVAL for an
+ * identity length outside 1..255, or -ENOSPC when out holds fewer than that
+ * many bytes (nothing written). Thread-safe. */
+long msgclient_encode_direct(uint8_t *out, size_t outlen, const void *identity,
+                             size_t identity_len, const void *message, size_t len);
+
+/* Decodes DIRECT's reply payload. Returns 0, or -EBADMSG when len is not 8.
+ * Thread-safe. */
+int msgclient_decode_direct_reply(const uint8_t *p, size_t len, uint32_t *local,
+                                  uint32_t *remote);
+
+/* Frees what a reply, a message or a delivery holds and clears it. NULL-safe.
+ * Any thread. */
 void msgclient_reply_free(struct msgclient_reply *r);
 void msgclient_message_free(struct msgclient_message *m);
+void msgclient_deliver_free(struct msgclient_deliver *d);
 
 /* State, for the owning thread. */
 bool msgclient_connected(const struct msgclient *c);
@@ -152,11 +203,14 @@ bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const ch
 size_t msgclient_pending(const struct msgclient *c);
 /* The latest failure, in words ("connect 127.0.0.1:7700: Connection refused"). */
 const char *msgclient_error(const struct msgclient *c);
-/* Server PINGs answered, unexpected frames dropped, MESSAGEs dropped (queue
- * full), and reconnects made, over the client's life. */
+/* Server PINGs answered, unexpected or malformed frames dropped (a MESSAGE
+ * or DELIVER whose length byte points past its payload among them), MESSAGEs
+ * and DELIVERs dropped (queue full), and reconnects made, over the client's
+ * life. */
 uint64_t msgclient_pings_answered(const struct msgclient *c);
 uint64_t msgclient_frames_dropped(const struct msgclient *c);
 uint64_t msgclient_messages_dropped(const struct msgclient *c);
+uint64_t msgclient_delivers_dropped(const struct msgclient *c);
 uint64_t msgclient_reconnects(const struct msgclient *c);
 
 /* The wait before reconnect attempt `attempt` (0 = the first): the step

@@ -1,6 +1,7 @@
 """The client tools: msgcli and msgbench (CONFIG.md) against the real daemon,
 and against tiny fake servers written here for what the daemon never does
-(corrupt an echo, close mid-run, push a MESSAGE, stay silent).
+(corrupt an echo, close mid-run, push a MESSAGE or a malformed DELIVER, stay
+silent).
 
 The binaries sit beside MSGD_BIN (BUILD/msgcli, BUILD/msgbench)."""
 
@@ -10,6 +11,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -235,6 +237,100 @@ def pubsub_fake(sock, server):
         pass
 
 
+def deliver_payload(sender, message):
+    return bytes([len(sender)]) + sender + message
+
+
+def deliver_fake(sock, server):
+    """AUTH succeeds; then DELIVERs: from alice, from no identity (sender
+    length 0), a malformed one (its length byte points past the end), a
+    server PING (whose answer is checked), one from bob; then it waits."""
+    cmd, token = read_frame(sock)
+    if cmd != mp.AUTH:
+        raise AssertionError("expected AUTH, got %s" % mp.describe(cmd, token))
+    sock.sendall(mp.encode(mp.reply_cmd(mp.AUTH)))
+    sock.sendall(mp.encode(mp.DELIVER, deliver_payload(b"alice", b"hi there")))
+    sock.sendall(mp.encode(mp.DELIVER, deliver_payload(b"", b"anonymous")))
+    sock.sendall(mp.encode(mp.DELIVER, b"\x09short"))
+    sock.sendall(mp.encode(mp.PING, b"beat"))
+    cmd, payload = read_frame(sock)
+    if (cmd, payload) != (mp.reply_cmd(mp.PING), b"beat"):
+        raise AssertionError("expected the PING reply, got %s" % mp.describe(cmd, payload))
+    server.notes.append("pong")
+    sock.sendall(mp.encode(mp.DELIVER, deliver_payload(b"bob", b"last")))
+    while read_frame(sock) is not None:
+        pass
+
+
+def direct_fake(bad_reply_index=None, bad_deliver_after=None):
+    """AUTH succeeds; each DIRECT gets 8 bytes of counts (1, 0), except reply
+    bad_reply_index, which gets 4; after reply bad_deliver_after comes a
+    DELIVER whose sender length points past its end."""
+    def handler(sock, server):
+        n = 0
+        while True:
+            f = read_frame(sock)
+            if f is None:
+                return
+            cmd, payload = f
+            if cmd == mp.AUTH:
+                sock.sendall(mp.encode(mp.reply_cmd(mp.AUTH)))
+                continue
+            if cmd != mp.DIRECT:
+                raise AssertionError("expected DIRECT, got %s" % mp.describe(cmd, payload))
+            if not payload or payload[0] == 0 or 1 + payload[0] > len(payload):
+                raise AssertionError("a malformed DIRECT payload %r" % payload)
+            counts = struct.pack(">II", 1, 0)
+            if n == bad_reply_index:
+                counts = counts[:4]
+            sock.sendall(mp.encode(mp.reply_cmd(mp.DIRECT), counts))
+            if n == bad_deliver_after:
+                sock.sendall(mp.encode(mp.DELIVER, b"\xff" + b"x" * 10))
+            n += 1
+    return handler
+
+
+def read_bytes(pipe, n, wait):
+    """Exactly n bytes from a pipe, within wait seconds."""
+    deadline = time.monotonic() + wait
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out reading %d bytes; have %r" % (n, buf))
+        r, _, _ = select.select([pipe], [], [], left)
+        if not r:
+            continue
+        data = os.read(pipe.fileno(), n - len(buf))
+        if not data:
+            raise AssertionError("EOF after %r" % buf)
+        buf += data
+    return buf
+
+
+def start_listen(test, port, token):
+    """msgcli -a token listen, started and ready (its identity is known to
+    the daemon once it says so); reaped at the test's cleanup."""
+    proc = subprocess.Popen([MSGCLI, "-p", str(port), "-a", token, "listen"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    test.addCleanup(MsgcliTests._reap, proc)
+    line = MsgcliTests._read_line(proc.stderr, timeout())
+    test.assertIn("listening", line)
+    return proc
+
+
+def stop_listen(test, proc):
+    """SIGINT: listen exits 0, with no sanitizer report. Returns what else
+    it printed."""
+    proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout())
+    err = proc.stderr.read().decode("utf-8", "replace")
+    test.assertEqual(rc, 0, err)
+    test.assertEqual(harness.find_markers(err), [], err)
+    return proc.stdout.read().decode("utf-8", "replace")
+
+
 # --- tests against the shared daemon -------------------------------------------------
 
 
@@ -243,7 +339,8 @@ class MsgcliTests(ToolMixin, MsgdTestCase):
     def test_help(self):
         r = self.cli("--help")
         self.assertEqual(r.returncode, 0, repr(r))
-        for word in ("ping", "echo", "stats", "delay", "sub", "pub", "raw", "-u", "-a", "-t"):
+        for word in ("ping", "echo", "stats", "delay", "sub", "pub", "send IDENTITY TEXT",
+                     "listen", "raw", "-u", "-a", "-t"):
             self.assertIn(word, r.stdout)
 
     def test_ping(self):
@@ -310,6 +407,55 @@ class MsgcliTests(ToolMixin, MsgdTestCase):
         self.assertEqual(self._read_line(sub.stdout, timeout()), "news hi there\n")
         sub.send_signal(signal.SIGINT)
         self.assertEqual(sub.wait(timeout()), 0)
+
+    def test_send_and_listen(self):
+        """Without [auth] tokens AUTH's payload is the identity: send reaches
+        every listening connection of it (two devices) and prints LOCAL REMOTE;
+        listen prints SENDER TEXT lines and stops on SIGINT with 0."""
+        port = self.daemon.port()
+        me = "cli-bob-%d" % os.getpid()
+        phone = start_listen(self, port, me)
+        r = self.cli("-a", "cli-alice", "send", me, "hello there", port=port)
+        self.assertEqual((r.returncode, r.stdout), (0, "1 0\n"), repr(r))
+        self.assertEqual(self._read_line(phone.stdout, timeout()), "cli-alice hello there\n")
+        laptop = start_listen(self, port, me)
+        r = self.cli("-a", "cli-carol", "send", me, "to both", port=port)
+        self.assertEqual((r.returncode, r.stdout), (0, "2 0\n"), repr(r))
+        for dev in (phone, laptop):
+            self.assertEqual(self._read_line(dev.stdout, timeout()), "cli-carol to both\n")
+        self.assertEqual(stop_listen(self, laptop), "")
+        # the laptop is gone: one connection left
+        harness.wait_until(
+            lambda: self.cli("-a", "cli-alice", "send", me, "again", port=port).stdout == "1 0\n",
+            timeout(), "the laptop's connection to leave")
+        self.assertEqual(self._read_line(phone.stdout, timeout()), "cli-alice again\n")
+        stop_listen(self, phone)
+
+    def test_send_to_oneself_and_to_nobody(self):
+        port = self.daemon.port()
+        r = self.cli("-a", "cli-solo", "send", "cli-nobody-%d" % os.getpid(), "x", port=port)
+        self.assertEqual((r.returncode, r.stdout), (0, "0 0\n"), repr(r))
+        # to its own identity: the DELIVER comes back to the sender, and send
+        # still prints the counts (the push is not the reply)
+        r = self.cli("-a", "cli-self-%d" % os.getpid(), "send", "cli-self-%d" % os.getpid(),
+                     "me", port=port)
+        self.assertEqual((r.returncode, r.stdout), (0, "1 0\n"), repr(r))
+
+    def test_send_without_identity_is_an_error_reply(self):
+        r = self.cli("send", "bob", "hi", port=self.daemon.port())
+        self.assertEqual(r.returncode, 1, repr(r))
+        self.assertIn("NOT_AUTHENTICATED", r.stderr)
+        self.assertEqual(r.stdout, "")
+
+    def test_send_and_listen_bad_usage(self):
+        for args in (["send"], ["send", "bob"], ["send", "bob", "a", "b"], ["send", "", "x"],
+                     ["send", "i" * 256, "x"], ["listen"], ["-a", "bob", "listen", "extra"]):
+            r = self.cli(*args, port=self.daemon.port())
+            self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
+            self.assertIn("usage", r.stderr.lower(), "%r: %r" % (args, r))
+            self.assertEqual(r.stdout, "", "%r: %r" % (args, r))
+        r = self.cli("-a", "x", "send", "i" * 255, "x", port=self.daemon.port())
+        self.assertEqual((r.returncode, r.stdout), (0, "0 0\n"), repr(r))
 
     @staticmethod
     def _read_line(pipe, wait):
@@ -394,9 +540,70 @@ class MsgcliFakeServerTests(ToolMixin, unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(harness.find_markers(err), [], err)
 
+    def test_listen_prints_delivers_dash_for_no_sender_and_drops_malformed(self):
+        srv = FakeServer(deliver_fake)
+        self.addCleanup(srv.stop)
+        proc = subprocess.Popen([MSGCLI, "-p", str(srv.port), "-a", "me", "listen"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(MsgcliTests._reap, proc)
+        for want in ("alice hi there\n", "- anonymous\n", "bob last\n"):
+            self.assertEqual(MsgcliTests._read_line(proc.stdout, timeout()), want)
+        self.assertIn("pong", srv.notes)
+        self.assertEqual(stop_listen(self, proc), "")   # the malformed one printed nothing
+
+    def test_send_reply_of_the_wrong_size_exits_1(self):
+        srv = FakeServer(direct_fake(bad_reply_index=0))
+        self.addCleanup(srv.stop)
+        r = self.cli("-a", "me", "send", "bob", "hi", port=srv.port)
+        self.assertEqual(r.returncode, 1, repr(r))
+        self.assertIn("unexpected reply", r.stderr)
+        self.assertEqual(r.stdout, "")
+
 
 class MsgcliOwnDaemonTests(ToolMixin, MsgdTestCase):
     shared_daemon = False
+
+    def test_send_and_listen_with_identity_tokens(self):
+        """With [auth] tokens = IDENTITY:TOKEN, -a TOKEN gives the identity:
+        listen as bob, send as alice; a bare token has no identity."""
+        d = self.start_daemon({"auth": {"tokens": "alice:a-tok, bob:b-tok, bare-tok"}})
+        port = d.port()
+        bob = start_listen(self, port, "b-tok")
+        r = self.cli("-a", "a-tok", "send", "bob", "from alice", port=port)
+        self.assertEqual((r.returncode, r.stdout), (0, "1 0\n"), repr(r))
+        self.assertEqual(MsgcliTests._read_line(bob.stdout, timeout()), "alice from alice\n")
+        r = self.cli("-a", "bare-tok", "send", "bob", "x", port=port)
+        self.assertEqual(r.returncode, 1, repr(r))
+        self.assertIn("NOT_AUTHENTICATED", r.stderr)
+        r = self.cli("send", "bob", "x", port=port)
+        self.assertEqual(r.returncode, 1, repr(r))
+        self.assertIn("NOT_AUTHENTICATED", r.stderr)
+        r = self.cli("-a", "wrong", "listen", port=port)
+        self.assertEqual(r.returncode, 1, repr(r))
+        self.assertIn("AUTH_FAILED", r.stderr)
+        self.assertEqual(stop_listen(self, bob), "")
+
+    def test_listen_reconnects_after_goaway_to_a_restarted_daemon(self):
+        """listen reconnects like sub: the daemon drains and exits, a new one
+        starts on the same port, and listen (AUTH again on connect) gets the
+        DELIVERs sent to the new one."""
+        d1 = self.start_daemon()
+        port = d1.port()
+        proc = start_listen(self, port, "roamer")
+        r = self.cli("-a", "home", "send", "roamer", "before", port=port)
+        self.assertEqual(r.stdout, "1 0\n", repr(r))
+        self.assertEqual(MsgcliTests._read_line(proc.stdout, timeout()), "home before\n")
+        d1.send_signal(signal.SIGTERM)
+        self.assertEqual(d1.wait_exit(timeout()), 0, d1.log_tail())
+        d2 = self.start_daemon({"msg": {"listen": "127.0.0.1:%d" % port}})
+        self.assertEqual(d2.port(), port)
+        harness.wait_until(
+            lambda: self.cli("-a", "home", "send", "roamer", "after",
+                             port=port).stdout == "1 0\n",
+            timeout(2), "the reconnected listener on the new daemon")
+        self.assertEqual(MsgcliTests._read_line(proc.stdout, timeout()), "home after\n")
+        stop_listen(self, proc)
 
     def test_sub_reconnects_after_goaway_to_a_restarted_daemon(self):
         """The library's reconnect (msgcli sub uses it) against the real
@@ -464,12 +671,16 @@ class MsgbenchTests(ToolMixin, MsgdTestCase):
     def test_help(self):
         r = self.bench("--help")
         self.assertEqual(r.returncode, 0, repr(r))
-        for word in ("-c", "-P", "-s", "-d", "-n", "--rate", "--cmd", "--protocol", "--json"):
+        for word in ("-c", "-P", "-s", "-d", "-n", "--rate", "--cmd", "--protocol", "--json",
+                     "direct", "--to"):
             self.assertIn(word, r.stdout)
 
     def test_bad_usage(self):
         for args in (["-d", "1", "-n", "5"], ["-c", "0"], ["--cmd", "nope"], ["--protocol", "x"],
-                     ["--cmd", "ping", "-s", "2000"], ["--rate", "0"], ["extra"]):
+                     ["--cmd", "ping", "-s", "2000"], ["--rate", "0"], ["extra"],
+                     ["--cmd", "direct", "-n", "5"], ["--to", "bob", "-n", "5"],
+                     ["-a", "me", "--cmd", "direct", "--to", "", "-n", "5"],
+                     ["-a", "me", "--cmd", "direct", "--to", "i" * 256, "-n", "5"]):
             r = self.bench(*args)
             self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
             self.assertIn("usage", r.stderr.lower(), "%r: %r" % (args, r))
@@ -525,6 +736,43 @@ class MsgbenchTests(ToolMixin, MsgdTestCase):
         else:
             self.assertEqual(r.returncode, 1, repr(r))
             self.assertEqual(doc["errors_by_code"], {"UNKNOWN_COMMAND": 20}, doc)
+
+    def test_direct_command(self):
+        """--cmd direct: each reply must be 8 bytes; to the default target
+        "msgbench", which nobody here holds, nothing is delivered."""
+        r, doc = self.bench_json("-a", "bench-sender", "--cmd", "direct", "-n", "200", "-c", "2",
+                                 "-P", "4", port=self.daemon.port())
+        self.assertEqual((doc["cmd"], doc["requests"], doc["ok"], doc["errors"]),
+                         ("direct", 200, 200, 0), doc)
+        self.assertEqual(doc["delivers"], 0, doc)
+        r = self.bench("-a", "bench-sender", "--cmd", "direct", "-n", "10", "-c", "1",
+                       port=self.daemon.port())
+        self.assertEqual(r.returncode, 0, repr(r))
+        self.assertRegex(r.stdout, r"delivers:\s+0 DELIVER pushes received \(direct to msgbench\)")
+
+    def test_direct_to_its_own_identity_and_to_a_listener(self):
+        """--to the bench's own identity: its connections get the DELIVERs
+        (each DIRECT reaches every one of them; the run may end before the
+        last arrive); --to a msgcli listener: it prints them."""
+        port = self.daemon.port()
+        me = "bench-self-%d" % os.getpid()
+        r, doc = self.bench_json("-a", me, "--cmd", "direct", "--to", me, "-n", "90", "-c", "3",
+                                 "-s", "16", port=port)
+        self.assertEqual((doc["requests"], doc["ok"], doc["errors"]), (90, 90, 0), doc)
+        self.assertTrue(0 < doc["delivers"] <= 270, doc)
+        target = "bench-target-%d" % os.getpid()
+        listener = start_listen(self, port, target)
+        r, doc = self.bench_json("-a", "bench-from", "--cmd", "direct", "--to", target,
+                                 "-n", "5", "-c", "1", "-s", "8", port=port)
+        self.assertEqual((doc["ok"], doc["errors"]), (5, 0), doc)
+        # the messages are msgbench's binary pattern (a newline may be among
+        # them): five records of "bench-from " + 8 bytes + "\n"
+        rec = len(b"bench-from ") + 8 + 1
+        data = read_bytes(listener.stdout, 5 * rec, timeout())
+        for i in range(5):
+            one = data[i * rec:(i + 1) * rec]
+            self.assertTrue(one.startswith(b"bench-from ") and one.endswith(b"\n"), data)
+        self.assertEqual(stop_listen(self, listener), "")
 
     def test_delay_disabled_counts_errors_by_code(self):
         r, doc = self.bench_json("--cmd", "delay", "-n", "30", "-c", "3",
@@ -582,6 +830,15 @@ class MsgbenchFakeServerTests(ToolMixin, unittest.TestCase):
         self.assertEqual(doc["ok"], 10, doc)
         self.assertIn("CLOSED", doc["errors_by_code"], doc)
         self.assertEqual(doc["ok"] + doc["errors"], 100, doc)
+
+    def test_direct_reply_of_the_wrong_size_and_a_malformed_deliver_fail_the_run(self):
+        srv = FakeServer(direct_fake(bad_reply_index=3, bad_deliver_after=5))
+        self.addCleanup(srv.stop)
+        r, doc = self.bench_json("-a", "me", "--cmd", "direct", "-n", "10", "-c", "1",
+                                 port=srv.port, expect_rc=1)
+        self.assertEqual((doc["requests"], doc["ok"]), (10, 9), doc)
+        self.assertEqual(doc["errors_by_code"], {"BAD_REPLY": 2}, doc)
+        self.assertEqual(doc["delivers"], 0, doc)
 
     def test_silent_server_times_out(self):
         srv = FakeServer(silent)

@@ -99,18 +99,24 @@ static void fake_fail(struct fake *f, const char *why)
     }
 }
 
-static struct msgclient *client_on_pair(int *server_fd, int timeout_ms)
+/* A client with options o on one end of a socketpair; the other is *server_fd. */
+static struct msgclient *client_on_pair_with(int *server_fd, const struct msgclient_options *o)
 {
     int sv[2];
     CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.timeout_ms = timeout_ms;
-    struct msgclient *c = msgclient_new(&o);
+    struct msgclient *c = msgclient_new(o);
     CHECK(c != NULL);
     CHECK_EQ(msgclient_adopt(c, sv[0]), 0);
     *server_fd = sv[1];
     return c;
+}
+
+static struct msgclient *client_on_pair(int *server_fd, int timeout_ms)
+{
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.timeout_ms = timeout_ms;
+    return client_on_pair_with(server_fd, &o);
 }
 
 static void run_fake(struct fake *f, void *(*fn)(void *), pthread_t *t)
@@ -435,17 +441,13 @@ static void *message_server(void *arg)
 
 TEST(messages_go_to_the_callback)
 {
-    int sv[2];
-    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     struct seen s = {0, ""};
     struct msgclient_options o;
     msgclient_options_init(&o);
     o.on_message = on_message;
     o.user = &s;
-    struct msgclient *c = msgclient_new(&o);
-    CHECK_EQ(msgclient_adopt(c, sv[0]), 0);
     struct fake f;
-    f.fd = sv[1];
+    struct msgclient *c = client_on_pair_with(&f.fd, &o);
     pthread_t t;
     run_fake(&f, message_server, &t);
     struct msgclient_reply r;
@@ -458,6 +460,243 @@ TEST(messages_go_to_the_callback)
     CHECK_EQ(msgclient_recv_message(c, &m, 0), -EINVAL);
     msgclient_reply_free(&r);
     close(f.fd);
+    msgclient_free(c);
+}
+
+/* ---- DIRECT and DELIVER ---------------------------------------------------------- */
+
+/* PROTOCOL.md's test vector: DIRECT to `bob`, message `yo`. */
+static const uint8_t direct_vector[] = {
+    0x4d, 0x53, 0x47, 0x50, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x15,
+    0x00, 0x00, 0x00, 0x06, 0x03, 0x62, 0x6f, 0x62, 0x79, 0x6f,
+};
+
+TEST(encode_direct_matches_the_test_vector)
+{
+    uint8_t frame[64];
+    long n = msgclient_encode_direct(frame + MSG_HEADER_LEN, sizeof frame - MSG_HEADER_LEN,
+                                     "bob", 3, "yo", 2);
+    CHECK_EQ(n, 6);
+    msg_header_encode(frame, MSG_CMD_DIRECT, (uint32_t)n);
+    CHECK_EQ(MSG_HEADER_LEN + (size_t)n, sizeof direct_vector);
+    CHECK_MEM(frame, direct_vector, sizeof direct_vector);
+    /* exactly enough room; an empty message */
+    uint8_t p[4];
+    CHECK_EQ(msgclient_encode_direct(p, 4, "bob", 3, NULL, 0), 4);
+    CHECK_MEM(p, "\x03" "bob", 4);
+    /* the identity is 1..255 bytes; too little room writes nothing */
+    char id[256];
+    memset(id, 'i', sizeof id);
+    uint8_t big[300];
+    CHECK_EQ(msgclient_encode_direct(big, sizeof big, id, 255, "m", 1), 257);
+    CHECK_EQ(big[0], 255);
+    CHECK_EQ(big[256], 'm');
+    CHECK_EQ(msgclient_encode_direct(big, sizeof big, id, 256, "m", 1), -EINVAL);
+    CHECK_EQ(msgclient_encode_direct(big, sizeof big, id, 0, "m", 1), -EINVAL);
+    p[0] = 0xAA;
+    CHECK_EQ(msgclient_encode_direct(p, 4, "bob", 3, "y", 1), -ENOSPC);
+    CHECK_EQ(p[0], 0xAA);
+}
+
+TEST(decode_direct_reply)
+{
+    uint8_t p[9] = {0, 0, 0, 3, 0, 0, 1, 2, 0};
+    uint32_t local = 99, remote = 99;
+    CHECK_EQ(msgclient_decode_direct_reply(p, 8, &local, &remote), 0);
+    CHECK_EQ(local, 3);
+    CHECK_EQ(remote, 0x102);
+    CHECK_EQ(msgclient_decode_direct_reply(p, 4, &local, &remote), -EBADMSG);
+    CHECK_EQ(msgclient_decode_direct_reply(p, 9, &local, &remote), -EBADMSG);
+    CHECK_EQ(msgclient_decode_direct_reply(p, 0, &local, &remote), -EBADMSG);
+}
+
+/* Expects the test vector's DIRECT; pushes a DELIVER of it to the sender
+ * (DIRECT to oneself: the push may come before the reply), then replies 2, 1.
+ * Then NOT_AUTHENTICATED to the next DIRECT, then a 4-byte reply. */
+static void *direct_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 6 || cmd != MSG_CMD_DIRECT || memcmp(buf, direct_vector + MSG_HEADER_LEN, 6) != 0)
+        return fake_fail(f, "expected the test vector's DIRECT"), NULL;
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x03" "bobyo", 6);
+    uint8_t counts[8];
+    msg_put_u32(counts, 2);
+    msg_put_u32(counts + 4, 1);
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_DIRECT, counts, sizeof counts);
+    n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 3 || cmd != MSG_CMD_DIRECT || memcmp(buf, "\x01" "xz", 3) != 0)
+        return fake_fail(f, "expected DIRECT x z"), NULL;
+    write_error(f->fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_DIRECT,
+                MSG_ERR_NOT_AUTHENTICATED, "AUTH first");
+    n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 2 || cmd != MSG_CMD_DIRECT)
+        return fake_fail(f, "expected DIRECT x"), NULL;
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_DIRECT, counts, 4);
+    return NULL;
+}
+
+TEST(direct_call_counts_errors_and_bad_replies)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, direct_server, &t);
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+    uint32_t local = 0, remote = 0;
+    /* a bad identity length is refused before anything is sent */
+    CHECK_EQ(msgclient_direct(c, "", 0, "m", 1, &local, &remote, &r), -EINVAL);
+    CHECK_EQ(msgclient_pending(c), 0);
+    CHECK_EQ(msgclient_direct(c, "bob", 3, "yo", 2, &local, &remote, &r), 0);
+    CHECK_EQ(local, 2);
+    CHECK_EQ(remote, 1);
+    CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_DIRECT);
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_direct(c, "x", 1, "z", 1, &local, &remote, &r), MSGCLIENT_ERROR_REPLY);
+    CHECK_EQ(r.error_code, MSG_ERR_NOT_AUTHENTICATED);
+    CHECK_STR(r.error_text, "AUTH first");
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_direct(c, "x", 1, NULL, 0, &local, &remote, &r), -EBADMSG);
+    CHECK_EQ(r.len, 4);
+    CHECK(strstr(msgclient_error(c), "unexpected reply") != NULL);
+    msgclient_reply_free(&r);
+    join_fake(&f, t);
+    /* the DELIVER that came before the first reply waits in its queue */
+    struct msgclient_deliver d;
+    CHECK_EQ(msgclient_recv_deliver(c, &d, 0), 0);
+    CHECK_EQ(d.sender_len, 3);
+    CHECK_STR((const char *)d.sender, "bob");
+    CHECK_EQ(d.data_len, 2);
+    CHECK_STR((const char *)d.data, "yo");
+    msgclient_deliver_free(&d);
+    CHECK(d.buf == NULL);
+    CHECK_EQ(msgclient_frames_dropped(c), 0);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+struct seen_delivers { int n; char log[256]; };
+
+static void on_deliver(void *user, const uint8_t *sender, size_t sl, const uint8_t *data,
+                       size_t dl)
+{
+    struct seen_delivers *s = user;
+    size_t used = strlen(s->log);
+    snprintf(s->log + used, sizeof s->log - used, "%s[%.*s]=%.*s", s->n ? " " : "", (int)sl,
+             sl ? (const char *)sender : "", (int)dl, dl ? (const char *)data : "");
+    s->n++;
+}
+
+static void on_message_unexpected(void *user, const uint8_t *topic, size_t tl,
+                                  const uint8_t *data, size_t dl)
+{
+    struct seen_delivers *s = user;
+    (void)topic, (void)tl, (void)data, (void)dl;
+    s->n += 1000;       /* a DELIVER must never reach the MESSAGE callback */
+}
+
+/* DELIVERs well formed and not, a MESSAGE among them, then the PING reply. */
+static void *deliver_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    if (read_frame(f->fd, &cmd, buf, sizeof buf) != 0 || cmd != MSG_CMD_PING)
+        return fake_fail(f, "expected PING"), NULL;
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x05" "alicehi there", 14);
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x00" "anon", 5);      /* no sender identity */
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x09" "ab", 3);        /* length byte past the end */
+    write_frame(f->fd, MSG_CMD_DELIVER, "", 0);                 /* not even the length byte */
+    write_frame(f->fd, MSG_CMD_DELIVER, "\xff", 1);             /* 255, nothing after it */
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x02" "bo", 3);        /* a sender, no message */
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x00", 1);             /* neither */
+    write_frame_bytewise(f->fd, MSG_CMD_DELIVER, "\x01" "zsplit", 7);
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_PING, "", 0);
+    return NULL;
+}
+
+TEST(delivers_go_to_the_callback_and_malformed_ones_are_dropped)
+{
+    struct seen_delivers s;
+    memset(&s, 0, sizeof s);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.on_deliver = on_deliver;
+    o.on_message = on_message_unexpected;
+    o.user = &s;
+    struct fake f;
+    struct msgclient *c = client_on_pair_with(&f.fd, &o);
+    pthread_t t;
+    run_fake(&f, deliver_server, &t);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, MSG_CMD_PING, NULL, 0, &r), 0);
+    join_fake(&f, t);
+    CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_PING);
+    CHECK_EQ(s.n, 5);
+    CHECK_STR(s.log, "[alice]=hi there []=anon [bo]= []= [z]=split");
+    CHECK_EQ(msgclient_frames_dropped(c), 3);
+    CHECK_EQ(msgclient_delivers_dropped(c), 0);
+    struct msgclient_deliver d;
+    CHECK_EQ(msgclient_recv_deliver(c, &d, 0), -EINVAL);
+    msgclient_reply_free(&r);
+    close(f.fd);
+    msgclient_free(c);
+}
+
+/* Without a callback: DELIVERs and MESSAGEs queue apart, each for its own recv. */
+static void *deliver_queue_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    if (read_frame(f->fd, &cmd, buf, sizeof buf) != 2 || cmd != MSG_CMD_ECHO)
+        return fake_fail(f, "expected ECHO"), NULL;
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x03" "bobone", 7);
+    write_frame(f->fd, MSG_CMD_MESSAGE, "\x01" "tM", 3);
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x07" "short", 6);     /* length byte past the end */
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, buf, 2);
+    write_frame(f->fd, MSG_CMD_DELIVER, "\x00" "two", 4);
+    return NULL;
+}
+
+TEST(delivers_queue_for_recv_deliver_apart_from_messages)
+{
+    struct fake f;
+    struct msgclient *c = client_on_pair(&f.fd, WAIT_MS);
+    pthread_t t;
+    run_fake(&f, deliver_queue_server, &t);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, "ok", 2, &r), 0);
+    CHECK_EQ(r.len, 2);
+    msgclient_reply_free(&r);
+    join_fake(&f, t);
+    struct msgclient_deliver d;
+    CHECK_EQ(msgclient_recv_deliver(c, &d, WAIT_MS), 0);
+    CHECK_EQ(d.sender_len, 3);
+    CHECK_STR((const char *)d.sender, "bob");
+    CHECK_STR((const char *)d.data, "one");
+    msgclient_deliver_free(&d);
+    /* the second one may still be on its way: recv_deliver reads it */
+    CHECK_EQ(msgclient_recv_deliver(c, &d, WAIT_MS), 0);
+    CHECK_EQ(d.sender_len, 0);
+    CHECK_STR((const char *)d.sender, "");
+    CHECK_EQ(d.data_len, 3);
+    CHECK_STR((const char *)d.data, "two");
+    msgclient_deliver_free(&d);
+    CHECK_EQ(msgclient_recv_deliver(c, &d, 10), -ETIMEDOUT);
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, 0), 0);
+    CHECK_STR((const char *)m.topic, "t");
+    CHECK_STR((const char *)m.data, "M");
+    msgclient_message_free(&m);
+    CHECK_EQ(msgclient_frames_dropped(c), 1);
+    /* the connection gone: recv_deliver says so */
+    close(f.fd);
+    CHECK_EQ(msgclient_recv_deliver(c, &d, WAIT_MS), -ECONNRESET);
+    CHECK_EQ(msgclient_recv_deliver(c, &d, 0), -ENOTCONN);
     msgclient_free(c);
 }
 
