@@ -73,6 +73,20 @@ int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len
     return 0;
 }
 
+/* Whether something listens on the unix socket at ss: a connect that is
+ * refused means the file is stale; one that succeeds, or finds the backlog
+ * full, means it is alive. */
+static int unix_in_use(const struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int rc = connect(fd, (const struct sockaddr *)ss, len);
+    int alive = rc == 0 || errno == EAGAIN || errno == EINPROGRESS;
+    close(fd);
+    return alive;
+}
+
 int net_listen(const char *text, int backlog, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -92,8 +106,14 @@ int net_listen(const char *text, int backlog, char *err, size_t errlen)
     if (ss.ss_family == AF_UNIX) {
         const char *path = ((struct sockaddr_un *)&ss)->sun_path;
         struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            if (unix_in_use(&ss, len)) {
+                snprintf(err, errlen, "%s: another process listens on it", text);
+                close(fd);
+                return -EADDRINUSE;
+            }
             unlink(path); /* a stale socket from an earlier run */
+        }
     } else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
         goto fail;
     }

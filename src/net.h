@@ -21,8 +21,10 @@
 int net_parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Opens a non-blocking, close-on-exec listening socket on text's address with
- * SO_REUSEADDR (and unlinks a stale unix socket first; unix sockets get mode
- * 0660). Returns the fd, or -errno with the reason in err. Main thread. */
+ * SO_REUSEADDR. A unix socket file that already exists is unlinked only when
+ * nothing listens on it (a connect is refused); a live one is -EADDRINUSE,
+ * as a TCP port in use is. Unix sockets get mode 0660. Returns the fd, or
+ * -errno with the reason in err. Main thread. */
 int net_listen(const char *text, int backlog, char *err, size_t errlen);
 
 /* Writes fd's local address (with the port the kernel chose) as text. */

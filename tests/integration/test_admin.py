@@ -217,6 +217,36 @@ class AdminUnixSocketTests(MsgdTestCase):
         self.assertTrue(any(l.startswith("uptime_seconds") for l in a.call("stats")))
         self.assertIn("unix:" + path, d.status_line)
 
+    def test_a_live_unix_socket_is_not_taken_over(self):
+        """A second msgd on the same unix path fails to start (as TCP does
+        with EADDRINUSE) and the first stays reachable; a stale socket file
+        (nothing listening) is replaced."""
+        tmp = tempfile.mkdtemp(prefix="msgd-it-adm-")
+        path = os.path.join(tmp, "admin.sock")
+        first = self.start_daemon({"admin": {"listen": "unix:" + path}}, name="first")
+        second = Daemon({"admin": {"listen": "unix:" + path}, "msg": {"listen": "127.0.0.1:0"}},
+                        name="second")
+        second.expected_exit = True
+        second.spawn()
+        rc = second.wait_exit(timeout(2))
+        log = second.read_log()
+        self.assertEqual(second.finish(expect_rc=1), [], log)
+        self.assertEqual(rc, 1, log)
+        self.assertIn("another process listens on it", log)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout(1))
+        s.connect(path)
+        self.addCleanup(s.close)
+        self.assertTrue(any(l.startswith("uptime_seconds") for l in AdminClient(s).call("stats")))
+        # A stale file: a socket bound and closed, nobody listening.
+        stale = os.path.join(tmp, "stale.sock")
+        t = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        t.bind(stale)
+        t.close()
+        third = self.start_daemon({"admin": {"listen": "unix:" + stale}}, name="third")
+        self.assertIn("unix:" + stale, third.status_line)
+        self.assertTrue(first.alive())
+
 
 if __name__ == "__main__":
     unittest.main()
