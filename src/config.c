@@ -4,6 +4,7 @@
 #include "config.h"
 #include "net.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define MS_SECOND 1000ULL
 #define MS_MINUTE (60 * MS_SECOND)
@@ -841,6 +844,42 @@ static void read_tokens_file(struct load *ld)
     fclose(f);
     ld->c->tokens = ts.tokens;
     ld->c->ntokens = ts.n;
+}
+
+/* Whether an address (already checked) is loopback or a unix socket. */
+static bool addr_is_local(const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (net_parse_addr(addr, &ss, &len) < 0)
+        return true; /* not an address: reported as an error elsewhere */
+    if (ss.ss_family == AF_UNIX)
+        return true;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+}
+
+int config_warnings(const struct config *c, const char *path, char *out, size_t outlen)
+{
+    int n = 0;
+    size_t used = 0;
+    if (out && outlen)
+        out[0] = '\0';
+    for (int i = 0; i < c->admin_listen.n; i++) {
+        const char *a = c->admin_listen.addr[i];
+        if (addr_is_local(a))
+            continue;
+        n++;
+        if (out && used + 1 < outlen) {
+            int w = snprintf(out + used, outlen - used,
+                             "%s: warning: [admin] listen %s is not loopback or a unix socket; "
+                             "the admin listener has no authentication\n", path, a);
+            if (w > 0)
+                used += (size_t)w < outlen - used ? (size_t)w : outlen - used - 1;
+        }
+    }
+    return n;
 }
 
 int config_load(const char *path, struct config *c, char *err, size_t errlen)

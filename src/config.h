@@ -70,6 +70,12 @@ void config_defaults(struct config *c);
  * Thread-safe (no globals). */
 int config_load(const char *path, struct config *c, char *err, size_t errlen);
 
+/* Appends one line "PATH: warning: ..." per setting that is allowed but
+ * risky (today: an admin listener that is not on loopback or a unix socket,
+ * since admin has no authentication) to out (truncated to outlen). Returns
+ * how many. Thread-safe. */
+int config_warnings(const struct config *c, const char *path, char *out, size_t outlen);
+
 /* Frees what c owns and resets its pointers. Safe on a defaulted config. */
 void config_free(struct config *c);
 

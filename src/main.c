@@ -65,13 +65,18 @@ int main(int argc, char **argv)
         return 1;
     }
     free(err);
+    char warnings[2048];
+    int nwarn = config_warnings(&cfg, path, warnings, sizeof warnings);
     if (check_only) {
+        fputs(warnings, stderr);
         fprintf(stderr, "%s: ok\n", path);
         config_free(&cfg);
         return 0;
     }
     log_init((enum log_level)cfg.log_level);
     log_info("msgd %s starting with %s", MSGD_VERSION, path);
+    for (char *line = nwarn ? strtok(warnings, "\n") : NULL; line; line = strtok(NULL, "\n"))
+        log_warn("%s", line);
     char why[256];
     if (commands_register_builtin(why, sizeof why) < 0) {
         log_error("the command table: %s", why);

@@ -40,6 +40,28 @@ class ConfigCheckTests(unittest.TestCase):
         self.assertEqual(rc, 0, "stderr:\n%s" % err)
         self.assertIn("%s: ok" % path, err)
 
+    def test_admin_off_loopback_is_a_warning(self):
+        """An admin listener that is not on loopback or a unix socket is
+        allowed, with a warning in msgd -t (admin has no authentication);
+        a loopback one gets none. The daemon logs it at start too."""
+        path = self.write("wide.ini", "[admin]\nlisten = 0.0.0.0:0\n[msg]\nlisten = 127.0.0.1:0\n")
+        rc, err = self.check(path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("%s: warning: [admin] listen 0.0.0.0:0 is not loopback" % path, err)
+        self.assertIn("%s: ok" % path, err)
+        path = self.write("narrow.ini", "[admin]\nlisten = 127.0.0.1:0\n")
+        rc, err = self.check(path)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("warning", err)
+        d = harness.Daemon({"admin": {"listen": "0.0.0.0:0"}}, name="admin-wide")
+        try:
+            d.start()
+            harness.wait_until(lambda: "is not loopback" in d.read_log(), timeout(1),
+                               "the admin warning in the log")
+            self.assertIn("[warn]", d.read_log().split("is not loopback")[0].splitlines()[-1])
+        finally:
+            self.assertEqual(d.finish(), [])
+
     def test_out_of_range_value_names_line(self):
         path = self.write("bad.ini", "[server]\nworkers = 1\nreactors = 999\n")
         self.assert_bad(path, "%s:3:" % path)

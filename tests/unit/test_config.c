@@ -962,6 +962,24 @@ TEST(tokens_file_adds_entries_after_tokens)
 }
 
 
+TEST(warnings_for_an_admin_listener_off_loopback)
+{
+    struct config c;
+    load_ok("[admin]\nlisten = 127.0.0.1:1, 127.9.9.9:2, [::1]:3, unix:/tmp/x.sock, localhost:4\n", &c);
+    char out[1024];
+    CHECK_EQ(config_warnings(&c, "f.ini", out, sizeof out), 0);
+    CHECK_STR(out, "");
+    config_free(&c);
+    load_ok("[admin]\nlisten = 0.0.0.0:7701, 127.0.0.1:1, [::]:2\n", &c);
+    CHECK_EQ(config_warnings(&c, "f.ini", out, sizeof out), 2);
+    CHECK_STR(out, "f.ini: warning: [admin] listen 0.0.0.0:7701 is not loopback or a unix socket; "
+                   "the admin listener has no authentication\n"
+                   "f.ini: warning: [admin] listen [::]:2 is not loopback or a unix socket; "
+                   "the admin listener has no authentication\n");
+    CHECK_EQ(config_warnings(&c, "f.ini", NULL, 0), 2);
+    config_free(&c);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
