@@ -18,19 +18,13 @@
 /* The fan-out's payload: u8 target length, the target identity (what each
  * reactor looks up), then the DELIVER frame, encoded once for everyone. */
 
-static void direct_defer(struct pipeline *pl, void *arg)
-{
-    (void)arg;
-    pl->env->ops->defer(pl);
-}
-
 static void direct_visit(struct fanout *f, const struct pipeline_env *env)
 {
     size_t tlen = f->data[0];
     const uint8_t *frame = f->data + 1 + tlen;
     uint32_t skipped;
     uint32_t n = pubsub_deliver(env->identities, f->data + 1, tlen, frame, f->len - 1 - tlen,
-                                env->cfg->out_high_water, direct_defer, NULL, &skipped);
+                                env->cfg->out_high_water, &skipped);
     stats_add(env->stats, STATS_DELIVERS, n);
     stats_add(env->stats, STATS_FRAMES_OUT, n);
     stats_add(env->stats, STATS_DELIVERS_DROPPED, skipped);
@@ -41,15 +35,10 @@ static void direct_visit(struct fanout *f, const struct pipeline_env *env)
  * node, then u32 other nodes it was forwarded to (no cluster yet: 0). */
 static void direct_done(struct fanout *f, const struct pipeline_env *env)
 {
-    uint8_t frame[MSG_HEADER_LEN + 8];
-    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_DIRECT, 8);
-    msg_put_u32(frame + MSG_HEADER_LEN,
-                (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
-    msg_put_u32(frame + MSG_HEADER_LEN + 4, 0);
-    struct buffer reply = BUFFER_INIT;
-    int encoded = buffer_pool_append(env->bufs, &reply, frame, sizeof frame) == 0;
-    if (pipeline_complete_late(env, f->conn_id, f->seq, &reply) == 0 && encoded)
-        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+    uint8_t counts[8];
+    msg_put_u32(counts, (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+    msg_put_u32(counts + 4, 0);
+    proto_msg_reply_late(env, f->conn_id, f->seq, MSG_CMD_DIRECT, counts, sizeof counts);
 }
 
 static const struct fanout_ops direct_ops = {.visit = direct_visit, .done = direct_done};

@@ -173,21 +173,14 @@ static int cmd_unsubscribe(struct pipeline *pl, uint32_t cmd, const uint8_t *p, 
     return 0;
 }
 
-/* PUBLISH on one reactor: deliver to its own subscribers, as pushes written
- * later this turn (the topic walk must not see a connection close under it),
- * and add to the tally. */
-static void publish_defer(struct pipeline *pl, void *arg)
-{
-    (void)arg;
-    pl->env->ops->defer(pl);
-}
-
+/* PUBLISH on one reactor: deliver to its own subscribers and add to the
+ * tally. */
 static void publish_visit(struct fanout *f, const struct pipeline_env *env)
 {
     uint32_t skipped;
     const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
     uint32_t n = pubsub_deliver(env->pubsub, topic, f->data[MSG_HEADER_LEN], f->data, f->len,
-                                env->cfg->out_high_water, publish_defer, NULL, &skipped);
+                                env->cfg->out_high_water, &skipped);
     stats_add(env->stats, STATS_MESSAGES_DELIVERED, n);
     stats_add(env->stats, STATS_FRAMES_OUT, n);
     stats_add(env->stats, STATS_MESSAGES_DROPPED, skipped);
@@ -197,15 +190,9 @@ static void publish_visit(struct fanout *f, const struct pipeline_env *env)
 /* Every reactor has delivered: the reply (u32 count) takes its slot. */
 static void publish_done(struct fanout *f, const struct pipeline_env *env)
 {
-    uint8_t frame[MSG_HEADER_LEN + 4];
-    msg_header_encode(frame, MSG_FLAG_REPLY | MSG_CMD_PUBLISH, 4);
-    msg_put_u32(frame + MSG_HEADER_LEN,
-                (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
-    struct buffer reply = BUFFER_INIT;
-    /* Out of memory leaves the slot empty: the order goes on without it. */
-    int encoded = buffer_pool_append(env->bufs, &reply, frame, sizeof frame) == 0;
-    if (pipeline_complete_late(env, f->conn_id, f->seq, &reply) == 0 && encoded)
-        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+    uint8_t count[4];
+    msg_put_u32(count, (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+    proto_msg_reply_late(env, f->conn_id, f->seq, MSG_CMD_PUBLISH, count, sizeof count);
 }
 
 static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = publish_done};

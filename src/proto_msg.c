@@ -226,6 +226,20 @@ const struct proto proto_msg = {
     .identity = msg_identity_cb,
 };
 
+void proto_msg_reply_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                          uint32_t cmd, const void *payload, size_t len)
+{
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, MSG_FLAG_REPLY | (cmd & MSG_CMD_MASK), (uint32_t)len);
+    struct buffer reply = BUFFER_INIT;
+    int encoded = buffer_pool_append(env->bufs, &reply, h, sizeof h) == 0 &&
+                  buffer_pool_append(env->bufs, &reply, payload, len) == 0;
+    if (!encoded)
+        buffer_consume(&reply, buffer_readable(&reply));
+    if (pipeline_complete_late(env, conn_id, seq, &reply) == 0 && encoded)
+        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+}
+
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len)
 {
     uint8_t h[MSG_HEADER_LEN];

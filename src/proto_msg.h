@@ -60,6 +60,13 @@ int proto_msg_set_identity(struct pipeline *pl, const void *id, size_t len);
 /* Queues the reply to request command cmd: REPLY | cmd, then payload. */
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len);
 
+/* Completes slot seq of connection conn_id on env's reactor with the reply
+ * REPLY | cmd, then payload (the answer of a deferred command, once its
+ * fan-out has reported). A reply that cannot be encoded leaves the slot
+ * empty so the order goes on. Reactor thread only. */
+void proto_msg_reply_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                          uint32_t cmd, const void *payload, size_t len);
+
 /* Queues an error reply to cmd: REPLY | ERROR | cmd, u32 code, text. */
 void proto_msg_error(struct pipeline *pl, uint32_t cmd, uint32_t code, const char *text);
 

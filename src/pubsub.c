@@ -194,8 +194,7 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine_p)
 }
 
 uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
-                        size_t len, uint64_t high_water, pubsub_visit_fn queued, void *arg,
-                        uint32_t *skipped)
+                        size_t len, uint64_t high_water, uint32_t *skipped)
 {
     *skipped = 0;
     struct pubsub_topic **pp = find_slot(ps, key, klen, topic_hash(key, klen));
@@ -212,7 +211,7 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, cons
         }
         pipeline_push2(pl, frame, len, NULL, 0);
         n++;
-        queued(pl, arg);
+        pl->env->ops->defer(pl);
     }
     return n;
 }

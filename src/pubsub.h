@@ -31,9 +31,6 @@ struct pubsub {
     uint32_t ntopics;
 };
 
-/* Called for each subscriber of a topic. */
-typedef void (*pubsub_visit_fn)(struct pipeline *subscriber, void *arg);
-
 void pubsub_init(struct pubsub *ps);
 
 /* Frees the table. Every subscriber must have been removed. */
@@ -59,12 +56,11 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
  * topic's subscribers, or a DIRECT's DELIVER to an identity's connections.
  * The slow-consumer policy: a subscriber whose unsent output is above
  * high_water (or that is closing) is skipped, and the skip counted on it
- * (subs->dropped). queued(pl, arg) is called for each subscriber it was
- * queued to, so the caller can schedule the write; it must not change the
- * table. Returns how many it was queued to; *skipped says how many were
+ * (subs->dropped). Each subscriber it was queued to is deferred
+ * (env->ops->defer: written later this turn, so no connection closes under
+ * the walk). Returns how many it was queued to; *skipped says how many were
  * skipped. The caller counts them in its stats. */
 uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
-                        size_t len, uint64_t high_water, pubsub_visit_fn queued, void *arg,
-                        uint32_t *skipped);
+                        size_t len, uint64_t high_water, uint32_t *skipped);
 
 #endif

@@ -326,14 +326,7 @@ class EchoLoad:
     def drain(self, wait):
         """Stops sending and waits (at most `wait` s) for every reply owed;
         whatever is still missing then counts as lost. Returns the lost count."""
-        self.sending = False
-        deadline = time.monotonic() + wait
-        while self.in_flight() > 0 or any(c.outpos < len(c.out) for c in self.conns
-                                          if not c.closed):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.step(min(0.1, left))
+        self.pause(wait)
         lost = 0
         for c in self.conns:
             if c.inflight:
