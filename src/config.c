@@ -794,9 +794,13 @@ static void read_tokens_file(struct load *ld)
     char ebuf[128];
     FILE *f = fopen(full, "re");
     if (!f) {
-        append(ld, "%s: cannot read [auth] tokens_file: %s\n", full,
+        /* Reported at the key's line of the configuration file. */
+        int line = 0;
+        for (size_t i = 0; i < NKEYS; i++)
+            if (keys[i].off == offsetof(struct config, tokens_file))
+                line = ld->set_line[i];
+        report(ld, line, "cannot read [auth] tokens_file %s: %s", full,
                strerror_r(errno, ebuf, sizeof ebuf));
-        ld->problems++;
         return;
     }
     struct token_split ts = {.tokens = ld->c->tokens, .n = ld->c->ntokens};

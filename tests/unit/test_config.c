@@ -954,7 +954,8 @@ TEST(tokens_file_adds_entries_after_tokens)
     /* A missing file is an error naming it. */
     unlink(tokfile);
     CHECK_EQ(config_load(cfgfile, &c, err, sizeof err), 1);
-    snprintf(want, sizeof want, "%s: cannot read [auth] tokens_file: No such file or directory\n",
+    snprintf(want, sizeof want,
+             "%s:2: cannot read [auth] tokens_file %s: No such file or directory\n", cfgfile,
              tokfile);
     CHECK_STR(err, want);
     unlink(cfgfile);
