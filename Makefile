@@ -56,9 +56,10 @@ include $(sort $(wildcard mk/*.mk))
 
 all: $(BUILD)/msgd $(EXTRA_BINS)
 
-$(BUILD)/msgd: $(OBJS)
+# msgd exports module.h's calls (msgd_*) to the modules it loads.
+$(BUILD)/msgd: $(OBJS) src/module.syms
 	@echo "  LD      $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -Wl,--dynamic-list=src/module.syms -o $@ $(OBJS) $(LIBS)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	@echo "  CC      $@"
