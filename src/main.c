@@ -89,6 +89,8 @@ int main(int argc, char **argv)
     log_info("msgd %s starting with %s", MSGD_VERSION, path);
     for (char *line = nwarn ? strtok(warnings, "\n") : NULL; line; line = strtok(NULL, "\n"))
         log_warn("%s", line);
+    for (int i = 0; i < cfg.nmodules; i++)
+        log_info("module loaded: %s", cfg.modules[i]);
     int rc = server_run(&cfg, path);
     config_free(&cfg);
     return rc;

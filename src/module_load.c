@@ -47,11 +47,14 @@ static void report(struct problems *p, int line, const char *fmt, ...)
 /* Opens one module and checks its header; NULL after reporting. */
 static const struct msgd_module *open_one(struct problems *p, const char *cfgpath, const char *name)
 {
-    char full[CONFIG_PATH_LEN * 2];
-    if (config_resolve_path(cfgpath, name, full, sizeof full) < 0) {
+    char rel[CONFIG_PATH_LEN * 2], full[CONFIG_PATH_LEN * 2 + 2];
+    if (config_resolve_path(cfgpath, name, rel, sizeof rel) < 0) {
         report(p, 0, "[modules] load: path too long: %s", name);
         return NULL;
     }
+    /* A name without a slash would send dlopen searching the library path;
+     * it means a file in the current folder here. */
+    snprintf(full, sizeof full, "%s%s", strchr(rel, '/') ? "" : "./", rel);
     dlerror();
     void *h = dlopen(full, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
