@@ -3,7 +3,7 @@
 # under ASan+UBSan, then each libFuzzer target for 60 s (mk/fuzz.mk).
 
 PREFIX ?= /usr/local
-MSGD_VERSION := $(shell sed -n 's/^\#define MSGD_VERSION "\(.*\)"/\1/p' src/main.c)
+MSGD_VERSION := $(shell sed -n 's/^\#define MSGD_VERSION "\(.*\)"/\1/p' src/version.h)
 DESTDIR ?=
 SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
@@ -25,8 +25,8 @@ ifeq ($(SAN),tsan)
   OPT := -O1 -fsanitize=thread -fno-omit-frame-pointer
 endif
 
-PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs inih libsystemd 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd libzstd zlib 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs inih libsystemd libzstd zlib 2>/dev/null)
 CFLAGS ?=
 LDFLAGS ?=
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -g $(OPT) -MMD -MP -Isrc $(PKG_CFLAGS) $(CFLAGS)

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
-      util-linux procps clang libclang-rt-14-dev)
+      util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard)
 bench=(redis-server redis-tools iperf3 strace)
 valgrind=(valgrind)
 
@@ -40,4 +40,4 @@ fi
 echo "deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${sudo[@]}" apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}"

@@ -27,7 +27,9 @@ static void mem_free(void *p, size_t cap)
         munmap(p, cap);
 }
 
-int buffer_reserve(struct buffer *b, size_t n)
+int buffer_reserve(struct buffer *b, size_t n) { return buffer_reserve_upto(b, n, SIZE_MAX); }
+
+int buffer_reserve_upto(struct buffer *b, size_t n, size_t limit)
 {
     if (buffer_writable(b) >= n)
         return 0;
@@ -45,6 +47,8 @@ int buffer_reserve(struct buffer *b, size_t n)
     size_t cap = b->cap ? b->cap : BUFFER_MIN;
     while (cap < need)
         cap *= 2;
+    if (cap > limit && need <= limit)
+        cap = limit;
     uint8_t *p = mem_alloc(cap);
     if (!p)
         return -ENOMEM;

@@ -33,6 +33,11 @@ static inline uint8_t *buffer_tail(const struct buffer *b) { return b->data ? b-
  * bytes to the front, then by growing (doubling). Returns 0 or -ENOMEM. */
 int buffer_reserve(struct buffer *b, size_t n);
 
+/* The same, but a buffer that must grow is never given a capacity above
+ * limit (when the bytes needed fit in limit): for output whose size a peer
+ * controls, bounded by a configured maximum. */
+int buffer_reserve_upto(struct buffer *b, size_t n, size_t limit);
+
 /* Marks n bytes after the readable region as written (n <= writable). */
 static inline void buffer_commit(struct buffer *b, size_t n) { b->wpos += n; }
 

@@ -13,6 +13,7 @@ static int by_number[CMDTAB_BUILTIN_MAX];          /* builtin number -> slot, 0 
 static int high[CMDTAB_SLOTS];                     /* slots of numbers >= 1024, sorted */
 static int nhigh;
 static const struct msgd_module *modules[CMDTAB_MODULES_MAX];
+static bool modules_builtin[CMDTAB_MODULES_MAX];
 static int nmodules;
 
 static int slot_of(uint32_t number)
@@ -94,13 +95,16 @@ const char *cmdtab_slot_name(int slot)
 
 int cmdtab_slots(void) { return nslots; }
 
-int cmdtab_add_module(const struct msgd_module *m)
+int cmdtab_add_module(const struct msgd_module *m, bool builtin)
 {
     if (nmodules == CMDTAB_MODULES_MAX)
         return -ENOSPC;
+    modules_builtin[nmodules] = builtin;
     modules[nmodules++] = m;
     return 0;
 }
+
+bool cmdtab_module_builtin(int i) { return modules_builtin[i]; }
 
 int cmdtab_nmodules(void) { return nmodules; }
 

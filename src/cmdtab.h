@@ -59,9 +59,10 @@ int cmdtab_slots(void);
  * cmdtab_add_module returns 0 or -ENOSPC. Main thread, start-up; reading is
  * thread-safe once started. */
 #define CMDTAB_MODULES_MAX 32
-int cmdtab_add_module(const struct msgd_module *m);
+int cmdtab_add_module(const struct msgd_module *m, bool builtin);
 int cmdtab_nmodules(void);
 const struct msgd_module *cmdtab_module(int i);
+bool cmdtab_module_builtin(int i);   /* one of msgd's own (mod_*.c) */
 
 /* Forgets every command and module (tests, and a start-up that failed).
  * Main thread. */

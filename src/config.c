@@ -178,6 +178,9 @@ void config_defaults(struct config *c)
         .user = "",
         .msg_listen = {.n = 1, .addr = {"127.0.0.1:7700"}},
         .max_frame = 1 * MIB,
+        .compress = {.n = 2, .id = {CODEC_ZSTD, CODEC_DEFLATE}},
+        .compress_min = 1 * KIB,
+        .compress_level = 1,
         .echo_listen = {.n = 0},
         .admin_listen = {.n = 1, .addr = {"127.0.0.1:7701"}},
         .heartbeat_ms = 30 * MS_SECOND,
@@ -252,6 +255,7 @@ enum key_kind {
     KEY_TOKENS,
     KEY_PATH,     /* char[CONFIG_PATH_LEN], a file path (empty = none) */
     KEY_MODULES,  /* [modules] load: a list of paths */
+    KEY_CODECS,   /* struct codec_list: codec names, best first */
 };
 
 struct key_def {
@@ -275,6 +279,9 @@ static const struct key_def keys[] = {
     KEY("server", "user", KEY_USER, user, 0, 0, false),
     KEY("msg", "listen", KEY_LISTEN, msg_listen, 0, 0, false),
     KEY("msg", "max_frame", KEY_SIZE, max_frame, 64, 256 * MIB, false),
+    KEY("msg", "compress", KEY_CODECS, compress, 0, 0, false),
+    KEY("msg", "compress_min", KEY_SIZE, compress_min, 64, 256 * MIB, false),
+    KEY("msg", "compress_level", KEY_INT, compress_level, 1, 19, false),
     KEY("echo", "listen", KEY_LISTEN, echo_listen, 0, 0, false),
     KEY("admin", "listen", KEY_LISTEN, admin_listen, 0, 0, false),
     KEY("timeouts", "heartbeat_interval", KEY_DURATION, heartbeat_ms, 100, MS_HOUR, true),
@@ -607,6 +614,13 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         *(struct config_listen *)field = ls.out;
         return true;
     }
+    case KEY_CODECS:
+        if (codec_parse_list(value, strlen(value), true, field) < 0) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not a list of codecs "
+                   "(zstd, deflate; each at most once)", value, k->name, k->section);
+            return false;
+        }
+        return true;
     case KEY_MODULES: {
         struct module_split ms = {.c = ld->c};
         ld->c->nmodules = 0;
@@ -863,6 +877,16 @@ static void check_cross(struct load *ld)
         fmt_size(a, sizeof a, c->out_low_water);
         fmt_size(b, sizeof b, c->out_high_water);
         report(ld, 0, "output_low_water (%s) must be less than output_high_water (%s)", a, b);
+    }
+    if (!ld->bad[KEY_INDEX(compress_min)] && !ld->bad[KEY_INDEX(max_frame)] &&
+        c->compress_min > c->max_frame) {
+        if (ld->set_line[KEY_INDEX(compress_min)]) {
+            fmt_size(a, sizeof a, c->compress_min);
+            fmt_size(b, sizeof b, c->max_frame);
+            report(ld, 0, "compress_min (%s) must not be above max_frame (%s)", a, b);
+        } else {
+            ld->c->compress_min = c->max_frame; /* the default follows a small max_frame */
+        }
     }
     uint64_t need = c->out_high_water + c->max_frame + FRAME_OVERHEAD;
     if (!ld->bad[KEY_INDEX(out_hard_limit)] && !ld->bad[KEY_INDEX(out_high_water)] &&

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
+
 #define CONFIG_MAX_ADDRS 16        /* addresses per listener */
 #define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
 #define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
@@ -46,6 +48,9 @@ struct config {
     /* [msg], [echo], [admin] */
     struct config_listen msg_listen;
     uint64_t max_frame;        /* 64..256M */
+    struct codec_list compress; /* codecs HELLO may agree, best first (none: off) */
+    uint64_t compress_min;     /* 64..max_frame: payloads compressed from this size */
+    int compress_level;        /* 1..19 (zstd; deflate clamps to 9) */
     struct config_listen echo_listen;
     struct config_listen admin_listen;
     /* [timeouts] */

@@ -9,10 +9,8 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "version.h"
 
-#ifndef MSGD_VERSION
-#define MSGD_VERSION "0.1.0"
-#endif
 
 #define ERR_TEXT_MAX 8192
 

@@ -1,5 +1,5 @@
-/* mod_builtin: msgd's own command modules (mod_core, mod_pubsub,
- * mod_direct), built on module.h like any loaded module, and the call that
+/* mod_builtin: msgd's own command modules (mod_core, mod_hello,
+ * mod_pubsub, mod_direct), built on module.h like any loaded module, and the call that
  * adds them. */
 #ifndef MSGD_MOD_BUILTIN_H
 #define MSGD_MOD_BUILTIN_H
@@ -11,6 +11,7 @@
 extern const struct msgd_module mod_core;   /* PING, ECHO, AUTH, STATS, DELAY */
 extern const struct msgd_module mod_pubsub; /* SUBSCRIBE, UNSUBSCRIBE, PUBLISH */
 extern const struct msgd_module mod_direct; /* DIRECT */
+extern const struct msgd_module mod_hello;  /* HELLO */
 
 /* Adds the built-in modules, registering their commands. Returns 0 or
  * -errno with the reason in err. Main thread, start-up, before any loaded

@@ -19,14 +19,16 @@
 #include "stats.h"
 
 /* The fan-out's payload: u8 target length, the target identity (what each
- * reactor looks up), then the DELIVER frame, encoded once for everyone. */
+ * reactor looks up), then the DELIVER frames (proto_msg_frames), encoded
+ * once for everyone. */
 
 static void direct_visit(struct fanout *f, const struct pipeline_env *env)
 {
     size_t tlen = f->data[0];
-    const uint8_t *frame = f->data + 1 + tlen;
+    struct pubsub_frames frames;
+    proto_msg_frames_view(f->data + 1 + tlen, &frames);
     uint32_t skipped;
-    uint32_t n = pubsub_deliver(env->identities, f->data + 1, tlen, frame, f->len - 1 - tlen,
+    uint32_t n = pubsub_deliver(env->identities, f->data + 1, tlen, &frames,
                                 env->cfg->out_high_water, &skipped);
     stats_add(env->stats, STATS_DELIVERS, n);
     stats_add(env->stats, STATS_FRAMES_OUT, n);
@@ -65,25 +67,38 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
     size_t tlen = p[0], mlen = len - 1 - tlen;
     size_t dlen = 1 + from_len + mlen; /* DELIVER's payload */
     const struct pipeline_env *env = pl->env;
+    /* Compressing needs the DELIVER payload in one piece; only then is it
+     * put together first. */
+    struct buffer whole = BUFFER_INIT;
+    struct proto_msg_frames fr;
+    proto_msg_frames_prepare(env, &fr, NULL, 0);
+    if (proto_msg_frames_wanted(env, dlen) && buffer_reserve(&whole, dlen) == 0) {
+        uint8_t n8 = (uint8_t)from_len;
+        buffer_append(&whole, &n8, 1);
+        buffer_append(&whole, from, from_len);
+        buffer_append(&whole, p + 1 + tlen, mlen);
+        proto_msg_frames_prepare(env, &fr, buffer_peek(&whole), dlen);
+    }
+    buffer_free(&whole);
     long seq = proto_msg_req_reserve(req);
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor,
                                             pl->conn_id, (uint32_t)seq, NULL,
-                                            1 + tlen + MSG_HEADER_LEN + dlen, false, env->bufs);
+                                            1 + tlen + proto_msg_frames_size(&fr, dlen), false,
+                                            env->bufs);
     if (!f) {
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
         pl->flags |= PIPELINE_FAILED;
+        proto_msg_frames_free(env, &fr);
         return;
     }
-    uint8_t *d = f->data;
-    memcpy(d, p, 1 + tlen);                      /* target length and target */
-    d += 1 + tlen;
-    msg_header_encode(d, MSG_CMD_DELIVER, (uint32_t)dlen);
-    d += MSG_HEADER_LEN;
+    memcpy(f->data, p, 1 + tlen);                /* target length and target */
+    uint8_t *d = proto_msg_frames_write(f->data + 1 + tlen, MSG_CMD_DELIVER, &fr, dlen);
     *d++ = (uint8_t)from_len;
     memcpy(d, from, from_len);
     memcpy(d + from_len, p + 1 + tlen, mlen);
+    proto_msg_frames_free(env, &fr);
     stats_add(env->stats, STATS_DIRECTS, 1);
     fanout_start(f);
 }

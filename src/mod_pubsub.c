@@ -58,12 +58,14 @@ static void cmd_unsubscribe(msgd_req *req, const uint8_t *p, size_t len)
 }
 
 /* PUBLISH on one reactor: deliver to its own subscribers and add to the
- * tally. */
+ * tally. The fan-out's data: u8 topic length, the topic, then the MESSAGE
+ * frames (proto_msg_frames). */
 static void publish_visit(struct fanout *f, const struct pipeline_env *env)
 {
     uint32_t skipped;
-    const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
-    uint32_t n = pubsub_deliver(env->pubsub, topic, f->data[MSG_HEADER_LEN], f->data, f->len,
+    struct pubsub_frames frames;
+    proto_msg_frames_view(f->data + 1 + f->data[0], &frames);
+    uint32_t n = pubsub_deliver(env->pubsub, f->data + 1, f->data[0], &frames,
                                 env->cfg->out_high_water, &skipped);
     stats_add(env->stats, STATS_MESSAGES_DELIVERED, n);
     stats_add(env->stats, STATS_FRAMES_OUT, n);
@@ -82,9 +84,10 @@ static void publish_done(struct fanout *f, const struct pipeline_env *env)
 static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = publish_done};
 
 /* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
- * the MESSAGE payload, so the MESSAGE frame is encoded once here and shared
- * by every reactor. The reply (the count) waits in its place until every
- * reactor has delivered. Reactor thread. */
+ * the MESSAGE payload, so the MESSAGE frame is encoded once here (and once
+ * compressed per codec in use) and shared by every reactor. The reply (the
+ * count) waits in its place until every reactor has delivered. Reactor
+ * thread. */
 static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
 {
     struct pipeline *pl = proto_msg_req_pipeline(req);
@@ -94,19 +97,25 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
         return;
     }
     const struct pipeline_env *env = pl->env;
+    struct proto_msg_frames fr;
+    proto_msg_frames_prepare(env, &fr, p, len);
+    size_t klen = 1 + (size_t)p[0];
     long seq = proto_msg_req_reserve(req);
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
-                                            pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len,
-                                            false, env->bufs);
+                                            pl->conn_id, (uint32_t)seq, NULL,
+                                            klen + proto_msg_frames_size(&fr, len), false,
+                                            env->bufs);
     if (!f) {
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
         pl->flags |= PIPELINE_FAILED;
+        proto_msg_frames_free(env, &fr);
         return;
     }
-    msg_header_encode(f->data, MSG_CMD_MESSAGE, (uint32_t)len);
-    memcpy(f->data + MSG_HEADER_LEN, p, len);
+    memcpy(f->data, p, klen);
+    memcpy(proto_msg_frames_write(f->data + klen, MSG_CMD_MESSAGE, &fr, len), p, len);
+    proto_msg_frames_free(env, &fr);
     stats_add(env->stats, STATS_PUBLISHED, 1);
     fanout_start(f);
 }

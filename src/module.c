@@ -57,7 +57,7 @@ int module_add(const struct msgd_module *m, bool builtin, char *err, size_t errl
     registering = NULL;
     if (rc < 0)
         return rc;
-    return cmdtab_add_module(m);
+    return cmdtab_add_module(m, builtin);
 }
 
 const struct msgd_module *module_find(const char *name, size_t len)

@@ -94,6 +94,7 @@ const char *msg_command_name(uint32_t command)
     case MSG_CMD_AUTH: return "AUTH";
     case MSG_CMD_STATS: return "STATS";
     case MSG_CMD_DELAY: return "DELAY";
+    case MSG_CMD_HELLO: return "HELLO";
     case MSG_CMD_SUBSCRIBE: return "SUBSCRIBE";
     case MSG_CMD_UNSUBSCRIBE: return "UNSUBSCRIBE";
     case MSG_CMD_PUBLISH: return "PUBLISH";

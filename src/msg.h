@@ -21,6 +21,7 @@ enum msg_command {
     MSG_CMD_AUTH = 3,
     MSG_CMD_STATS = 4,
     MSG_CMD_DELAY = 5,
+    MSG_CMD_HELLO = 6,
     MSG_CMD_SUBSCRIBE = 16,
     MSG_CMD_UNSUBSCRIBE = 17,
     MSG_CMD_PUBLISH = 18,

@@ -20,6 +20,7 @@ struct worker_pool;
 struct pubsub;
 struct mailbox;
 struct ev_loop;
+struct codec_ctx;
 
 #define PIPELINE_PEER_LEN 128
 
@@ -81,6 +82,7 @@ struct pipeline_env {
     const struct pipeline_host_ops *ops; /* the reactor's services (NULL in unit tests) */
     void *host;                        /* their first argument */
     struct ev_loop *loop;              /* the reactor's loop (NULL in unit tests) */
+    struct codec_ctx *codec;           /* the reactor's (de)compression state (may be NULL) */
 };
 
 /* Marks the calling thread as the one that runs env's pipelines (a reactor
@@ -145,6 +147,8 @@ struct pipeline {
     uint32_t flags;              /* enum pipeline_flags */
     uint8_t out_class;           /* buffer_class() of the last output buffer given
                                   * back: the next one starts that big */
+    uint8_t codec;               /* the codec its output may be compressed with
+                                  * (codec.h; CODEC_NONE = 0 until HELLO agrees one) */
     struct buffer out;           /* encoded bytes waiting for the socket */
     /* Replies held for order (rule 1). Empty (NULL) unless a worker job is
      * out, so inline-only traffic goes straight to out and pays nothing. */

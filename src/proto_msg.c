@@ -24,25 +24,9 @@ static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
     return msg_split(p, n, max, &h);
 }
 
-static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
+/* One request, its payload plain: to its command's handler, timed. */
+static void handle_request(struct pipeline *pl, uint32_t cmd, const uint8_t *payload, size_t plen)
 {
-    uint32_t cmd = msg_get_u32(frame + 8);
-    /* pl->req_t0 is when this frame was decoded: set by the connection at the
-     * start of a batch, and by the end of the previous timed frame (one clock
-     * read per frame, not two). */
-    const uint8_t *payload = frame + MSG_HEADER_LEN;
-    size_t plen = len - MSG_HEADER_LEN;
-    if (cmd & MSG_FLAG_REPLY) {
-        /* A client's reply: the answer to a server PING is life (the
-         * connection already noted the bytes); anything else is dropped. */
-        if (cmd != (MSG_FLAG_REPLY | MSG_CMD_PING))
-            stats_add(pl->env->stats, STATS_REPLIES_DROPPED, 1);
-        return;
-    }
-    if (pl->env->draining && !pl->read_before_drain && cmd != MSG_CMD_PING) {
-        proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
-        return;
-    }
     const struct cmd_def *def = cmdtab_find(cmd);
     if (!def) {
         proto_msg_error(pl, cmd, MSG_ERR_UNKNOWN_COMMAND, "unknown command");
@@ -60,6 +44,61 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
     if (pl->next_seq == seq_before)
         latency_record(&pl->env->stats->lat, def->slot, now - pl->req_t0);
     pl->req_t0 = now;
+}
+
+/* A COMPRESSED request (PROTOCOL.md "Compression"): decompressed within
+ * max_frame (the pre-auth cap before AUTH), then handled as if plain. Past
+ * the bound is connection-level TOO_LARGE; what does not decompress is
+ * BAD_PAYLOAD, and the connection goes on. */
+static void handle_compressed(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (!pl->codec) { /* rule 4: no codec agreed, no such command */
+        proto_msg_error(pl, cmd, MSG_ERR_UNKNOWN_COMMAND, "COMPRESSED before HELLO agreed a codec");
+        return;
+    }
+    const struct config *cfg = pl->env->cfg;
+    size_t max = cfg->max_frame;
+    if (cfg->ntokens > 0 && !proto_msg_authed(pl) && max > PROTO_MSG_PREAUTH_MAX)
+        max = PROTO_MSG_PREAUTH_MAX;
+    struct buffer plain = BUFFER_INIT;
+    long n = proto_msg_decompress(pl, p, len, max, &plain);
+    if (n == -EFBIG) {
+        stats_add(pl->env->stats, STATS_CLOSED_VIOLATION, 1);
+        proto_msg_conn_error(pl, MSG_ERR_TOO_LARGE, "frame too large once decompressed");
+    } else if (n == -ENOMEM) {
+        pl->flags |= PIPELINE_FAILED;
+    } else if (n < 0) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "payload does not decompress");
+    } else {
+        static const uint8_t none[1];
+        handle_request(pl, cmd & ~MSG_FLAG_COMPRESSED, n ? buffer_peek(&plain) : none, (size_t)n);
+    }
+    buffer_free(&plain);
+}
+
+static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
+{
+    uint32_t cmd = msg_get_u32(frame + 8);
+    /* pl->req_t0 is when this frame was decoded: set by the connection at the
+     * start of a batch, and by the end of the previous timed frame (one clock
+     * read per frame, not two). */
+    const uint8_t *payload = frame + MSG_HEADER_LEN;
+    size_t plen = len - MSG_HEADER_LEN;
+    if (cmd & MSG_FLAG_REPLY) {
+        /* A client's reply: the answer to a server PING is life (the
+         * connection already noted the bytes); anything else is dropped. */
+        if (cmd != (MSG_FLAG_REPLY | MSG_CMD_PING))
+            stats_add(pl->env->stats, STATS_REPLIES_DROPPED, 1);
+        return;
+    }
+    if (pl->env->draining && !pl->read_before_drain && (cmd & MSG_CMD_MASK) != MSG_CMD_PING) {
+        proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
+        return;
+    }
+    if (cmd & MSG_FLAG_COMPRESSED)
+        handle_compressed(pl, cmd, payload, plen);
+    else
+        handle_request(pl, cmd, payload, plen);
 }
 
 static void msg_violation_cb(struct pipeline *pl, long code)
@@ -164,6 +203,7 @@ static void msg_free_cb(struct pipeline *pl)
     for (int i = 0; i < cmdtab_nmodules(); i++)
         if (cmdtab_module(i)->on_close)
             cmdtab_module(i)->on_close(proto_msg_conn(pl));
+    proto_msg_codec_set(pl, CODEC_NONE);
     struct msg_conn *m = pl->state;
     if (!m)
         return;
@@ -207,16 +247,13 @@ void proto_msg_reply_late(const struct pipeline_env *env, uint64_t conn_id, uint
                   buffer_pool_append(env->bufs, &reply, payload, len) == 0;
     if (!encoded)
         buffer_consume(&reply, buffer_readable(&reply));
-    if (pipeline_complete_late(env, conn_id, seq, &reply) == 0 && encoded)
+    if (proto_msg_complete(env, conn_id, seq, &reply) == 0 && encoded)
         stats_add(env->stats, STATS_FRAMES_OUT, 1);
 }
 
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len)
 {
-    uint8_t h[MSG_HEADER_LEN];
-    msg_header_encode(h, MSG_FLAG_REPLY | (cmd & MSG_CMD_MASK), (uint32_t)len);
-    pipeline_write2(pl, h, sizeof h, payload, len);
-    stats_add(pl->env->stats, STATS_FRAMES_OUT, 1);
+    proto_msg_write_frame(pl, MSG_FLAG_REPLY | (cmd & MSG_CMD_MASK), payload, len, false);
 }
 
 /* Encodes an error frame with command word word: in reply order, or as a

@@ -9,10 +9,11 @@
 #include <stdint.h>
 
 #include "cmdtab.h"
+#include "codec.h"
 #include "module.h"
 #include "pipeline.h"
+#include "pubsub.h"
 
-struct pubsub_subs;
 
 /* One module's data on one connection (msgd_conn_set_data). */
 struct module_data {
@@ -40,6 +41,7 @@ extern const struct proto proto_msg;
  * subscribes holds none. Reactor thread only. */
 struct msg_conn {
     bool authed;                 /* an AUTH succeeded (rule 5) */
+    bool helloed;                /* a HELLO was answered (a second one is refused) */
     uint8_t auth_failures;       /* wrong tokens so far */
     uint8_t identity_len;        /* 0: no identity */
     char *identity;              /* what the AUTH gave it (PROTOCOL "Identities"), or NULL */
@@ -103,6 +105,58 @@ void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, siz
  * empty so the order goes on. Reactor thread only. */
 void proto_msg_reply_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
                           uint32_t cmd, const void *payload, size_t len);
+
+/* ---- the codec HELLO agreed (proto_msg_codec.c) ---- */
+
+/* Sets pl's codec (CODEC_NONE: none), keeping count of each codec's users. */
+void proto_msg_codec_set(struct pipeline *pl, unsigned id);
+
+/* Queues a frame with command word word and payload: compressed with pl's
+ * codec when it has one, the frame is not an error, the payload is at least
+ * compress_min and it came out smaller. As a push (straight to out) or in
+ * reply order. */
+void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push);
+
+/* pipeline_complete_late for a whole reply frame (a worker's, a deferred
+ * one's), compressed first on the same terms when its connection has a
+ * codec. */
+int proto_msg_complete(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                       struct buffer *frame);
+
+/* Decompresses a COMPRESSED request's payload with pl's codec into out, at
+ * most max bytes (codec_decompress: -EFBIG, -EBADMSG, -ENOMEM). */
+long proto_msg_decompress(struct pipeline *pl, const uint8_t *p, size_t len, size_t max,
+                          struct buffer *out);
+
+/* A push frame that many receivers share (a PUBLISH's MESSAGE, a DIRECT's
+ * DELIVER), encoded once: plain, and compressed once for each codec some
+ * connection uses now (where that pays). Laid out in one block: a u32 length
+ * per codec (0: none), then the frames, the plain one first. */
+struct proto_msg_frames {
+    bool used[CODEC_COUNT];
+    struct buffer z[CODEC_COUNT];      /* the compressed payloads */
+};
+
+/* Whether a payload of len bytes would be compressed for anyone. */
+bool proto_msg_frames_wanted(const struct pipeline_env *env, size_t len);
+
+/* Compresses the payload for every codec in use. */
+void proto_msg_frames_prepare(const struct pipeline_env *env, struct proto_msg_frames *fr,
+                              const void *payload, size_t len);
+
+/* The block's size for a plain payload of len bytes. */
+size_t proto_msg_frames_size(const struct proto_msg_frames *fr, size_t len);
+
+/* Writes the block into dst (proto_msg_frames_size bytes) but for the plain
+ * payload, and returns where the caller puts it (len bytes). */
+uint8_t *proto_msg_frames_write(uint8_t *dst, uint32_t word, const struct proto_msg_frames *fr,
+                                size_t len);
+
+/* Gives the compressed payloads' memory back. */
+void proto_msg_frames_free(const struct pipeline_env *env, struct proto_msg_frames *fr);
+
+/* Reads a block back: the frame for each codec. Any thread. */
+void proto_msg_frames_view(const uint8_t *block, struct pubsub_frames *out);
 
 /* Queues an error reply to cmd: REPLY | ERROR | cmd, u32 code, text. */
 void proto_msg_error(struct pipeline *pl, uint32_t cmd, uint32_t code, const char *text);

@@ -118,7 +118,7 @@ static void reply_run(struct mailbox_item *it, void *ctx)
     if (empty) /* the answer could not be encoded: say so in its place */
         encode_error(&r->bytes, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (r->cmd & MSG_CMD_MASK),
                      MSG_ERR_OVERLOADED, "out of memory");
-    if (pipeline_complete_late(env, r->conn_id, r->seq, &r->bytes) < 0)
+    if (proto_msg_complete(env, r->conn_id, r->seq, &r->bytes) < 0)
         stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
     else
         stats_add(env->stats, STATS_FRAMES_OUT, 1);
@@ -209,7 +209,7 @@ static void job_back(struct mailbox_item *it, void *ctx)
     if (buffer_readable(&job->result) == 0)
         encode_error(&job->result, MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
                      MSG_ERR_OVERLOADED, "out of memory");
-    if (pipeline_complete_late(env, job->conn_id, job->seq, &job->result) < 0)
+    if (proto_msg_complete(env, job->conn_id, job->seq, &job->result) < 0)
         stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
     else
         stats_add(env->stats, STATS_FRAMES_OUT, 1);

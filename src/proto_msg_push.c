@@ -37,10 +37,7 @@ static int push_here(const struct pipeline_env *env, uint64_t conn_id, uint32_t 
         return -EMSGSIZE;
     if (pipeline_pending(pl) >= env->cfg->out_high_water)
         return -ENOBUFS;
-    uint8_t h[MSG_HEADER_LEN];
-    msg_header_encode(h, cmd, (uint32_t)len);
-    pipeline_push2(pl, h, sizeof h, p, len);
-    stats_add(env->stats, STATS_FRAMES_OUT, 1);
+    proto_msg_write_frame(pl, cmd, p, len, true);
     env->ops->defer(pl); /* written later in this turn: safe inside any callback */
     return 0;
 }

@@ -193,8 +193,8 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine_p)
     return n;
 }
 
-uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
-                        size_t len, uint64_t high_water, uint32_t *skipped)
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen,
+                        const struct pubsub_frames *frames, uint64_t high_water, uint32_t *skipped)
 {
     *skipped = 0;
     struct pubsub_topic **pp = find_slot(ps, key, klen, topic_hash(key, klen));
@@ -209,7 +209,8 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, cons
             (*skipped)++;
             continue;
         }
-        pipeline_push2(pl, frame, len, NULL, 0);
+        unsigned c = pl->codec < CODEC_COUNT && frames->p[pl->codec] ? pl->codec : 0;
+        pipeline_push2(pl, frames->p[c], frames->n[c], NULL, 0);
         n++;
         pl->env->ops->defer(pl);
     }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h"
 #include "pipeline.h"
 
 #define PUBSUB_TOPIC_MAX 255
@@ -51,8 +52,17 @@ int pubsub_unsubscribe(struct pubsub *ps, struct pubsub_subs *mine, const uint8_
  * the record and sets *mine to NULL. Returns how many there were. */
 uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
 
-/* Queues a push frame (len bytes, encoded once by the caller) to every
- * subscriber of key (1..255 bytes) in this table: a PUBLISH's MESSAGE to a
+/* One push frame as each receiver gets it: p[0] (n[0] bytes) plain, and
+ * p[codec] compressed with that codec, or NULL where it was not (a receiver
+ * whose codec has none gets the plain one). */
+struct pubsub_frames {
+    const uint8_t *p[CODEC_COUNT];
+    size_t n[CODEC_COUNT];
+};
+
+/* Queues a push frame (encoded once by the caller, in the form each
+ * receiver's codec asks for) to every subscriber of key (1..255 bytes) in
+ * this table: a PUBLISH's MESSAGE to a
  * topic's subscribers, or a DIRECT's DELIVER to an identity's connections.
  * The slow-consumer policy: a subscriber whose unsent output is above
  * high_water (or that is closing) is skipped, and the skip counted on it
@@ -60,7 +70,7 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
  * (env->ops->defer: written later this turn, so no connection closes under
  * the walk). Returns how many it was queued to; *skipped says how many were
  * skipped. The caller counts them in its stats. */
-uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen, const uint8_t *frame,
-                        size_t len, uint64_t high_water, uint32_t *skipped);
+uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen,
+                        const struct pubsub_frames *frames, uint64_t high_water, uint32_t *skipped);
 
 #endif

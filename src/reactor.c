@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "log.h"
 #include "net.h"
 #include "thread.h"
@@ -295,6 +296,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         .pool = &r->pool, .pubsub = &r->pubsub, .identities = &r->identities, .nreactors = reg->nreactors,
         .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r,
         .loop = r->loop};
+    r->host.env.codec = codec_ctx_new(); /* NULL: this reactor compresses nothing */
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
     ev_timer_init(&r->tick_timer, tick_cb, r->tick_interval, r->tick_interval);
@@ -309,6 +311,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         conn_host_stop(&r->host);
         ev_io_stop(r->loop, &r->mb_watcher);
         worker_pool_stop(&r->pool);
+        codec_ctx_free(r->host.env.codec);
         goto fail_mailbox;
     }
     r->started = 1;
@@ -405,5 +408,6 @@ void reactor_free(struct reactor *r)
     conntab_free(&r->conns);
     pubsub_free(&r->pubsub);
     pubsub_free(&r->identities);
+    codec_ctx_free(r->host.env.codec);
     config_free(&r->cfg);
 }

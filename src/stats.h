@@ -39,6 +39,8 @@ enum stats_id {
     STATS_DELIVERS_DROPPED,     /* skipped: the receiver was above output_high_water */
     STATS_BUFFER_POOL_BYTES,    /* emptied buffer memory kept for reuse now (gauge) */
     STATS_MODULE_PUSHES_DROPPED, /* module pushes (msgd_send) whose connection had gone or was full */
+    STATS_COMPRESSIONS,         /* payloads run through a compressor (kept or not) */
+    STATS_DECOMPRESSIONS,       /* COMPRESSED requests decompressed */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };

@@ -6,6 +6,9 @@
                                     commands, client replies, auth, drain
     tests/fuzz/corpus/config/       conf/msgd.ini and a variant per kind of error
     tests/fuzz/corpus/admin/        command lines
+    tests/fuzz/corpus/codec/        compressed payloads: zstd and deflate,
+                                    valid, cut short, with trailing bytes,
+                                    lying about their size, and bombs
     tests/fuzz/<target>.dict        libFuzzer dictionaries
 
 Each corpus directory is emptied and rewritten, so running this again gives
@@ -173,6 +176,61 @@ def config_corpus():
     return c
 
 
+# zstd frames made once with python3-zstandard (kept as hex so that this
+# script needs only the standard library): text with its size, 1 MiB of
+# zeros with and without its size, and an empty frame without a size.
+ZSTD_TEXT = bytes.fromhex(
+    "28b52ffd607002b50100b40274686520717569636b2062726f776e20666f78206a756d7073206f766572"
+    "20746865206c617a7920646f6702003d9f2a30686719")
+ZSTD_MIB = bytes.fromhex(
+    "28b52ffda0000010004c000008000100fcff39100202001000020010000200100002001000020010000200"
+    "100003001000")
+ZSTD_MIB_NO_SIZE = bytes.fromhex(
+    "28b52ffd00585400001000000100fbff39c00202001000020010000200100002001000020010000200100002"
+    "001000010000")
+ZSTD_EMPTY_NO_SIZE = bytes.fromhex("28b52ffd0000010000")
+
+# fuzz_codec's parameter byte: codec bit, then the bound's index.
+CODEC_BOUNDS = [0, 1, 100, 4096, 65536, 65537, 1 << 20, 4 << 20]
+
+
+def codec_params(codec, bound):
+    return bytes([(1 if codec == "deflate" else 0) | CODEC_BOUNDS.index(bound) << 1])
+
+
+def codec_corpus():
+    import zlib
+    text = b"the quick brown fox jumps over the lazy dog " * 20
+    z = lambda data, level=6: zlib.compress(data, level)
+    zp = lambda bound: codec_params("zstd", bound)
+    dp = lambda bound: codec_params("deflate", bound)
+    lying = bytearray(ZSTD_TEXT)
+    lying[5] ^= 0x10  # the declared content size, changed
+    return {
+        "zstd_text": zp(4096) + ZSTD_TEXT,
+        "zstd_text_exact": zp(1 << 20) + ZSTD_TEXT,
+        "zstd_text_too_small": zp(100) + ZSTD_TEXT,
+        "zstd_cut": zp(4096) + ZSTD_TEXT[:-5],
+        "zstd_trailing": zp(4096) + ZSTD_TEXT + b"\0",
+        "zstd_two_frames": zp(4096) + ZSTD_TEXT + ZSTD_TEXT,
+        "zstd_lying_size": zp(4096) + bytes(lying),
+        "zstd_bomb": zp(65536) + ZSTD_MIB,
+        "zstd_bomb_no_size": zp(65537) + ZSTD_MIB_NO_SIZE,
+        "zstd_mib_fits": zp(4 << 20) + ZSTD_MIB_NO_SIZE,
+        "zstd_empty": zp(0) + ZSTD_EMPTY_NO_SIZE,
+        "zstd_garbage": zp(4096) + b"not zstd at all",
+        "deflate_text": dp(4096) + z(text),
+        "deflate_text_too_small": dp(100) + z(text),
+        "deflate_cut": dp(4096) + z(text)[:-3],
+        "deflate_trailing": dp(4096) + z(text) + b"xy",
+        "deflate_bomb": dp(65536) + z(bytes(1 << 20), 9),
+        "deflate_mib_fits": dp(1 << 20) + z(bytes(1 << 20), 9),
+        "deflate_empty": dp(0) + z(b""),
+        "deflate_stored": dp(4096) + z(text, 0),
+        "deflate_garbage": dp(4096) + b"\x78\x9c garbage",
+    }
+
+
 RELOAD_FAILS = 16
 
 
@@ -223,7 +281,7 @@ def dicts():
 
 def main():
     for target, files in (("msg_stream", msg_corpus()), ("config", config_corpus()),
-                          ("admin", admin_corpus())):
+                          ("admin", admin_corpus()), ("codec", codec_corpus())):
         d = os.path.join(HERE, "corpus", target)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)

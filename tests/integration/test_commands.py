@@ -9,7 +9,7 @@ from harness import MsgdTestCase, MAX_FRAME
 REQUIRED_STATS = ("uptime_seconds", "connections_current", "connections_total",
                   "frames_in", "frames_out", "bytes_in", "bytes_out")
 
-UNKNOWN_COMMANDS = (0, 6, 19, 20, 22, 999, 0x1FFFFFFF, 0x3FFFFFFF, 0x20000001, 0x40000001)
+UNKNOWN_COMMANDS = (0, 7, 19, 20, 22, 999, 0x1FFFFFFF, 0x3FFFFFFF, 0x20000001, 0x40000001)
 
 
 class CommandTests(MsgdTestCase):

@@ -710,6 +710,29 @@ TEST(module_sections_are_kept_for_the_loader)
     CHECK(strstr(err, "more than 8 modules") != NULL);
 }
 
+TEST(compression_keys)
+{
+    struct config c;
+    char err[4096];
+    CHECK_EQ(load_text("[msg]\ncompress = deflate\ncompress_min = 64\ncompress_level = 19\n", &c,
+                       err, sizeof err), 0);
+    CHECK_EQ(c.compress.n, 1);
+    CHECK_EQ(c.compress.id[0], CODEC_DEFLATE);
+    CHECK_EQ(c.compress_min, 64);
+    CHECK_EQ(c.compress_level, 19);
+    CHECK_EQ(load_text("[msg]\ncompress =\n", &c, err, sizeof err), 0);
+    CHECK_EQ(c.compress.n, 0); /* off */
+    /* A small max_frame takes the default threshold down with it; a threshold
+     * set above it is an error. */
+    CHECK_EQ(load_text("[msg]\nmax_frame = 100\n", &c, err, sizeof err), 0);
+    CHECK_EQ(c.compress_min, 100);
+    CHECK_EQ(load_text("[msg]\nmax_frame = 100\ncompress_min = 200\n", &c, err, sizeof err), 1);
+    CHECK(strstr(err, "compress_min (200) must not be above max_frame (100)") != NULL);
+    CHECK_EQ(load_text("[msg]\ncompress = zstd, lz4\ncompress_level = 20\n", &c, err, sizeof err),
+             2);
+    CHECK(strstr(err, "not a list of codecs") != NULL);
+}
+
 TEST(failure_resets_to_defaults)
 {
     struct config c;

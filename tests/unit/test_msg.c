@@ -558,7 +558,8 @@ TEST(command_names)
     CHECK_STR(msg_command_name(19), "MESSAGE");
     CHECK_STR(msg_command_name(20), "GOAWAY");
     CHECK(msg_command_name(0) == NULL);
-    for (uint32_t c = 6; c <= 15; c++)
+    CHECK_STR(msg_command_name(6), "HELLO");
+    for (uint32_t c = 7; c <= 15; c++)
         CHECK(msg_command_name(c) == NULL);
     CHECK(msg_command_name(21) == NULL);
     CHECK(msg_command_name(MSG_CMD_MASK) == NULL);

@@ -1,0 +1,268 @@
+"""HELLO and payload compression (PROTOCOL.md "HELLO", "Compression"),
+checked with Python's own zlib and zstandard (not the daemon's code): the
+agreed codec, a second HELLO, COMPRESSED before HELLO, both codecs both ways,
+small and incompressible payloads sent plain, garbage (BAD_PAYLOAD, the
+connection goes on), bombs (connection-level TOO_LARGE, also under the
+pre-auth cap), error replies never compressed, worker and deferred replies
+compressed in order, and a PUBLISH/DIRECT compressed once per codec for
+many receivers on several reactors."""
+import os
+import struct
+import sys
+import unittest
+import zlib
+
+import msgproto as mp
+from harness import MsgdTestCase, timeout, wait_until
+
+try:
+    import zstandard
+except ImportError:  # Debian's python3-zstandard, for a python3 not Debian's own
+    sys.path.append("/usr/lib/python3/dist-packages")
+    import zstandard
+
+ZC = zstandard.ZstdCompressor(level=3)
+ZD = zstandard.ZstdDecompressor()
+
+TEXT = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i
+                for i in range(200))  # ~11 KB, compresses well
+
+
+def hello_payload(**keys):
+    return "".join("%s=%s\n" % kv for kv in keys.items()).encode()
+
+
+def parse_hello(payload):
+    out = {}
+    for line in payload.decode().splitlines():
+        k, _, v = line.partition("=")
+        out[k] = v
+    return out
+
+
+def compress(codec, data):
+    return ZC.compress(data) if codec == "zstd" else zlib.compress(data)
+
+
+def decompress(codec, data):
+    if codec == "zstd":
+        return ZD.decompress(data, max_output_size=64 << 20)
+    return zlib.decompress(data)
+
+
+class CompressionTests(MsgdTestCase):
+    config = {"server": {"reactors": 3, "workers": 1},
+              "msg": {"compress_min": "256", "max_frame": "256K"},
+              "diagnostics": {"delay_command": "on"},
+              "limits": {"output_high_water": "1M", "output_low_water": "256K",
+                         "output_hard_limit": "8M"}}
+
+    def hello(self, c, codecs):
+        cmd, payload = c.call(mp.HELLO, hello_payload(client="test/1", compress=codecs,
+                                                      future_key="ignored"), timeout(1))
+        self.assertEqual(cmd, mp.reply_cmd(mp.HELLO), mp.describe(cmd, payload))
+        return parse_hello(payload)
+
+    def session(self, codec):
+        c = self.connect()
+        self.assertEqual(self.hello(c, codec)["compress"], codec)
+        return c
+
+    def recv_plain(self, c, codec):
+        """The next frame with its payload decompressed -> (cmd, payload, was_compressed)."""
+        cmd, payload = c.recv_frame(timeout(1))
+        if cmd & mp.COMPRESSED:
+            return cmd & ~mp.COMPRESSED, decompress(codec, payload), True
+        return cmd, payload, False
+
+    def test_vector_and_reply_keys(self):
+        self.assertEqual(mp.encode(mp.HELLO, b"compress=zstd,deflate").hex(),
+                         "4d534750000000010000000600000015"
+                         "636f6d70726573733d7a7374642c6465666c617465")
+        c = self.connect()
+        r = self.hello(c, "zstd,deflate")
+        for key in ("server", "protocol", "compress", "compress_min", "max_frame",
+                    "heartbeat_ms", "idle_ms", "node", "features"):
+            self.assertIn(key, r)
+        self.assertEqual(r["compress"], "zstd")
+        self.assertTrue(r["server"].startswith("msgd/"))
+        self.assertEqual(r["protocol"], "1")
+        self.assertEqual(r["compress_min"], "256")
+        self.assertEqual(r["max_frame"], str(256 * 1024))
+        self.assertEqual(set(r["features"].split(",")),
+                         {"auth", "pubsub", "direct", "compress"})
+
+    def test_choices(self):
+        self.assertEqual(self.hello(self.connect(), "lz4,deflate,zstd")["compress"], "deflate")
+        self.assertEqual(self.hello(self.connect(), "lz4")["compress"], "none")
+        c = self.connect()
+        cmd, payload = c.call(mp.HELLO, b"client=x\n", timeout(1))
+        r = parse_hello(payload)
+        self.assertEqual(r["compress"], "none")
+        self.assertNotIn("compress", r["features"].split(","))
+
+    def test_second_hello_is_refused(self):
+        c = self.session("zstd")
+        self.assert_error(c.call(mp.HELLO, b"compress=deflate", timeout(1)), mp.HELLO,
+                          mp.BAD_PAYLOAD)
+        # The first agreement still holds.
+        c.send_frame(mp.ECHO | mp.COMPRESSED, compress("zstd", TEXT))
+        cmd, payload, was = self.recv_plain(c, "zstd")
+        self.assertEqual((cmd, payload, was), (mp.reply_cmd(mp.ECHO), TEXT, True))
+
+    def test_compressed_before_hello_is_unknown(self):
+        c = self.connect()
+        self.assert_error(c.call(mp.ECHO | mp.COMPRESSED, compress("zstd", TEXT), timeout(1)),
+                          mp.ECHO, mp.UNKNOWN_COMMAND)
+        c2 = self.connect()
+        self.hello(c2, "lz4")  # no codec agreed
+        self.assert_error(c2.call(mp.ECHO | mp.COMPRESSED, compress("zstd", TEXT), timeout(1)),
+                          mp.ECHO, mp.UNKNOWN_COMMAND)
+
+    def test_both_codecs_both_ways(self):
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                c = self.session(codec)
+                # Compressed request, compressed reply.
+                c.send_frame(mp.ECHO | mp.COMPRESSED, compress(codec, TEXT))
+                self.assertEqual(self.recv_plain(c, codec), (mp.reply_cmd(mp.ECHO), TEXT, True))
+                # A plain request gets a compressed reply too.
+                c.send_frame(mp.ECHO, TEXT)
+                self.assertEqual(self.recv_plain(c, codec), (mp.reply_cmd(mp.ECHO), TEXT, True))
+                # Below compress_min: plain.
+                c.send_frame(mp.ECHO, TEXT[:200])
+                self.assertEqual(self.recv_plain(c, codec),
+                                 (mp.reply_cmd(mp.ECHO), TEXT[:200], False))
+                # Incompressible: plain, since compressing would not make it smaller.
+                noise = os.urandom(4000)
+                c.send_frame(mp.ECHO, noise)
+                self.assertEqual(self.recv_plain(c, codec), (mp.reply_cmd(mp.ECHO), noise, False))
+                # A compressed request whose reply is small.
+                c.send_frame(mp.PING | mp.COMPRESSED, compress(codec, b"hi"))
+                self.assertEqual(self.recv_plain(c, codec), (mp.reply_cmd(mp.PING), b"hi", False))
+
+    def test_a_client_without_hello_gets_plain_frames(self):
+        c = self.connect()
+        self.assert_frame(c.call(mp.ECHO, TEXT, timeout(1)), mp.reply_cmd(mp.ECHO), TEXT)
+
+    def test_garbage_is_bad_payload_and_the_connection_goes_on(self):
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                c = self.session(codec)
+                good = compress(codec, TEXT)
+                for junk in (b"not compressed at all", good[:len(good) // 2], good + b"x", b""):
+                    self.assert_error(c.call(mp.ECHO | mp.COMPRESSED, junk, timeout(1)),
+                                      mp.ECHO, mp.BAD_PAYLOAD)
+                self.assertEqual(c.call(mp.PING, b"alive", timeout(1)),
+                                 (mp.reply_cmd(mp.PING), b"alive"))
+
+    def test_error_replies_are_never_compressed(self):
+        c = self.session("zstd")
+        cmd, payload = c.call(mp.SUBSCRIBE, b"", timeout(1))  # BAD_PAYLOAD
+        self.assertEqual(cmd, mp.error_cmd(mp.SUBSCRIBE))
+        cmd, payload = c.call(mp.DELAY, struct.pack(">I", 70000) + TEXT, timeout(1))
+        self.assertEqual(cmd, mp.error_cmd(mp.DELAY))
+
+    def test_bombs_close_with_too_large(self):
+        zeros = bytes(300 * 1024)  # past max_frame (256K) once decompressed
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                c = self.session(codec)
+                bomb = compress(codec, zeros)
+                self.assertLess(len(bomb), 2000)
+                c.send_frame(mp.ECHO | mp.COMPRESSED, bomb)
+                self.assert_error(c.recv_frame(timeout(1)), 0, mp.TOO_LARGE)
+                c.expect_eof(timeout(1))
+        # A zstd frame that does not declare its size is cut while it is
+        # decompressed.
+        c = self.session("zstd")
+        stream = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+        bomb = stream.compress(zeros) + stream.flush()
+        c.send_frame(mp.ECHO | mp.COMPRESSED, bomb)
+        self.assert_error(c.recv_frame(timeout(1)), 0, mp.TOO_LARGE)
+        c.expect_eof(timeout(1))
+        # Exactly max_frame is fine.
+        c = self.session("deflate")
+        c.send_frame(mp.ECHO | mp.COMPRESSED, compress("deflate", bytes(256 * 1024)))
+        cmd, payload, _ = self.recv_plain(c, "deflate")
+        self.assertEqual((cmd, len(payload)), (mp.reply_cmd(mp.ECHO), 256 * 1024))
+
+    def test_worker_and_deferred_replies_are_compressed_in_order(self):
+        c = self.session("deflate")
+        c.send_frame(mp.DELAY, struct.pack(">I", 50) + TEXT)
+        c.send_frame(mp.ECHO | mp.COMPRESSED, compress("deflate", TEXT[::-1]))
+        c.send_frame(mp.PUBLISH, b"\x05nobody" + TEXT)  # a deferred reply (count 0)
+        self.assertEqual(self.recv_plain(c, "deflate"), (mp.reply_cmd(mp.DELAY), TEXT, True))
+        self.assertEqual(self.recv_plain(c, "deflate"),
+                         (mp.reply_cmd(mp.ECHO), TEXT[::-1], True))
+        self.assertEqual(self.recv_plain(c, "deflate"),
+                         (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 0), False))
+
+    def test_publish_is_compressed_once_per_codec(self):
+        mon = self.connect()
+        subs = {"zstd": [], "deflate": [], "none": []}
+        for i in range(9):  # round robin over 3 reactors: each codec on each reactor
+            codec = ("zstd", "deflate", "none")[i % 3] if i < 3 else \
+                ("zstd", "deflate", "none")[(i // 3 + i) % 3]
+            c = self.connect()
+            if codec != "none":
+                self.assertEqual(self.hello(c, codec)["compress"], codec)
+            self.assert_frame(c.call(mp.SUBSCRIBE, b"news", timeout(1)),
+                              mp.reply_cmd(mp.SUBSCRIBE), b"")
+            subs[codec].append(c)
+        before = self.stats(mon)["compressions"]
+        pub = self.connect()
+        cmd, payload = pub.call(mp.PUBLISH, b"\x04news" + TEXT, timeout(1))
+        self.assertEqual((cmd, payload), (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 9)))
+        for codec, conns in subs.items():
+            for c in conns:
+                cmd, payload, was = self.recv_plain(c, codec if codec != "none" else "zstd")
+                self.assertEqual(cmd, mp.MESSAGE)
+                self.assertEqual(payload, b"\x04news" + TEXT)
+                self.assertEqual(was, codec != "none", codec)
+        # Two codecs in use: the payload went through a compressor twice,
+        # however many receivers (the PUBLISH reply itself is small).
+        self.assertEqual(self.stats(mon)["compressions"] - before, 2)
+
+    def test_direct_is_compressed_for_its_receivers(self):
+        recv_z = self.connect()
+        self.hello(recv_z, "zstd")
+        self.assert_frame(recv_z.call(mp.AUTH, b"zoe", timeout(1)), mp.reply_cmd(mp.AUTH), b"")
+        recv_p = self.connect()
+        self.assert_frame(recv_p.call(mp.AUTH, b"zoe", timeout(1)), mp.reply_cmd(mp.AUTH), b"")
+        sender = self.connect()
+        self.assert_frame(sender.call(mp.AUTH, b"sam", timeout(1)), mp.reply_cmd(mp.AUTH), b"")
+        cmd, payload = sender.call(mp.DIRECT, b"\x03zoe" + TEXT, timeout(1))
+        self.assertEqual((cmd, payload), (mp.reply_cmd(mp.DIRECT), struct.pack(">II", 2, 0)))
+        want = b"\x03sam" + TEXT
+        self.assertEqual(self.recv_plain(recv_z, "zstd"), (mp.DELIVER, want, True))
+        self.assertEqual(self.recv_plain(recv_p, "zstd"), (mp.DELIVER, want, False))
+
+
+class PreAuthCompressionTests(MsgdTestCase):
+    config = {"auth": {"tokens": "ann:secret"}}
+
+    def test_the_pre_auth_cap_counts_decompressed_bytes(self):
+        c = self.connect()
+        cmd, payload = c.call(mp.HELLO, b"compress=zstd", timeout(1))
+        self.assertEqual(parse_hello(payload)["compress"], "zstd")
+        # 20 KB of text compresses to far less than 16 KiB, but is more.
+        c.send_frame(mp.AUTH | mp.COMPRESSED, compress("zstd", TEXT * 2))
+        self.assert_error(c.recv_frame(timeout(1)), 0, mp.TOO_LARGE)
+        c.expect_eof(timeout(1))
+        # After AUTH, max_frame applies.
+        c = self.connect()
+        c.call(mp.HELLO, b"compress=zstd", timeout(1))
+        c.send_frame(mp.AUTH | mp.COMPRESSED, compress("zstd", b"secret"))
+        self.assertEqual(self.recv_plain_cmd(c), mp.reply_cmd(mp.AUTH))
+        c.send_frame(mp.ECHO | mp.COMPRESSED, compress("zstd", TEXT * 2))
+        cmd, payload = c.recv_frame(timeout(1))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
+        self.assertEqual(ZD.decompress(payload), TEXT * 2)
+
+    def recv_plain_cmd(self, c):
+        return c.recv_frame(timeout(1))[0]
+
+
+if __name__ == "__main__":
+    unittest.main()
