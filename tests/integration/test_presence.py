@@ -264,7 +264,7 @@ class PresenceTests(PresenceBase):
         self.assert_no_more(w)
 
     def test_a_watcher_that_disconnects_is_removed(self):
-        gone = [self.client_on() for _ in range(3)]     # one on every reactor
+        gone = [self.client_on(reactor=r) for r in range(3)]
         for g in gone:
             for i in range(4):
                 self.assertFalse(self.watch(g, b"vic%d" % i))
