@@ -3,6 +3,7 @@
 # under ASan+UBSan, then each libFuzzer target for 60 s (mk/fuzz.mk).
 
 PREFIX ?= /usr/local
+MSGD_VERSION := $(shell sed -n 's/^\#define MSGD_VERSION "\(.*\)"/\1/p' src/main.c)
 DESTDIR ?=
 SYSCONFDIR ?= /etc
 UNITDIR ?= /lib/systemd/system
@@ -56,9 +57,10 @@ include $(sort $(wildcard mk/*.mk))
 
 all: $(BUILD)/msgd $(EXTRA_BINS)
 
-$(BUILD)/msgd: $(OBJS)
+# msgd exports module.h's calls (msgd_*) to the modules it loads.
+$(BUILD)/msgd: $(OBJS) src/module.syms
 	@echo "  LD      $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -Wl,--dynamic-list=src/module.syms -o $@ $(OBJS) $(LIBS)
 
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	@echo "  CC      $@"
@@ -114,10 +116,17 @@ install: all
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/msgd.service.in > $(DESTDIR)$(UNITDIR)/msgd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/msgd.service
 	install -m 0644 systemd/msgd.socket $(DESTDIR)$(UNITDIR)/msgd.socket
+	install -d $(DESTDIR)$(PREFIX)/include/msgd $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0644 src/module.h $(DESTDIR)$(PREFIX)/include/msgd/module.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(MSGD_VERSION)|g' conf/msgd.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/msgd.pc
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/msgd.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/msgd $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(EXTRA_BINS)))
 	rm -f $(DESTDIR)$(UNITDIR)/msgd.service $(DESTDIR)$(UNITDIR)/msgd.socket
+	rm -f $(DESTDIR)$(PREFIX)/include/msgd/module.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/msgd.pc
+	-rmdir $(DESTDIR)$(PREFIX)/include/msgd 2>/dev/null
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"
 
 clean:

@@ -1,4 +1,4 @@
-/* cmdtab: the registry of msg commands: a direct array for msgd's own
+/* cmdtab: the registry of msg commands (and of the modules that own them): a direct array for msgd's own
  * numbers, a sorted array for modules' numbers, and one latency slot each. */
 #include "cmdtab.h"
 
@@ -12,6 +12,8 @@ static int nslots = 1;
 static int by_number[CMDTAB_BUILTIN_MAX];          /* builtin number -> slot, 0 = none */
 static int high[CMDTAB_SLOTS];                     /* slots of numbers >= 1024, sorted */
 static int nhigh;
+static const struct msgd_module *modules[CMDTAB_MODULES_MAX];
+static int nmodules;
 
 static int slot_of(uint32_t number)
 {
@@ -38,11 +40,11 @@ int cmdtab_register(const struct cmd_def *def, char *err, size_t errlen)
         snprintf(err, errlen, "command %u: numbers are 1..%u", def->number, CMDTAB_NUMBER_MAX);
         return -EINVAL;
     }
-    if (nlen == 0 || nlen == sizeof def->name || !def->fn ||
-        (def->where == CMD_WORKER && !def->run)) {
-        snprintf(err, errlen, "command %u: needs a name (1..%d bytes), a handler%s",
-                 def->number, CMDTAB_NAME_MAX - 1,
-                 def->where == CMD_WORKER ? " and a worker function" : "");
+    if (nlen == 0 || nlen == sizeof def->name || !def->handler ||
+        (def->where != MSGD_INLINE && def->where != MSGD_WORKER &&
+         def->where != MSGD_DEFERRED)) {
+        snprintf(err, errlen, "command %u: needs a name (1..%d bytes), a handler and a kind",
+                 def->number, CMDTAB_NAME_MAX - 1);
         return -EINVAL;
     }
     int taken = slot_of(def->number);
@@ -92,8 +94,21 @@ const char *cmdtab_slot_name(int slot)
 
 int cmdtab_slots(void) { return nslots; }
 
+int cmdtab_add_module(const struct msgd_module *m)
+{
+    if (nmodules == CMDTAB_MODULES_MAX)
+        return -ENOSPC;
+    modules[nmodules++] = m;
+    return 0;
+}
+
+int cmdtab_nmodules(void) { return nmodules; }
+
+const struct msgd_module *cmdtab_module(int i) { return modules[i]; }
+
 void cmdtab_reset(void)
 {
+    nmodules = 0;
     memset(defs, 0, sizeof defs);
     memset(by_number, 0, sizeof by_number);
     nslots = 1;

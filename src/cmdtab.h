@@ -1,7 +1,8 @@
 /* cmdtab: the command table, the one place a msg command is described: its
  * number, its name, where it runs (inline, on the worker pool, or deferred),
  * whether it needs AUTH, and its latency slot. Built-in commands and
- * modules' commands are registered here alike at start-up; STATS, metrics and
+ * modules' commands are registered here alike at start-up, and the
+ * modules themselves are listed; STATS, metrics and
  * the latency histograms take their names from it.
  *
  * Registration is for the main thread during start-up, before any reactor
@@ -13,39 +14,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "module.h"
+
 #define CMDTAB_SLOTS 64            /* latency slots; slot 0 is "OTHER" (no command) */
 #define CMDTAB_NAME_MAX 32         /* bytes of a command's name, with its NUL */
 #define CMDTAB_BUILTIN_MAX 1024    /* numbers below this are msgd's own */
 #define CMDTAB_NUMBER_MAX 0x1FFFFFFFu /* bits 0..28 of the command word */
 
-struct pipeline;
-struct worker_pool;
-struct worker_job;
-
-/* Handles one request on the connection's reactor. payload is valid only
- * during the call. An inline handler answers (reply or error) and returns 0.
- * A worker command's handler is its check: it returns 0 to queue the job, or
- * answers (an error) and returns -1. A deferred handler holds a place in the
- * reply order (pipeline_reserve) and answers later. Reactor thread only. */
-typedef int (*cmd_fn)(struct pipeline *pl, uint32_t cmd, const uint8_t *payload, size_t len);
-
-/* A worker command's work, on a worker thread: encodes the whole reply frame
- * into job->result. */
-typedef void (*cmd_run_fn)(struct worker_pool *pool, struct worker_job *job);
-
-enum cmd_where {
-    CMD_INLINE,   /* runs on the connection's reactor, reply encoded at once */
-    CMD_WORKER,   /* runs on the reactor's worker pool; the reply comes back in order */
-    CMD_DEFERRED, /* the handler holds the reply's place and fills it later */
-};
-
+/* A command as the table keeps it: what msgd_command_register was given
+ * (module.h), plus its owner and latency slot. */
 struct cmd_def {
     uint32_t number;
     char name[CMDTAB_NAME_MAX];        /* upper case by habit: "PING" */
-    enum cmd_where where;
+    enum msgd_where where;
     bool needs_auth;                   /* NOT_AUTHENTICATED before AUTH when tokens are set */
-    cmd_fn fn;                         /* the handler (inline, deferred) or the check (worker) */
-    cmd_run_fn run;                    /* CMD_WORKER: the work */
+    msgd_handler_fn handler;           /* on the reactor, or (MSGD_WORKER) on a worker */
+    msgd_handler_fn check;             /* MSGD_WORKER, optional: on the reactor first */
+    const struct msgd_module *owner;   /* the module that registered it */
     int slot;                          /* set by cmdtab_register: its latency slot */
 };
 
@@ -69,7 +54,17 @@ const char *cmdtab_slot_name(int slot);
 /* Latency slots in use, "OTHER" included: slots 0 .. cmdtab_slots() - 1. */
 int cmdtab_slots(void);
 
-/* Forgets every command (tests, and a start-up that failed). Main thread. */
+/* The modules whose commands are in the table, in the order they were
+ * added (module.c adds them; the msg protocol calls their events).
+ * cmdtab_add_module returns 0 or -ENOSPC. Main thread, start-up; reading is
+ * thread-safe once started. */
+#define CMDTAB_MODULES_MAX 32
+int cmdtab_add_module(const struct msgd_module *m);
+int cmdtab_nmodules(void);
+const struct msgd_module *cmdtab_module(int i);
+
+/* Forgets every command and module (tests, and a start-up that failed).
+ * Main thread. */
 void cmdtab_reset(void);
 
 #endif

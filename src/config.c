@@ -207,6 +207,11 @@ void config_free(struct config *c)
     free_tokens(c->tokens, c->ntokens);
     c->tokens = NULL;
     c->ntokens = 0;
+    for (int i = 0; i < c->nextras; i++)
+        free(c->extras[i].value);
+    free(c->extras);
+    c->extras = NULL;
+    c->nextras = 0;
 }
 
 int config_copy(struct config *dst, const struct config *src)
@@ -214,6 +219,8 @@ int config_copy(struct config *dst, const struct config *src)
     *dst = *src;
     dst->tokens = NULL;
     dst->ntokens = 0;
+    dst->extras = NULL;
+    dst->nextras = 0;
     if (src->ntokens == 0)
         return 0;
     char **t = calloc((size_t)src->ntokens, sizeof *t);
@@ -243,7 +250,8 @@ enum key_kind {
     KEY_USER,
     KEY_LISTEN,
     KEY_TOKENS,
-    KEY_PATH,     /* char[256], a file path (empty = none) */
+    KEY_PATH,     /* char[CONFIG_PATH_LEN], a file path (empty = none) */
+    KEY_MODULES,  /* [modules] load: a list of paths */
 };
 
 struct key_def {
@@ -281,16 +289,18 @@ static const struct key_def keys[] = {
     KEY("log", "level", KEY_LEVEL, log_level, 0, 0, false),
     KEY("diagnostics", "delay_command", KEY_BOOL, delay_command, 0, 0, false),
     KEY("diagnostics", "stall_command", KEY_BOOL, stall_command, 0, 0, false),
+    KEY("modules", "load", KEY_MODULES, modules, 0, 0, false),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 static const char *const sections[] = {
-    "server", "msg", "echo", "admin", "timeouts", "limits", "auth", "log", "diagnostics",
+    "server", "msg", "echo", "admin", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
 };
 
 #define SECTION_NONE (-1)    /* before the first [section] */
 #define SECTION_UNKNOWN (-2) /* in a section already reported as unknown */
+#define SECTION_EXTRA (-3)   /* in a section kept for a module (ld->extra) */
 
 /* ---- loading state and error text ------------------------------------- */
 
@@ -307,6 +317,7 @@ struct load {
     size_t errlen, errused;
     int problems;
     int first_key_error; /* first line where the handler returned 0 */
+    char extra[64];      /* the name of the SECTION_EXTRA section */
     int set_line[NKEYS]; /* where each key was set, 0 = not set */
     bool bad[NKEYS];     /* the key's value was rejected */
 };
@@ -420,6 +431,21 @@ static int split_list(const char *value, int (*item)(void *arg, const char *s), 
             return 0;
         p = comma + 1;
     }
+}
+
+struct module_split {
+    struct config *c;
+};
+
+static int module_item(void *arg, const char *s)
+{
+    struct config *c = ((struct module_split *)arg)->c;
+    if (c->nmodules == CONFIG_MAX_MODULES)
+        return -E2BIG;
+    if (strlen(s) >= CONFIG_PATH_LEN)
+        return -ENAMETOOLONG;
+    snprintf(c->modules[c->nmodules++], CONFIG_PATH_LEN, "%s", s);
+    return 0;
 }
 
 struct listen_split {
@@ -581,6 +607,22 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         *(struct config_listen *)field = ls.out;
         return true;
     }
+    case KEY_MODULES: {
+        struct module_split ms = {.c = ld->c};
+        ld->c->nmodules = 0;
+        rc = split_list(value, module_item, &ms);
+        if (rc < 0) {
+            if (rc == -E2BIG)
+                report(ld, line, "bad value for 'load' in [modules]: more than %d modules",
+                       CONFIG_MAX_MODULES);
+            else
+                report(ld, line, "bad value for 'load' in [modules]: a path of at most %d bytes",
+                       CONFIG_PATH_LEN - 1);
+            ld->c->nmodules = 0;
+            return false;
+        }
+        return true;
+    }
     case KEY_TOKENS: {
         struct token_split ts = {.tokens = NULL};
         rc = split_list(value, token_item, &ts);
@@ -602,6 +644,51 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
     return false;
 }
 
+/* Adds a line of a module's section to ld->c->extras. Returns false after
+ * reporting a problem (a duplicate key, no memory). */
+static bool keep_extra(struct load *ld, const char *key, const char *value, int line)
+{
+    struct config *c = ld->c;
+    for (int i = 0; key && i < c->nextras; i++) {
+        const struct config_extra *e = &c->extras[i];
+        if (strcmp(e->section, ld->extra) == 0 && strcmp(e->key, key) == 0) {
+            report(ld, line, "duplicate key '%s' in [%s] (first set on line %d)", key, ld->extra,
+                   e->line);
+            return false;
+        }
+    }
+    if (key && strlen(key) >= sizeof c->extras[0].key) {
+        report(ld, line, "key '%.40s...' in [%s] is too long", key, ld->extra);
+        return false;
+    }
+    struct config_extra *grown = realloc(c->extras, (size_t)(c->nextras + 1) * sizeof *grown);
+    char *copy = key ? strdup(value) : NULL;
+    if (grown)
+        c->extras = grown;
+    if (!grown || (key && !copy)) {
+        free(copy);
+        report(ld, line, "out of memory");
+        return false;
+    }
+    struct config_extra *e = &c->extras[c->nextras++];
+    snprintf(e->section, sizeof e->section, "%s", ld->extra);
+    snprintf(e->key, sizeof e->key, "%s", key ? key : "");
+    e->value = copy;
+    e->line = line;
+    return true;
+}
+
+/* A section name a module may own: 1..63 of a-z 0-9 _. */
+static bool module_section_name(const char *name, size_t n)
+{
+    if (n == 0 || n >= 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!islower((unsigned char)name[i]) && !isdigit((unsigned char)name[i]) && name[i] != '_')
+            return false;
+    return true;
+}
+
 /* inih's handler: one name = value line of ld->lineno. Returns 0 when the
  * line was reported, so inih's own first error line can be told apart. */
 static int on_key(void *user, const char *section, const char *name, const char *value)
@@ -611,7 +698,10 @@ static int on_key(void *user, const char *section, const char *name, const char 
     int line = ld->lineno;
     if (ld->section == SECTION_UNKNOWN)
         return 1; /* the section header was already reported */
-    if (ld->section == SECTION_NONE) {
+    if (ld->section == SECTION_EXTRA) {
+        if (keep_extra(ld, name, value, line))
+            return 1;
+    } else if (ld->section == SECTION_NONE) {
         report(ld, line, "key '%s' is outside any section", name);
     } else {
         const char *sec = sections[ld->section];
@@ -683,8 +773,15 @@ static bool check_line(struct load *ld, const char *s)
             report(ld, ld->lineno, "unexpected text after ']'");
             return false;
         }
+        size_t n = (size_t)(end - name);
+        if (ld->section == SECTION_UNKNOWN && module_section_name(name, n)) {
+            /* Perhaps a module's: kept, and checked once the modules are known. */
+            ld->section = SECTION_EXTRA;
+            snprintf(ld->extra, sizeof ld->extra, "%.*s", (int)n, name);
+            return keep_extra(ld, NULL, NULL, ld->lineno);
+        }
         if (ld->section == SECTION_UNKNOWN)
-            report(ld, ld->lineno, "unknown section [%.*s]", (int)(end - name), name);
+            report(ld, ld->lineno, "unknown section [%.*s]", (int)n, name);
         return true;
     }
     const char *end = find_chars_or_comment(s, "=:");
@@ -776,6 +873,31 @@ static void check_cross(struct load *ld)
     }
 }
 
+/* Without a module to load, a section msgd does not know is an error. */
+static void check_extras(struct load *ld)
+{
+    for (int i = 0; ld->c->nmodules == 0 && i < ld->c->nextras; i++)
+        if (!ld->c->extras[i].key[0])
+            report(ld, ld->c->extras[i].line, "unknown section [%s]", ld->c->extras[i].section);
+}
+
+int config_resolve_path(const char *cfgpath, const char *name, char *out, size_t outlen)
+{
+    const char *slash = strrchr(cfgpath, '/');
+    int n = name[0] != '/' && slash
+                ? snprintf(out, outlen, "%.*s/%s", (int)(slash - cfgpath), cfgpath, name)
+                : snprintf(out, outlen, "%s", name);
+    return n >= 0 && (size_t)n < outlen ? 0 : -ENAMETOOLONG;
+}
+
+bool config_section_known(const char *name)
+{
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        if (strcmp(sections[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* Reads [auth] tokens_file: one entry per line (IDENTITY:TOKEN or TOKEN),
  * '#' to the end of a line is a comment, blank lines are skipped. Its
  * entries follow those of `tokens`; each bad line is reported as
@@ -786,11 +908,7 @@ static void read_tokens_file(struct load *ld)
     if (!name[0])
         return;
     char full[512];
-    const char *slash = strrchr(ld->path, '/');
-    if (name[0] != '/' && slash)
-        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - ld->path), ld->path, name);
-    else
-        snprintf(full, sizeof full, "%s", name);
+    config_resolve_path(ld->path, name, full, sizeof full);
     char ebuf[128];
     FILE *f = fopen(full, "re");
     if (!f) {
@@ -909,6 +1027,7 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen)
                 report(&ld, 0, "cannot parse (inih error %d)", rc);
             check_cross(&ld);
             read_tokens_file(&ld);
+            check_extras(&ld);
         }
         fclose(ld.f);
     }

@@ -12,6 +12,8 @@
 #define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
 #define CONFIG_DEFAULT_PATH "/etc/msgd/msgd.ini"
 #define CONFIG_IDENTITY_MAX 255    /* bytes of an identity ([auth] tokens IDENTITY:TOKEN) */
+#define CONFIG_MAX_MODULES 8       /* paths in [modules] load */
+#define CONFIG_PATH_LEN 256        /* longest path, with its NUL */
 
 enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, CONFIG_LOG_DEBUG };
 
@@ -20,6 +22,15 @@ enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, 
 struct config_listen {
     int n;
     char addr[CONFIG_MAX_ADDRS][CONFIG_ADDR_LEN];
+};
+
+/* A line of a section msgd does not know, kept for the module of that name
+ * ([modules] load): a section header (key[0] == '\0') or a key. */
+struct config_extra {
+    char section[64];
+    char key[64];
+    char *value;               /* heap; NULL for a header */
+    int line;
 };
 
 /* Every key of CONFIG.md. Durations are in milliseconds, sizes in bytes.
@@ -51,12 +62,21 @@ struct config {
     char **tokens;             /* ntokens entries "IDENTITY:TOKEN" or "TOKEN" (split at
                                 * the first ':'), heap; NULL when none: those of
                                 * tokens, then those of tokens_file */
-    char tokens_file[256];     /* as written; empty = none (relative: to the config's folder) */
+    char tokens_file[CONFIG_PATH_LEN]; /* as written; empty = none (relative: to the config's folder) */
     /* [log] */
     enum config_log_level log_level;
     /* [diagnostics] */
     bool delay_command;
     bool stall_command;        /* admin `stall MS` blocks a reactor (watchdog tests) */
+    /* [modules] */
+    int nmodules;
+    char modules[CONFIG_MAX_MODULES][CONFIG_PATH_LEN]; /* as written (relative: to the
+                                * config's folder), in load order */
+    /* Sections of modules ([NAME]), in file order, for the loader to check;
+     * heap, owned; never copied by config_copy. With no module to load, an
+     * unknown section is an error of config_load itself. */
+    int nextras;
+    struct config_extra *extras;
 };
 
 /* Fills c with the defaults of CONFIG.md. Allocates nothing. Thread-safe. */
@@ -75,6 +95,13 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen);
  * since admin has no authentication) to out (truncated to outlen). Returns
  * how many. Thread-safe. */
 int config_warnings(const struct config *c, const char *path, char *out, size_t outlen);
+
+/* Writes path name, relative to the folder of the configuration file at
+ * cfgpath unless it is absolute, into out. Returns 0 or -ENAMETOOLONG. */
+int config_resolve_path(const char *cfgpath, const char *name, char *out, size_t outlen);
+
+/* Whether msgd itself reads a section of that name. */
+bool config_section_known(const char *name);
 
 /* Frees what c owns and resets its pointers. Safe on a defaulted config. */
 void config_free(struct config *c);

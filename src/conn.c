@@ -495,6 +495,7 @@ void conn_close(struct conn *c)
         backlog_remove(c);
     timer_remove(&h->timer, &c->te);
     close(c->fd);
+    c->pl.flags |= PIPELINE_GONE;
     if (c->pl.proto->free)
         c->pl.proto->free(&c->pl);
     h->closed(h, c);

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
+#include "mod_builtin.h"
+#include "module_load.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -64,7 +65,18 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
+    /* The commands: msgd's own modules, then the loaded ones (in -t too, so
+     * a bad module, key or command number fails the check). */
+    problems = mod_builtin_add(err, ERR_TEXT_MAX) < 0 ? 1 : 0;
+    if (problems)
+        fprintf(stderr, "msgd: the built-in commands: %s\n", err);
+    else if ((problems = module_load_all(&cfg, path, err, ERR_TEXT_MAX)) != 0)
+        fputs(err, stderr);
     free(err);
+    if (problems) {
+        config_free(&cfg);
+        return 1;
+    }
     char warnings[2048];
     int nwarn = config_warnings(&cfg, path, warnings, sizeof warnings);
     if (check_only) {
@@ -77,12 +89,8 @@ int main(int argc, char **argv)
     log_info("msgd %s starting with %s", MSGD_VERSION, path);
     for (char *line = nwarn ? strtok(warnings, "\n") : NULL; line; line = strtok(NULL, "\n"))
         log_warn("%s", line);
-    char why[256];
-    if (commands_register_builtin(why, sizeof why) < 0) {
-        log_error("the command table: %s", why);
-        config_free(&cfg);
-        return 1;
-    }
+    for (int i = 0; i < cfg.nmodules; i++)
+        log_info("module loaded: %s", cfg.modules[i]);
     int rc = server_run(&cfg, path);
     config_free(&cfg);
     return rc;

@@ -53,14 +53,14 @@ enum msgd_error {
 
 typedef struct msgd_conn msgd_conn;       /* a msg connection, on its reactor's thread */
 typedef struct msgd_req msgd_req;         /* one request being handled */
-typedef struct msgd_reply msgd_reply;     /* a deferred reply's place in the order */
-typedef struct msgd_module msgd_module;
+typedef struct msgd_deferred msgd_deferred; /* a deferred reply's place in the order */
 
 /* ---- the module ------------------------------------------------------- */
 
 struct msgd_module {
     uint32_t api_version;              /* MSGD_MODULE_API_VERSION */
-    const char *name;                  /* its config section [name]; 1..63 of [a-z0-9_] */
+    const char *name;                  /* its config section [name]; 1..63 of [a-z0-9_], not
+                                        * one of msgd's own sections, unique */
     /* Optional. One key of the section [name]: returns 0, -ENOENT for a key
      * it does not know, or -EINVAL with the reason in err. msgd reports
      * either as FILE:LINE, at start and in `msgd -t`. Main thread, start-up. */
@@ -68,13 +68,16 @@ struct msgd_module {
     /* Optional. Registers commands; returns 0 or -errno with the reason in
      * err (msgd then refuses to start). Runs in `msgd -t` too, so it must
      * not start threads or touch the network. Main thread, start-up. */
-    int (*init)(const msgd_module *self, char *err, size_t errlen);
+    int (*init)(const struct msgd_module *self, char *err, size_t errlen);
     /* Optional. Called once before the reactors start, after privileges
-     * are dropped: start the module's own threads here. Main thread. */
+     * are dropped: start the module's own threads here. Returns 0, or
+     * -errno with the reason in err: msgd then logs it and does not start
+     * (fini still runs). Not called by `msgd -t`. Main thread. */
     int (*start)(char *err, size_t errlen);
     /* Optional connection events, on the connection's reactor thread. */
     void (*on_open)(msgd_conn *c);     /* a msg connection was accepted */
-    void (*on_auth)(msgd_conn *c);     /* its AUTH succeeded (msgd_conn_identity) */
+    void (*on_auth)(msgd_conn *c);     /* an AUTH of it succeeded: each time, and the
+                                        * identity may differ from the last one's */
     void (*on_close)(msgd_conn *c);    /* it is closing; msgd_send to it fails */
     /* Optional. Called once after every reactor has stopped, before the
      * process exits: stop the module's threads, free what it holds.
@@ -113,7 +116,7 @@ struct msgd_command {
  * name, no handler), -EEXIST (the number is taken: err says by whom),
  * -ENOSPC (too many commands) or -EPERM (outside init). Main thread,
  * start-up (the module's init). */
-int msgd_command_register(const msgd_module *self, const struct msgd_command *cmd, char *err,
+int msgd_command_register(const struct msgd_module *self, const struct msgd_command *cmd, char *err,
                           size_t errlen);
 
 /* ---- answering a request ---------------------------------------------- */
@@ -136,21 +139,24 @@ int msgd_reply(msgd_req *req, const void *payload, size_t len);
 int msgd_error(msgd_req *req, uint32_t code, const char *text);
 
 /* Holds the request's place in its connection's reply order and returns the
- * handle to answer it later, or NULL (-EALREADY: answered already; -ENOMEM;
- * -EPERM: on a worker thread; the request is then answered for you). Replies
- * to later requests wait behind it. Reactor thread, during the call. */
-msgd_reply *msgd_defer(msgd_req *req);
+ * handle to answer it later. Replies to later requests wait behind it.
+ * NULL means there is nothing to defer: the request was answered already
+ * (or deferred), or msgd answered it OVERLOADED because memory ran out, or
+ * this is a worker thread (whose request msgd answers when the handler
+ * returns unanswered). Reactor thread, during the call. */
+msgd_deferred *msgd_defer(msgd_req *req);
 
 /* Answer a deferred request, exactly once: the handle is consumed. The reply
  * takes its place in the order; if the connection has gone it is dropped
  * and counted. Returns 0, or -ESHUTDOWN when msgd has stopped (the handle
- * is freed all the same). Any thread. */
-int msgd_reply_send(msgd_reply *r, const void *payload, size_t len);
-int msgd_reply_error(msgd_reply *r, uint32_t code, const char *text);
+ * is freed all the same; so fini may drop the handles it still holds).
+ * Any thread. */
+int msgd_deferred_reply(msgd_deferred *r, const void *payload, size_t len);
+int msgd_deferred_error(msgd_deferred *r, uint32_t code, const char *text);
 
 /* Gives up a deferred request: its client gets OVERLOADED "dropped by the
  * module", so the order goes on. The handle is consumed. Any thread. */
-void msgd_reply_drop(msgd_reply *r);
+void msgd_deferred_drop(msgd_deferred *r);
 
 /* Sleeps up to ms milliseconds in a worker handler; returns 0, or
  * -ECANCELED early when msgd is stopping. -EPERM off a worker thread.
@@ -166,8 +172,10 @@ int msgd_worker_sleep(msgd_req *req, uint32_t ms);
  * output_high_water: the push is dropped, as MESSAGE would be), -EMSGSIZE
  * (len > max_frame) or -EINVAL (command 0 or above MSGD_COMMAND_MAX). From any
  * other thread the push is posted to that reactor and 0 means queued: one
- * that finds the connection gone or full there is dropped and counted
- * (`module_pushes_dropped`). Any thread. */
+ * that finds the connection gone, full or the push too large there is
+ * dropped and counted (`module_pushes_dropped`). From any thread, -EINVAL
+ * comes at once, and so do -ENOMEM and -ESHUTDOWN (msgd is not running).
+ * Any thread. */
 int msgd_send(uint64_t conn_id, uint32_t command, const void *payload, size_t len);
 
 /* Closes connection conn_id once what it was sent is flushed, after a
@@ -196,12 +204,12 @@ int msgd_conn_peer(const msgd_conn *c, char *buf, size_t len);
 int msgd_conn_listener(const msgd_conn *c, char *buf, size_t len);
 
 /* The module's data for c, or NULL. Reactor thread. */
-void *msgd_conn_data(const msgd_conn *c, const msgd_module *self);
+void *msgd_conn_data(const msgd_conn *c, const struct msgd_module *self);
 
 /* Sets the module's data for c (replacing any, whose free_fn runs first).
  * free_fn (may be NULL) runs on the reactor thread when the connection has
  * closed, after every on_close. Returns 0 or -ENOMEM. Reactor thread. */
-int msgd_conn_set_data(msgd_conn *c, const msgd_module *self, void *data,
+int msgd_conn_set_data(msgd_conn *c, const struct msgd_module *self, void *data,
                        void (*free_fn)(void *data));
 
 /* ---- reactors and timers ---------------------------------------------- */

@@ -218,3 +218,9 @@ void pipeline_reply_item_free(struct pipeline_reply_item *r)
     buffer_free(&r->bytes);
     free(r);
 }
+
+static _Thread_local const struct pipeline_env *current_env;
+
+void pipeline_env_enter(const struct pipeline_env *env) { current_env = env; }
+
+const struct pipeline_env *pipeline_env_current(void) { return current_env; }

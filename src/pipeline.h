@@ -19,6 +19,7 @@ struct pipeline;
 struct worker_pool;
 struct pubsub;
 struct mailbox;
+struct ev_loop;
 
 #define PIPELINE_PEER_LEN 128
 
@@ -56,6 +57,9 @@ struct pipeline_host_ops {
     void (*each)(void *host, pipeline_each_fn fn, void *arg);
     /* Describes pl's connection. */
     void (*describe)(struct pipeline *pl, struct pipeline_info *info);
+    /* Writes the peer's address (local false) or the local one (true) of
+     * pl's connection into buf; returns 0 or -ENOSPC. */
+    int (*address)(struct pipeline *pl, bool local, char *buf, size_t len);
 };
 
 /* What a reactor lends to every pipeline it runs. Owned by the reactor;
@@ -76,7 +80,16 @@ struct pipeline_env {
     struct buffer_pool *bufs;          /* the reactor's emptied buffers (may be NULL) */
     const struct pipeline_host_ops *ops; /* the reactor's services (NULL in unit tests) */
     void *host;                        /* their first argument */
+    struct ev_loop *loop;              /* the reactor's loop (NULL in unit tests) */
 };
+
+/* Marks the calling thread as the one that runs env's pipelines (a reactor
+ * thread, once, before its loop runs). */
+void pipeline_env_enter(const struct pipeline_env *env);
+
+/* The env of the reactor the calling thread runs, or NULL on any other
+ * thread. Any thread. */
+const struct pipeline_env *pipeline_env_current(void);
 
 /* A protocol: a splitter, a decoder/handler, and how to refuse a stream.
  * Adding a protocol is one file that defines one of these plus one row in
@@ -100,6 +113,8 @@ struct proto {
     /* Optional: the notice that the server is stopping in ms milliseconds.
      * Without it the connection is closed once its output is flushed. */
     void (*goaway)(struct pipeline *pl, uint32_t ms);
+    /* Optional: the connection has been accepted and can be found by its id. */
+    void (*open)(struct pipeline *pl);
     /* Optional: releases the protocol's state of a closing connection. */
     void (*free)(struct pipeline *pl);
     /* Optional: the connection's identity (*len bytes), or NULL. */
@@ -109,6 +124,7 @@ struct proto {
 enum pipeline_flags {
     PIPELINE_CLOSE = 1u << 0,   /* close once the output is flushed; read no more */
     PIPELINE_FAILED = 1u << 1,  /* out of memory: close now */
+    PIPELINE_GONE = 1u << 2,    /* being freed: nothing may be queued to it any more */
 };
 
 /* A reply slot held for order: either a worker job not back yet, or replies

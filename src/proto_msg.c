@@ -11,7 +11,6 @@
 #include "msg.h"
 #include "pubsub.h"
 #include "stats.h"
-#include "worker.h"
 
 #define ERR_TEXT_MAX 256
 
@@ -23,55 +22,6 @@ static long msg_split_cb(struct pipeline *pl, const uint8_t *p, size_t n)
         max = PROTO_MSG_PREAUTH_MAX;
     struct msg_header h;
     return msg_split(p, n, max, &h);
-}
-
-/* Back on the reactor with a finished job: its reply takes the place held
- * for it. A job whose worker ran out of memory encoding the reply still
- * gets an answer, in its place. */
-static void job_back(struct mailbox_item *it, void *ctx)
-{
-    const struct pipeline_env *env = ctx;
-    struct worker_job *job = (struct worker_job *)it;
-    if (buffer_readable(&job->result) == 0) {
-        uint8_t frame[MSG_HEADER_LEN + 64];
-        size_t n = msg_encode_error(frame, sizeof frame,
-                                    MSG_FLAG_REPLY | MSG_FLAG_ERROR | (job->command & MSG_CMD_MASK),
-                                    MSG_ERR_OVERLOADED, "out of memory");
-        buffer_append(&job->result, frame, n);
-    }
-    if (pipeline_complete_late(env, job->conn_id, job->seq, &job->result) < 0)
-        stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
-    else
-        stats_add(env->stats, STATS_FRAMES_OUT, 1);
-    worker_job_free(job);
-}
-
-/* Sends a worker command to the reactor's pool, holding its place in the
- * reply order. A full queue is answered OVERLOADED at once. */
-static void submit_job(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
-                       const uint8_t *payload, size_t len)
-{
-    long seq = pipeline_reserve(pl, pl->req_t0, def->slot);
-    struct worker_job *job =
-        seq < 0 ? NULL
-                : worker_job_new(pl->conn_id, (uint32_t)seq, cmd, def->run, job_back, payload, len);
-    if (!job) {
-        if (seq >= 0)
-            pipeline_unreserve(pl, (uint32_t)seq);
-        pl->flags |= PIPELINE_FAILED;
-        return;
-    }
-    int rc = worker_submit(pl->env->pool, job);
-    if (rc == 0) {
-        stats_add(pl->env->stats, STATS_JOBS, 1);
-        return;
-    }
-    worker_job_free(job);
-    pipeline_unreserve(pl, (uint32_t)seq);
-    if (rc == -EAGAIN)
-        proto_msg_error(pl, cmd, MSG_ERR_OVERLOADED, "worker queue full, retry later");
-    else
-        proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
 }
 
 static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
@@ -102,20 +52,14 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
         proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "AUTH first");
         return;
     }
-    if (def->where != CMD_WORKER) {
-        uint32_t seq_before = pl->next_seq;
-        def->fn(pl, cmd, payload, plen);
-        uint64_t now = latency_now_ns();
-        /* A deferred reply (a slot reserved, as PUBLISH does) is timed when
-         * it completes; one answered at once (an error) is timed now. */
-        if (pl->next_seq == seq_before)
-            latency_record(&pl->env->stats->lat, def->slot, now - pl->req_t0);
-        pl->req_t0 = now;
-        return;
-    }
-    if (def->fn(pl, cmd, payload, plen) == 0)
-        submit_job(pl, def, cmd, payload, plen);
-    pl->req_t0 = latency_now_ns();
+    uint32_t seq_before = pl->next_seq;
+    proto_msg_dispatch(pl, def, cmd, payload, plen);
+    uint64_t now = latency_now_ns();
+    /* A reply whose place was held (a worker job, a deferred answer) is
+     * timed when it completes; one answered at once is timed now. */
+    if (pl->next_seq == seq_before)
+        latency_record(&pl->env->stats->lat, def->slot, now - pl->req_t0);
+    pl->req_t0 = now;
 }
 
 static void msg_violation_cb(struct pipeline *pl, long code)
@@ -198,12 +142,38 @@ static const char *msg_identity_cb(const struct pipeline *pl, size_t *len)
     return proto_msg_identity(pl, len);
 }
 
-/* A closing connection leaves its topics and drops its state. */
+/* A new connection: the modules hear of it. */
+static void msg_open_cb(struct pipeline *pl)
+{
+    for (int i = 0; i < cmdtab_nmodules(); i++)
+        if (cmdtab_module(i)->on_open)
+            cmdtab_module(i)->on_open(proto_msg_conn(pl));
+}
+
+void proto_msg_authenticated(struct pipeline *pl)
+{
+    for (int i = 0; i < cmdtab_nmodules(); i++)
+        if (cmdtab_module(i)->on_auth)
+            cmdtab_module(i)->on_auth(proto_msg_conn(pl));
+}
+
+/* A closing connection: the modules hear of it, then their data goes (after
+ * every on_close), then it leaves its topics and drops its state. */
 static void msg_free_cb(struct pipeline *pl)
 {
+    for (int i = 0; i < cmdtab_nmodules(); i++)
+        if (cmdtab_module(i)->on_close)
+            cmdtab_module(i)->on_close(proto_msg_conn(pl));
     struct msg_conn *m = pl->state;
     if (!m)
         return;
+    while (m->mods) {
+        struct module_data *d = m->mods;
+        m->mods = d->next;
+        if (d->free_fn)
+            d->free_fn(d->data);
+        free(d);
+    }
     uint32_t subs = pubsub_remove_all(pl->env->pubsub, &m->subs);
     if (subs)
         stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, -(uint64_t)subs);
@@ -222,6 +192,7 @@ const struct proto proto_msg = {
     .heartbeat = msg_heartbeat_cb,
     .idle = msg_idle_cb,
     .goaway = msg_goaway_cb,
+    .open = msg_open_cb,
     .free = msg_free_cb,
     .identity = msg_identity_cb,
 };

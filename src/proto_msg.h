@@ -8,9 +8,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmdtab.h"
+#include "module.h"
 #include "pipeline.h"
 
 struct pubsub_subs;
+
+/* One module's data on one connection (msgd_conn_set_data). */
+struct module_data {
+    struct module_data *next;
+    const struct msgd_module *owner;
+    void *data;
+    void (*free_fn)(void *data);
+};
+
+/* A msgd_conn (module.h) is a msg connection's pipeline, seen from modules. */
+static inline struct pipeline *proto_msg_pl(const msgd_conn *c)
+{
+    return (struct pipeline *)(uintptr_t)c;
+}
+
+static inline msgd_conn *proto_msg_conn(struct pipeline *pl) { return (msgd_conn *)(void *)pl; }
 
 extern const struct proto proto_msg;
 
@@ -27,6 +45,7 @@ struct msg_conn {
     char *identity;              /* what the AUTH gave it (PROTOCOL "Identities"), or NULL */
     struct pubsub_subs *subs;    /* its topics (pubsub.h), or NULL */
     struct pubsub_subs *ident;   /* its entry in the reactor's identity table, or NULL */
+    struct module_data *mods;    /* modules' data for it (module.c), or NULL */
 };
 
 /* pl's msg state, allocated when missing; NULL when out of memory. */
@@ -56,6 +75,24 @@ static inline const char *proto_msg_identity(const struct pipeline *pl, size_t *
 /* Gives pl the identity of len (1..255) bytes at id, or none (len 0).
  * Returns 0 or -ENOMEM. */
 int proto_msg_set_identity(struct pipeline *pl, const void *id, size_t len);
+
+/* Handles one request to def on pl (rule 1's order kept): inline and
+ * deferred handlers run now, worker handlers go to the pool. A request left
+ * unanswered is answered OVERLOADED. */
+void proto_msg_dispatch(struct pipeline *pl, const struct cmd_def *def, uint32_t cmd,
+                        const uint8_t *payload, size_t len);
+
+/* For the built-in commands: the request's pipeline (NULL on a worker
+ * thread). */
+struct pipeline *proto_msg_req_pipeline(msgd_req *req);
+
+/* For the built-in commands: holds the request's place in the reply order,
+ * as msgd_defer does, and returns its sequence number for
+ * pipeline_complete_late, or -ENOMEM (the pipeline is then marked failed). */
+long proto_msg_req_reserve(msgd_req *req);
+
+/* An AUTH succeeded on pl: every module's on_auth hears of it. */
+void proto_msg_authenticated(struct pipeline *pl);
 
 /* Queues the reply to request command cmd: REPLY | cmd, then payload. */
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len);

@@ -82,12 +82,22 @@ static void host_describe(struct pipeline *pl, struct pipeline_info *info)
     info->pending = pipeline_pending(pl);
 }
 
+static int host_address(struct pipeline *pl, bool local, char *buf, size_t len)
+{
+    int fd = conn_of_pipeline(pl)->fd;
+    char name[PIPELINE_PEER_LEN];
+    if ((local ? net_local_name(fd, name, sizeof name) : net_peer_name(fd, name, sizeof name)) < 0)
+        snprintf(name, sizeof name, "-");
+    return snprintf(buf, len, "%s", name) < (int)len ? 0 : -ENOSPC;
+}
+
 static const struct pipeline_host_ops host_ops = {
     .lookup = host_lookup,
     .kick = host_kick,
     .defer = host_defer,
     .each = host_each,
     .describe = host_describe,
+    .address = host_address,
 };
 
 /* ---- connections ---- */
@@ -151,6 +161,8 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
     free(m);
+    if (c->pl.proto->open)
+        c->pl.proto->open(&c->pl);
 }
 
 static void close_all(struct reactor *r)
@@ -240,6 +252,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void *reactor_main(void *arg)
 {
     struct reactor *r = arg;
+    pipeline_env_enter(&r->host.env);
     ev_run(r->loop, 0);
     return NULL;
 }
@@ -280,7 +293,8 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     r->host.env = (struct pipeline_env){
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
         .pool = &r->pool, .pubsub = &r->pubsub, .identities = &r->identities, .nreactors = reg->nreactors,
-        .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r};
+        .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r,
+        .loop = r->loop};
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
     ev_timer_init(&r->tick_timer, tick_cb, r->tick_interval, r->tick_interval);

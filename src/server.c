@@ -13,6 +13,8 @@
 
 #include "acceptor.h"
 #include "log.h"
+#include "module_host.h"
+#include "module_runtime.h"
 #include "notify.h"
 #include "reactor.h"
 #include "reload.h"
@@ -26,6 +28,7 @@ struct server {
     struct config cfg;                 /* the running configuration (owned) */
     const char *path;
     int draining;
+    bool modules_started;              /* module_start_all ran: fini runs at the end */
     uint64_t max_conns;
     struct ev_loop *loop;
     struct acceptor acceptor;
@@ -368,6 +371,10 @@ static int start_reactors(struct server *s)
     }
     for (int i = 0; i < s->nreactors; i++)
         s->boxes[i] = &s->reactors[i].mb;
+    if (module_runtime_start(s->nreactors, s->boxes) < 0) {
+        log_error("out of memory");
+        return -1;
+    }
     s->hub.boxes = s->boxes;
     s->hub.start = hub_start;
     double tick = watchdog_setup(s);
@@ -393,6 +400,11 @@ static void shutdown_all(struct server *s)
      * another reactor's mailbox until that one has left its loop. */
     for (int i = 0; s->reactors && i < s->nreactors; i++)
         reactor_halt(&s->reactors[i]);
+    /* Modules' timers go while the reactors' loops still exist; a module's
+     * threads stop (fini) before the mailboxes they may post to are freed. */
+    module_runtime_stop();
+    if (s->modules_started)
+        module_fini_all();
     for (int i = 0; s->reactors && i < s->nreactors; i++)
         reactor_free(&s->reactors[i]);
     reload_hub_free(&s->hub); /* their connections are gone */
@@ -471,6 +483,15 @@ int server_run(const struct config *cfg_in, const char *path)
     ev_async_start(s.loop, &s.reloaded);
     ev_init(&s.drain_backstop, backstop_cb);
     s.drain_backstop.data = &s;
+    s.modules_started = true;
+    if (module_start_all(err, sizeof err) < 0) {
+        log_error("%s", err);
+        shutdown_all(&s);
+        log_stop_thread();
+        notify_failed(EINVAL, "start failed");
+        config_free(&s.cfg);
+        return 1;
+    }
     if (start_reactors(&s) < 0) {
         shutdown_all(&s);
         log_stop_thread();

@@ -33,6 +33,7 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_DELIVERS] = "delivers",
     [STATS_DELIVERS_DROPPED] = "delivers_dropped_slow_consumer",
     [STATS_BUFFER_POOL_BYTES] = "buffer_pool_bytes",
+    [STATS_MODULE_PUSHES_DROPPED] = "module_pushes_dropped",
 };
 
 int stats_registry_init(struct stats_registry *reg, int nreactors)

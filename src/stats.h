@@ -38,6 +38,7 @@ enum stats_id {
     STATS_DELIVERS,             /* DELIVER pushes queued to local connections */
     STATS_DELIVERS_DROPPED,     /* skipped: the receiver was above output_high_water */
     STATS_BUFFER_POOL_BYTES,    /* emptied buffer memory kept for reuse now (gauge) */
+    STATS_MODULE_PUSHES_DROPPED, /* module pushes (msgd_send) whose connection had gone or was full */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };

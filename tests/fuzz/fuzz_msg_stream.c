@@ -57,7 +57,7 @@
 
 #include "buffer.h"
 #include "cmdtab.h"
-#include "commands.h"
+#include "mod_builtin.h"
 #include "config.h"
 #include "mailbox.h"
 #include "msg.h"
@@ -785,7 +785,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static bool registered;
     if (!registered) {
         char why[256];
-        FUZZ_CHECK(commands_register_builtin(why, sizeof why) == 0, "%s", why);
+        FUZZ_CHECK(mod_builtin_add(why, sizeof why) == 0, "%s", why);
         registered = true;
     }
     if (size < PARAM_BYTES)

@@ -44,6 +44,12 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Thr
 HOST = "127.0.0.1"
 
 
+def module_path(name):
+    """The shared object of module name, built next to MSGD_BIN
+    (BUILD/modules/NAME.so)."""
+    return os.path.join(os.path.dirname(MSGD_BIN), "modules", name + ".so")
+
+
 def timeout(mult=1.0):
     """The standard wait (5 s) times mult, scaled by MSGD_TEST_TIMEOUT_SCALE."""
     return BASE_WAIT * SCALE * mult

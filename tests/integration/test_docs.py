@@ -1,9 +1,10 @@
 """The documents that ship with the code (docs/*.md, README.md) against the
 code's own tables: every configuration key and section src/config.c accepts
 is in docs/CONFIG.md, every command and error code of src/msg.h and
-src/commands.c is in docs/PROTOCOL.md, and every test vector there is what
+src/mod_*.c is in docs/PROTOCOL.md, and every test vector there is what
 the suite's own encoder (msgproto.py) produces. No daemon is needed."""
 
+import glob
 import os
 import re
 import unittest
@@ -56,11 +57,13 @@ def config_keys():
 
 
 def builtin_commands():
-    """[(enum suffix, name)] of the rows of commands.c's builtin table."""
-    src = strip_c_comments(read("src/commands.c"))
-    at = src.index("builtin[] =")
-    table = src[at:src.index("};", at)]
-    return re.findall(r'\{\s*MSG_CMD_(\w+)\s*,\s*"(\w+)"', table)
+    """[(enum suffix, name)] of the commands the built-in modules
+    (src/mod_*.c) register: the rows of their msgd_command tables."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "src", "mod_*.c"))):
+        src = strip_c_comments(open(path, encoding="utf-8").read())
+        out += re.findall(r'\{\s*MSG_CMD_(\w+)\s*,\s*"(\w+)"', src)
+    return out
 
 
 def md_chunks(text):
@@ -141,7 +144,7 @@ class ConfigDocTests(unittest.TestCase):
 
 
 class ProtocolDocTests(unittest.TestCase):
-    """docs/PROTOCOL.md against src/msg.h and src/commands.c."""
+    """docs/PROTOCOL.md against src/msg.h and src/mod_*.c."""
 
     @classmethod
     def setUpClass(cls):
@@ -179,12 +182,12 @@ class ProtocolDocTests(unittest.TestCase):
     def test_every_builtin_command(self):
         for suffix, name in self.builtin:
             with self.subTest(command=name):
-                self.assertIn(suffix, self.commands, "commands.c row MSG_CMD_%s" % suffix)
+                self.assertIn(suffix, self.commands, "src/mod_*.c row MSG_CMD_%s" % suffix)
                 number = self.commands[suffix]
                 self.assert_command(number, name)
                 self.assertNotIn(NOT_YET, " ".join(self.summary_rows()[number]),
                                  "docs/PROTOCOL.md calls %s not yet implemented, but "
-                                 "src/commands.c registers it" % name)
+                                 "src/mod_*.c registers it" % name)
 
     def test_commands_the_build_lacks_are_marked(self):
         have = set(self.commands.values())

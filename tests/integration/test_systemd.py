@@ -528,6 +528,24 @@ class InstallTests(unittest.TestCase):
             self.assertTrue(os.path.exists(p), p)
         with open(unit) as f:
             self.assertIn("ExecStart=/opt/msgd/bin/msgd -c /etc/msgd/msgd.ini", f.read())
+        # The module header and its pkg-config file: a module builds with them.
+        header = os.path.join(dest, "opt/msgd/include/msgd/module.h")
+        pc = os.path.join(dest, "opt/msgd/lib/pkgconfig/msgd.pc")
+        self.assertTrue(os.path.exists(header), header)
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pc), PKG_CONFIG_SYSROOT_DIR=dest)
+        cflags = subprocess.run(["pkg-config", "--cflags", "msgd"], env=env, capture_output=True,
+                                text=True, timeout=timeout(2))
+        self.assertEqual(cflags.returncode, 0, cflags.stderr)
+        self.assertEqual(cflags.stdout.split(), ["-I" + os.path.dirname(header)])
+        src = os.path.join(dest, "m.c")
+        with open(src, "w") as f:
+            f.write('#include "module.h"\n'
+                    'const struct msgd_module msgd_module = {\n'
+                    '    .api_version = MSGD_MODULE_API_VERSION, .name = "m"};\n')
+        cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-fPIC", "-shared"]
+                            + cflags.stdout.split() + ["-o", os.path.join(dest, "m.so"), src],
+                            capture_output=True, text=True, timeout=timeout(6))
+        self.assertEqual(cc.returncode, 0, cc.stderr)
         # An existing configuration is never overwritten.
         with open(ini, "a") as f:
             f.write("; edited by the operator\n")
@@ -537,6 +555,8 @@ class InstallTests(unittest.TestCase):
         self.make("uninstall", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
         self.assertFalse(os.path.exists(binary))
         self.assertFalse(os.path.exists(unit))
+        self.assertFalse(os.path.exists(header))
+        self.assertFalse(os.path.exists(pc))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 /* test_cmdtab: the command table: registration checks (number range, name,
- * handler, worker function, a number taken twice, the slot limit), lookups
+ * handler, kind, a number taken twice, the slot limit), lookups
  * of msgd's own and modules' numbers, latency slots and their names, and
  * command words with flag bits. */
 #include "cmdtab.h"
@@ -7,27 +7,17 @@
 
 #include <errno.h>
 
-static int handler(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+static void handler(msgd_req *req, const uint8_t *p, size_t len)
 {
-    (void)pl;
-    (void)cmd;
+    (void)req;
     (void)p;
     (void)len;
-    return 0;
 }
 
-static void work(struct worker_pool *pool, struct worker_job *job)
+static struct cmd_def def(uint32_t number, const char *name, enum msgd_where where)
 {
-    (void)pool;
-    (void)job;
-}
-
-static struct cmd_def def(uint32_t number, const char *name, enum cmd_where where)
-{
-    struct cmd_def d = {.number = number, .where = where, .fn = handler};
+    struct cmd_def d = {.number = number, .where = where, .handler = handler};
     snprintf(d.name, sizeof d.name, "%s", name);
-    if (where == CMD_WORKER)
-        d.run = work;
     return d;
 }
 
@@ -36,8 +26,8 @@ TEST(register_and_find)
     char err[256];
     cmdtab_reset();
     CHECK_EQ(cmdtab_slots(), 1);
-    struct cmd_def a = def(1, "PING", CMD_INLINE), b = def(5000, "WATCH", CMD_DEFERRED),
-                   c = def(1024, "FIRST", CMD_WORKER), d = def(1023, "LAST", CMD_INLINE);
+    struct cmd_def a = def(1, "PING", MSGD_INLINE), b = def(5000, "WATCH", MSGD_DEFERRED),
+                   c = def(1024, "FIRST", MSGD_WORKER), d = def(1023, "LAST", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&a, err, sizeof err), 0);
     CHECK_EQ(cmdtab_register(&b, err, sizeof err), 0);
     CHECK_EQ(cmdtab_register(&c, err, sizeof err), 0);
@@ -50,8 +40,8 @@ TEST(register_and_find)
     CHECK(cmdtab_find(2) == NULL);
     CHECK(cmdtab_find(4999) == NULL);
     CHECK(cmdtab_find(0) == NULL);
-    CHECK_EQ(cmdtab_find(1024)->where, CMD_WORKER);
-    CHECK(cmdtab_find(1024)->run == work);
+    CHECK_EQ(cmdtab_find(1024)->where, MSGD_WORKER);
+    CHECK(cmdtab_find(1024)->handler == handler);
     /* Slots in registration order, named after the command. */
     CHECK_EQ(cmdtab_slot(1), 1);
     CHECK_EQ(cmdtab_slot(5000), 2);
@@ -74,25 +64,25 @@ TEST(register_refuses_bad_definitions)
 {
     char err[256];
     cmdtab_reset();
-    struct cmd_def ok = def(7, "OK", CMD_INLINE);
+    struct cmd_def ok = def(7, "OK", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&ok, err, sizeof err), 0);
-    struct cmd_def zero = def(0, "ZERO", CMD_INLINE);
+    struct cmd_def zero = def(0, "ZERO", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&zero, err, sizeof err), -EINVAL);
-    struct cmd_def big = def(0x20000000u, "BIG", CMD_INLINE);
+    struct cmd_def big = def(0x20000000u, "BIG", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&big, err, sizeof err), -EINVAL);
-    struct cmd_def noname = def(8, "", CMD_INLINE);
+    struct cmd_def noname = def(8, "", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&noname, err, sizeof err), -EINVAL);
-    struct cmd_def nofn = def(8, "NOFN", CMD_INLINE);
-    nofn.fn = NULL;
+    struct cmd_def nofn = def(8, "NOFN", MSGD_INLINE);
+    nofn.handler = NULL;
     CHECK_EQ(cmdtab_register(&nofn, err, sizeof err), -EINVAL);
-    struct cmd_def norun = def(8, "NORUN", CMD_WORKER);
-    norun.run = NULL;
-    CHECK_EQ(cmdtab_register(&norun, err, sizeof err), -EINVAL);
-    CHECK(strstr(err, "worker function") != NULL);
-    struct cmd_def longname = def(8, "", CMD_INLINE);
+    struct cmd_def nokind = def(8, "NOKIND", MSGD_WORKER);
+    nokind.where = (enum msgd_where)7;
+    CHECK_EQ(cmdtab_register(&nokind, err, sizeof err), -EINVAL);
+    CHECK(strstr(err, "a kind") != NULL);
+    struct cmd_def longname = def(8, "", MSGD_INLINE);
     memset(longname.name, 'N', sizeof longname.name); /* no NUL */
     CHECK_EQ(cmdtab_register(&longname, err, sizeof err), -EINVAL);
-    struct cmd_def again = def(7, "AGAIN", CMD_INLINE);
+    struct cmd_def again = def(7, "AGAIN", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&again, err, sizeof err), -EEXIST);
     CHECK(strstr(err, "taken by OK") != NULL);
     CHECK_EQ(cmdtab_slots(), 2); /* nothing refused took a slot */
@@ -103,11 +93,11 @@ TEST(register_stops_at_the_slot_limit)
     char err[256];
     cmdtab_reset();
     for (uint32_t i = 0; i < CMDTAB_SLOTS - 1; i++) {
-        struct cmd_def d = def(2000 + (i * 37) % 500, "", CMD_INLINE);
+        struct cmd_def d = def(2000 + (i * 37) % 500, "", MSGD_INLINE);
         snprintf(d.name, sizeof d.name, "C%u", 2000 + (i * 37) % 500);
         CHECK_EQ(cmdtab_register(&d, err, sizeof err), 0);
     }
-    struct cmd_def one_more = def(9999, "MORE", CMD_INLINE);
+    struct cmd_def one_more = def(9999, "MORE", MSGD_INLINE);
     CHECK_EQ(cmdtab_register(&one_more, err, sizeof err), -ENOSPC);
     /* Module numbers registered out of order are all found. */
     for (uint32_t i = 0; i < CMDTAB_SLOTS - 1; i++) {

@@ -656,16 +656,58 @@ TEST(several_errors_all_reported)
                        "drain_timeout = 1d\n", /* 12 */
                        &c, err, sizeof err);
     CHECK_EQ(rc, 7);
+    /* An unknown section comes last: a [modules] load further down could
+     * have claimed it for a module. */
     CHECK_STR(err, expect("@:3: bad value '0' for 'workers' in [server]: out of range 1..256\n"
-                          "@:4: unknown section [bogus]\n"
                           "@:7: duplicate key 'reactors' in [server] (first set on line 2)\n"
                           "@:8: unknown key 'colour' in [server]\n"
                           "@:9: expected 'key = value' or '[section]'\n"
                           "@:12: bad value '1d' for 'drain_timeout' in [timeouts]: "
                           "not a duration (e.g. 500ms, 30s, 1.5m, 1h)\n"
-                          "@: idle_timeout (1s) must be greater than heartbeat_interval (30s)\n"));
+                          "@: idle_timeout (1s) must be greater than heartbeat_interval (30s)\n"
+                          "@:4: unknown section [bogus]\n"));
     /* On failure: the defaults, nothing owned. */
     check_defaults(&c);
+}
+
+TEST(module_sections_are_kept_for_the_loader)
+{
+    struct config c;
+    char err[4096];
+    int rc = load_text("[presence]\n"              /* 1 */
+                       "grace = 2s\n"              /* 2 */
+                       "[modules]\n"               /* 3 */
+                       "load = a.so , /x/b.so\n"   /* 4 */
+                       "[other_mod]\n",            /* 5 */
+                       &c, err, sizeof err);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(c.nmodules, 2);
+    CHECK_STR(c.modules[0], "a.so");
+    CHECK_STR(c.modules[1], "/x/b.so");
+    CHECK_EQ(c.nextras, 3);
+    CHECK_STR(c.extras[0].section, "presence");
+    CHECK_STR(c.extras[0].key, "");
+    CHECK_EQ(c.extras[0].line, 1);
+    CHECK_STR(c.extras[1].key, "grace");
+    CHECK_STR(c.extras[1].value, "2s");
+    CHECK_EQ(c.extras[1].line, 2);
+    CHECK_STR(c.extras[2].section, "other_mod");
+    struct config copy;
+    CHECK_EQ(config_copy(&copy, &c), 0);
+    CHECK_EQ(copy.nextras, 0); /* the reactors' copies do not carry them */
+    CHECK(copy.extras == NULL);
+    config_free(&copy);
+    config_free(&c);
+    /* A duplicate key in a module's section; a name no module can have. */
+    rc = load_text("[modules]\nload = a.so\n[m]\nk = 1\nk = 2\n[Bad-Name]\n", &c, err,
+                   sizeof err);
+    CHECK_EQ(rc, 2);
+    CHECK_STR(err, expect("@:5: duplicate key 'k' in [m] (first set on line 4)\n"
+                          "@:6: unknown section [Bad-Name]\n"));
+    /* More than 8 modules. */
+    rc = load_text("[modules]\nload = 1,2,3,4,5,6,7,8,9\n", &c, err, sizeof err);
+    CHECK_EQ(rc, 1);
+    CHECK(strstr(err, "more than 8 modules") != NULL);
 }
 
 TEST(failure_resets_to_defaults)

@@ -1,16 +1,19 @@
-/* cmd_direct: DIRECT fans out to every reactor, each of which queues the
+/* mod_direct: DIRECT (21), a module registered through module.h: a message
+ * to every connection of an identity, on every reactor, as a DELIVER (22)
+ * push carrying the sender's identity (PROTOCOL.md "Identities and direct
+ * messages"). DIRECT fans out to every reactor, each of which queues the
  * one encoded DELIVER frame to its connections holding the target identity;
  * the reply counts them. Order from one sender to one receiver holds: a
  * sender's fan-outs reach each reactor's mailbox in the order they were sent. */
-#include "cmd_direct.h"
+#include "mod_builtin.h"
 
 #include <stdatomic.h>
 #include <string.h>
 
-#include "cmdtab.h"
 #include "config.h"
 #include "fanout.h"
 #include "msg.h"
+#include "pipeline.h"
 #include "proto_msg.h"
 #include "pubsub.h"
 #include "stats.h"
@@ -43,24 +46,26 @@ static void direct_done(struct fanout *f, const struct pipeline_env *env)
 
 static const struct fanout_ops direct_ops = {.visit = direct_visit, .done = direct_done};
 
-/* DIRECT: u8 identity length (1..255), the identity, the message. */
-static int cmd_direct(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
+/* DIRECT: u8 identity length (1..255), the identity, the message. Reactor
+ * thread. */
+static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
 {
+    struct pipeline *pl = proto_msg_req_pipeline(req);
     size_t from_len;
     const char *from = proto_msg_identity(pl, &from_len);
     if (!from) {
-        proto_msg_error(pl, cmd, MSG_ERR_NOT_AUTHENTICATED, "DIRECT needs an identity: AUTH first");
-        return 0;
+        msgd_error(req, MSG_ERR_NOT_AUTHENTICATED, "DIRECT needs an identity: AUTH first");
+        return;
     }
     if (len < 1 || p[0] == 0 || (size_t)p[0] + 1 > len) {
-        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD,
-                        "DIRECT needs u8 identity length (1..255), the identity, then the message");
-        return 0;
+        msgd_error(req, MSG_ERR_BAD_PAYLOAD,
+                   "DIRECT needs u8 identity length (1..255), the identity, then the message");
+        return;
     }
     size_t tlen = p[0], mlen = len - 1 - tlen;
     size_t dlen = 1 + from_len + mlen; /* DELIVER's payload */
     const struct pipeline_env *env = pl->env;
-    long seq = pipeline_reserve(pl, pl->req_t0, cmdtab_slot(cmd));
+    long seq = proto_msg_req_reserve(req);
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor,
                                             pl->conn_id, (uint32_t)seq, NULL,
@@ -69,7 +74,7 @@ static int cmd_direct(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_
         if (seq >= 0)
             pipeline_unreserve(pl, (uint32_t)seq);
         pl->flags |= PIPELINE_FAILED;
-        return 0;
+        return;
     }
     uint8_t *d = f->data;
     memcpy(d, p, 1 + tlen);                      /* target length and target */
@@ -81,12 +86,17 @@ static int cmd_direct(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_
     memcpy(d + from_len, p + 1 + tlen, mlen);
     stats_add(env->stats, STATS_DIRECTS, 1);
     fanout_start(f);
-    return 0;
 }
 
-int cmd_direct_register(char *err, size_t errlen)
+static int direct_init(const struct msgd_module *self, char *err, size_t errlen)
 {
-    static const struct cmd_def def = {MSG_CMD_DIRECT, "DIRECT", CMD_DEFERRED, true, cmd_direct,
-                                       NULL, 0};
-    return cmdtab_register(&def, err, errlen);
+    static const struct msgd_command cmd = {MSG_CMD_DIRECT, "DIRECT", MSGD_DEFERRED,
+                                            MSGD_NEEDS_AUTH, cmd_direct, NULL};
+    return msgd_command_register(self, &cmd, err, errlen);
 }
+
+const struct msgd_module mod_direct = {
+    .api_version = MSGD_MODULE_API_VERSION,
+    .name = "direct",
+    .init = direct_init,
+};

@@ -1,0 +1,133 @@
+/* mod_pubsub: SUBSCRIBE, UNSUBSCRIBE and PUBLISH, as a module registered
+ * through module.h. Each reactor keeps its own topic table (pubsub.h); a
+ * PUBLISH visits every reactor (fanout.h) with one shared MESSAGE frame. */
+#include "mod_builtin.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "config.h"
+#include "fanout.h"
+#include "msg.h"
+#include "pipeline.h"
+#include "proto_msg.h"
+#include "pubsub.h"
+#include "stats.h"
+
+/* A topic is 1..255 bytes. */
+static int topic_ok(size_t len) { return len >= 1 && len <= PUBSUB_TOPIC_MAX; }
+
+/* SUBSCRIBE: the connection joins the topic on its reactor. Reactor thread. */
+static void cmd_subscribe(msgd_req *req, const uint8_t *p, size_t len)
+{
+    struct pipeline *pl = proto_msg_req_pipeline(req);
+    if (!topic_ok(len)) {
+        msgd_error(req, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
+        return;
+    }
+    struct msg_conn *m = proto_msg_state(pl);
+    int rc = !m ? -ENOMEM
+                : pubsub_subscribe(pl->env->pubsub, &m->subs, pl, p, len,
+                                   pl->env->cfg->max_subscriptions);
+    if (rc == -EDQUOT) {
+        msgd_error(req, MSG_ERR_LIMIT_EXCEEDED, "max_subscriptions reached");
+        return;
+    }
+    if (rc < 0) {
+        pl->flags |= PIPELINE_FAILED;
+        return;
+    }
+    if (rc == 1)
+        stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, 1);
+    msgd_reply(req, NULL, 0);
+}
+
+/* UNSUBSCRIBE: not subscribed is fine. Reactor thread. */
+static void cmd_unsubscribe(msgd_req *req, const uint8_t *p, size_t len)
+{
+    struct pipeline *pl = proto_msg_req_pipeline(req);
+    if (!topic_ok(len)) {
+        msgd_error(req, MSG_ERR_BAD_PAYLOAD, "topic must be 1..255 bytes");
+        return;
+    }
+    const struct msg_conn *m = proto_msg_peek(pl);
+    if (m && pubsub_unsubscribe(pl->env->pubsub, m->subs, p, len) == 1)
+        stats_add(pl->env->stats, STATS_SUBSCRIPTIONS, (uint64_t)-1);
+    msgd_reply(req, NULL, 0);
+}
+
+/* PUBLISH on one reactor: deliver to its own subscribers and add to the
+ * tally. */
+static void publish_visit(struct fanout *f, const struct pipeline_env *env)
+{
+    uint32_t skipped;
+    const uint8_t *topic = f->data + MSG_HEADER_LEN + 1;
+    uint32_t n = pubsub_deliver(env->pubsub, topic, f->data[MSG_HEADER_LEN], f->data, f->len,
+                                env->cfg->out_high_water, &skipped);
+    stats_add(env->stats, STATS_MESSAGES_DELIVERED, n);
+    stats_add(env->stats, STATS_FRAMES_OUT, n);
+    stats_add(env->stats, STATS_MESSAGES_DROPPED, skipped);
+    atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
+}
+
+/* Every reactor has delivered: the reply (u32 count) takes its slot. */
+static void publish_done(struct fanout *f, const struct pipeline_env *env)
+{
+    uint8_t count[4];
+    msg_put_u32(count, (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
+    proto_msg_reply_late(env, f->conn_id, f->seq, MSG_CMD_PUBLISH, count, sizeof count);
+}
+
+static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = publish_done};
+
+/* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
+ * the MESSAGE payload, so the MESSAGE frame is encoded once here and shared
+ * by every reactor. The reply (the count) waits in its place until every
+ * reactor has delivered. Reactor thread. */
+static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
+{
+    struct pipeline *pl = proto_msg_req_pipeline(req);
+    if (len < 2 || p[0] == 0 || (size_t)p[0] + 1 > len) {
+        msgd_error(req, MSG_ERR_BAD_PAYLOAD,
+                   "PUBLISH needs u8 topic length (1..255), the topic, then the message");
+        return;
+    }
+    const struct pipeline_env *env = pl->env;
+    long seq = proto_msg_req_reserve(req);
+    struct fanout *f = seq < 0 ? NULL
+                               : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
+                                            pl->conn_id, (uint32_t)seq, NULL, MSG_HEADER_LEN + len,
+                                            false, env->bufs);
+    if (!f) {
+        if (seq >= 0)
+            pipeline_unreserve(pl, (uint32_t)seq);
+        pl->flags |= PIPELINE_FAILED;
+        return;
+    }
+    msg_header_encode(f->data, MSG_CMD_MESSAGE, (uint32_t)len);
+    memcpy(f->data + MSG_HEADER_LEN, p, len);
+    stats_add(env->stats, STATS_PUBLISHED, 1);
+    fanout_start(f);
+}
+
+static int pubsub_init_cmds(const struct msgd_module *self, char *err, size_t errlen)
+{
+    static const struct msgd_command cmds[] = {
+        {MSG_CMD_SUBSCRIBE, "SUBSCRIBE", MSGD_INLINE, MSGD_NEEDS_AUTH, cmd_subscribe, NULL},
+        {MSG_CMD_UNSUBSCRIBE, "UNSUBSCRIBE", MSGD_INLINE, MSGD_NEEDS_AUTH, cmd_unsubscribe, NULL},
+        {MSG_CMD_PUBLISH, "PUBLISH", MSGD_DEFERRED, MSGD_NEEDS_AUTH, cmd_publish, NULL},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int rc = msgd_command_register(self, &cmds[i], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+const struct msgd_module mod_pubsub = {
+    .api_version = MSGD_MODULE_API_VERSION,
+    .name = "pubsub",
+    .init = pubsub_init_cmds,
+};
