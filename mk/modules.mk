@@ -17,13 +17,11 @@ all: $(MODULE_SOS)
 
 # One rule per module: NAME.so from examples/modules/NAME/NAME.c.
 define module_rule
-$$(BUILD)/modules/$(1).so: examples/modules/$(1)/$(1).c src/module.h | $$(BUILD)/modules
+$$(BUILD)/modules/$(1).so: examples/modules/$(1)/$(1).c src/module.h
 	@echo "  CC+LD   $$@"
+	@mkdir -p $$(@D)
 	$$(Q)$$(CC) $$(ALL_CFLAGS) -fPIC -shared -o $$@ $$< $$(ALL_LDFLAGS)
 endef
 $(foreach m,$(MODULE_NAMES),$(eval $(call module_rule,$(m))))
-
-$(BUILD)/modules:
-	mkdir -p $@
 
 -include $(MODULE_SOS:.so=.d)

@@ -29,20 +29,7 @@ UNWATCH = 1025
 PRESENCE = 1026
 
 
-def module_path():
-    """presence.so beside the daemon (BUILD/modules/). Under `make valgrind`
-    MSGD_BIN is a wrapper elsewhere and MSGD_VALGRIND_BIN the real daemon."""
-    bins = [harness.MSGD_BIN]
-    if os.environ.get("MSGD_VALGRIND_BIN"):
-        bins.append(os.path.abspath(os.environ["MSGD_VALGRIND_BIN"]))
-    paths = [os.path.join(os.path.dirname(b), "modules", "presence.so") for b in bins]
-    for p in paths:
-        if os.path.isfile(p):
-            return p
-    return paths[0]
-
-
-MODULE = module_path()
+MODULE = harness.module_path("presence")
 
 
 def presence_config(**presence):
@@ -272,8 +259,15 @@ class PresenceTests(PresenceBase):
         self.assertFalse(self.watch(w, b"vic0"))
         for g in gone:
             self.close_and_wait(g)
+        before = self.stats(w)["module_pushes_dropped"]
         v = self.as_identity(b"vic0", avoid={self.reactor_of(w)})
         self.assertEqual(self.next_push(w), (1, b"vic0"))
+        # A push posted to a closed watcher would be dropped and counted. The
+        # admin `conns` visits every reactor through its mailbox, after any
+        # such push: then the count is final.
+        self.conn_reactors()
+        self.assertEqual(self.stats(w)["module_pushes_dropped"], before,
+                         "pushes were sent to watchers that had gone")
         self.close_and_wait(v)
         self.assertEqual(self.next_push(w, timeout(1) + self.GRACE), (0, b"vic0"))
         self.assert_no_more(w)
@@ -326,6 +320,34 @@ class PresenceReconnectTests(PresenceBase):
         # The reconnected x2 is a normal connection: its close is offline.
         x2.close()
         self.assertEqual(self.next_push(w, timeout(1) + self.GRACE), (0, x))
+
+    def test_back_and_gone_again_is_one_offline(self):
+        """The grace restarts from the last close: the first close's timer,
+        when it fires on its reactor, is no longer the pending one."""
+        x, z1, z2 = b"x-again", b"z1-again", b"z2-again"
+        w = self.client_on()
+        rw = self.reactor_of(w)
+        for name in (x, z1, z2):
+            self.assertFalse(self.watch(w, name))
+        x1 = self.as_identity(x, avoid={rw})
+        r1 = self.reactor_of(x1)
+        self.assertEqual(self.next_push(w), (1, x))
+        self.close_and_wait(x1)                          # timer 1 on r1
+        x2 = self.as_identity(x, avoid={rw, r1})
+        r2 = self.reactor_of(x2)
+        self.close_and_wait(x2)                          # timer 2 on r2, before timer 1 fired
+        # Sentinels whose timers start after timer 1 (on r1) and timer 2 (on
+        # r2): whatever those two push comes before the sentinels' offline.
+        s1 = self.as_identity(z1, reactor=r1)
+        s2 = self.as_identity(z2, reactor=r2)
+        self.close_and_wait(s1)
+        self.close_and_wait(s2)
+        got = []
+        while (0, z1) not in got or (0, z2) not in got:
+            got.append(self.next_push(w, timeout(1) + self.GRACE))
+        self.assertEqual(sorted(got), sorted([(1, z1), (1, z2), (0, x), (0, z1), (0, z2)]), got)
+        self.assertFalse(self.watch(w, x))
+        self.assert_no_more(w)
 
     def test_reconnect_on_the_timer_reactor(self):
         self.reconnect(b"same", True)

@@ -473,7 +473,7 @@ static int presence_config(const char *key, const char *value, char *err, size_t
     if (strcmp(key, "grace") == 0) {
         double s;
         if (msgd_parse_duration(value, &s) != 0 || !(s >= 0 && s <= GRACE_MAX_S)) {
-            snprintf(err, errlen, "grace must be a duration from 0 to 1h, not '%s'", value);
+            snprintf(err, errlen, "grace is a duration from 0 to 1h");
             return -EINVAL;
         }
         grace_s = s;
@@ -485,8 +485,7 @@ static int presence_config(const char *key, const char *value, char *err, size_t
         unsigned long n = strtoul(value, &end, 10);
         if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || n < 1 ||
             n > MAX_WATCHES_MAX) {
-            snprintf(err, errlen, "max_watches must be an integer from 1 to %lu, not '%s'",
-                     MAX_WATCHES_MAX, value);
+            snprintf(err, errlen, "max_watches is an integer from 1 to %lu", MAX_WATCHES_MAX);
             return -EINVAL;
         }
         max_watches = n;
