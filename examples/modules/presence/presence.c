@@ -384,7 +384,8 @@ static void presence_on_close(msgd_conn *c)
 
 /* ---- commands (inline: the connection's reactor thread) ----------------- */
 
-/* WATCH identity -> u8 online. */
+/* WATCH identity -> u8 online (1 online now, 0 not). Inline: the
+ * connection's reactor thread. */
 static void cmd_watch(msgd_req *req, const uint8_t *payload, size_t len)
 {
     if (len == 0 || len > IDENTITY_MAX) {
@@ -439,7 +440,8 @@ static void cmd_watch(msgd_req *req, const uint8_t *payload, size_t len)
         msgd_reply(req, &online, 1);
 }
 
-/* UNWATCH identity -> empty. */
+/* UNWATCH identity -> empty (not watched is fine). Inline: the
+ * connection's reactor thread. */
 static void cmd_unwatch(msgd_req *req, const uint8_t *payload, size_t len)
 {
     if (len == 0 || len > IDENTITY_MAX) {
@@ -533,6 +535,7 @@ static void presence_fini(void)
     pthread_mutex_unlock(&lock);
 }
 
+/* The one exported symbol: msgd looks it up when it loads the module. */
 const struct msgd_module msgd_module = {
     .api_version = MSGD_MODULE_API_VERSION,
     .name = "presence",
