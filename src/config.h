@@ -43,11 +43,12 @@ struct config {
     uint32_t max_connections;  /* 1..10000000 */
     int backlog;               /* 1..65535 */
     char user[64];             /* empty = none */
-    /* [msg], [echo], [admin] */
+    /* [msg], [echo], [admin], [http] */
     struct config_listen msg_listen;
     uint64_t max_frame;        /* 64..256M */
     struct config_listen echo_listen;
     struct config_listen admin_listen;
+    struct config_listen http_listen; /* empty (off) by default */
     /* [timeouts] */
     uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
     uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */
