@@ -89,6 +89,9 @@ static int parse_request_line(struct line l, struct http_req *r)
     if (!sp1)
         return 400;
     size_t mlen = (size_t)(sp1 - l.p);
+    r->method = mlen == 3 && memcmp(l.p, "GET", 3) == 0    ? METHOD_GET
+                : mlen == 4 && memcmp(l.p, "HEAD", 4) == 0 ? METHOD_HEAD
+                                                           : METHOD_OTHER;
     const uint8_t *t = sp1 + 1, *end = l.p + l.len;
     const uint8_t *sp2 = memchr(t, ' ', (size_t)(end - t));
     if (!all_tchars(l.p, mlen) || !sp2 || sp2 == t)
@@ -100,9 +103,6 @@ static int parse_request_line(struct line l, struct http_req *r)
     if (end - v != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
         v[7] < '0' || v[7] > '9')
         return 400;
-    r->method = mlen == 3 && memcmp(l.p, "GET", 3) == 0    ? METHOD_GET
-                : mlen == 4 && memcmp(l.p, "HEAD", 4) == 0 ? METHOD_HEAD
-                                                           : METHOD_OTHER;
     /* absolute-form: skip "scheme://authority" */
     size_t tlen = (size_t)(sp2 - t);
     const uint8_t *sch = tlen > 3 ? memchr(t, ':', tlen) : NULL;
@@ -291,7 +291,7 @@ static void http_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len
 {
     if (frame[0] == '\n' || (frame[0] == '\r' && len == 2))
         return; /* an empty line before a request (RFC 9112 2.2) */
-    struct http_req r = {0};
+    struct http_req r = {.method = METHOD_OTHER};
     int st = parse_head(frame, len, &r);
     if (st) {
         refuse(pl, st, r.method == METHOD_HEAD);
