@@ -29,8 +29,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs inih libsystemd 2>/dev/null)
 CFLAGS ?=
 LDFLAGS ?=
-VERSION_DEF = -DMSGD_VERSION='"$(MSGD_VERSION)"'
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(VERSION_DEF) $(WARN) -g $(OPT) -MMD -MP -Isrc $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -g $(OPT) -MMD -MP -Isrc $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(OPT) $(LDFLAGS)
 LIBS = -lev $(PKG_LIBS) -pthread
 

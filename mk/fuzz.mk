@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= msg_stream config admin http
 
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_BASE_CFLAGS = -std=c11 -D_GNU_SOURCE $(VERSION_DEF) -g -O1 $(FUZZ_SAN) -Isrc \
+FUZZ_BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) -Isrc \
                    $(shell pkg-config --cflags inih 2>/dev/null)
 FUZZ_LIBS ?= -lev $(shell pkg-config --libs inih libsystemd 2>/dev/null) -pthread
 

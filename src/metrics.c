@@ -14,10 +14,7 @@
 
 #include "cmdtab.h"
 #include "latency.h"
-
-#ifndef MSGD_VERSION
-#error "MSGD_VERSION is not set (the Makefile passes -DMSGD_VERSION=...)"
-#endif
+#include "version.h"
 
 /* What each per-reactor counter or gauge means (its name is stats_name()). */
 static const char *const stat_help[STATS_ERRORS] = {
