@@ -3,14 +3,17 @@
 # missing packages are installed. Uses sudo when not root.
 #
 #   scripts/deps.sh            build, run and `make test` (includes clang and
-#                              libclang-rt-14-dev for the libFuzzer smoke runs)
+#                              libclang-rt-14-dev for the libFuzzer smoke runs,
+#                              and prometheus: promtool and a real Prometheus
+#                              for tests/integration/test_http.py)
 #   scripts/deps.sh bench      also what `make bench` measures against
 #   scripts/deps.sh valgrind   also valgrind (`make valgrind`)
 #   scripts/deps.sh all        everything
 set -euo pipefail
 
 base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
-      util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard)
+      util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard
+      prometheus)
 bench=(redis-server redis-tools iperf3 strace)
 valgrind=(valgrind)
 

@@ -13,6 +13,7 @@
 
 #include "proto_admin.h"
 #include "proto_echo.h"
+#include "proto_http.h"
 #include "proto_msg.h"
 
 #define ACCEPT_PER_CB 64          /* accepts per callback, so the loop stays fair */
@@ -27,6 +28,7 @@ static const struct {
     {"msg", &proto_msg, offsetof(struct config, msg_listen)},
     {"echo", &proto_echo, offsetof(struct config, echo_listen)},
     {"admin", &proto_admin, offsetof(struct config, admin_listen)},
+    {"http", &proto_http, offsetof(struct config, http_listen)},
 };
 #define NPROTO (sizeof listen_table / sizeof listen_table[0])
 
@@ -145,10 +147,17 @@ int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_
     return 0;
 }
 
+/* Whether listener l accepts when listening is on: every one, but once the
+ * drain began only those whose protocol serves through it (http). */
+static int listener_live(const struct acceptor *a, const struct listener *l)
+{
+    return l->fd >= 0 && (!a->shut || l->proto->serves_drain);
+}
+
 static void listeners_set(struct acceptor *a, int on)
 {
     for (int i = 0; i < a->nls; i++) {
-        if (on)
+        if (on && listener_live(a, &a->ls[i]))
             ev_io_start(a->loop, &a->ls[i].watcher);
         else
             ev_io_stop(a->loop, &a->ls[i].watcher);
@@ -259,10 +268,16 @@ static void listener_close(struct listener *l)
 
 void acceptor_shut(struct acceptor *a)
 {
-    acceptor_stop(a);
-    for (int i = 0; i < a->nls; i++)
-        if (!a->ls[i].adopted)
-            listener_close(&a->ls[i]);
+    a->shut = 1;
+    for (int i = 0; i < a->nls; i++) {
+        struct listener *l = &a->ls[i];
+        if (l->proto->serves_drain)
+            continue;
+        if (a->loop)
+            ev_io_stop(a->loop, &l->watcher);
+        if (!l->adopted)
+            listener_close(l);
+    }
 }
 
 void acceptor_close(struct acceptor *a)

@@ -36,13 +36,15 @@ struct acceptor {
     struct stats_registry *reg;
     uint64_t max_connections;
     int paused;                        /* listeners stopped after EMFILE/ENFILE */
+    int shut;                          /* the drain began: only listeners that serve
+                                        * through it (http) accept */
     ev_timer resume_timer;
     struct log_ratelimit rl_fd, rl_max;
 };
 
-/* Opens every listener of cfg (msg, echo, admin). Sockets passed by systemd
- * (LISTEN_FDS) are adopted first, matched by FileDescriptorName= ("msg",
- * "echo", "admin") or else by configured address; a protocol that got a
+/* Opens every listener of cfg (msg, echo, admin, http). Sockets passed by
+ * systemd (LISTEN_FDS) are adopted first, matched by FileDescriptorName=
+ * ("msg", "echo", "admin", "http") or else by configured address; a protocol that got a
  * passed socket binds none of its configured addresses. Returns 0, or -errno
  * with the reason in err (nothing left open). */
 int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_t errlen);
@@ -58,13 +60,15 @@ void acceptor_stop(struct acceptor *a);
  * bound itself: a new connection is refused at once rather than left in a
  * backlog that nobody will accept, so its client backs off and retries, and
  * reaches the next instance. Sockets passed by systemd stay open: systemd
- * holds them too and queues connections for the next instance. */
+ * holds them too and queues connections for the next instance. Listeners
+ * whose protocol serves_drain (http) keep accepting until acceptor_stop. */
 void acceptor_shut(struct acceptor *a);
 
 /* Closes the listening sockets (and unlinks unix socket paths). */
 void acceptor_close(struct acceptor *a);
 
-/* Writes "msg=ADDR[,ADDR] echo=ADDR admin=ADDR" for the open listeners. */
+/* Writes "msg=ADDR[,ADDR] echo=ADDR admin=ADDR http=ADDR" for the open
+ * listeners. */
 void acceptor_describe(const struct acceptor *a, char *out, size_t outlen);
 
 #endif

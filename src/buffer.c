@@ -2,6 +2,8 @@
 #include "buffer.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -72,6 +74,28 @@ int buffer_append(struct buffer *b, const void *p, size_t n)
     memcpy(b->data + b->wpos, p, n);
     b->wpos += n;
     return 0;
+}
+
+int buffer_printf(struct buffer *b, const char *fmt, ...)
+{
+    size_t want = 128;
+    for (int pass = 0; pass < 2; pass++) {
+        int rc = buffer_reserve(b, want);
+        if (rc < 0)
+            return rc;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf((char *)b->data + b->wpos, buffer_writable(b), fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return -EINVAL;
+        if ((size_t)n < buffer_writable(b)) {
+            b->wpos += (size_t)n;
+            return 0;
+        }
+        want = (size_t)n + 1; /* the second pass has room for all of it */
+    }
+    return -ENOMEM;
 }
 
 void buffer_consume(struct buffer *b, size_t n)

@@ -44,6 +44,10 @@ static inline void buffer_commit(struct buffer *b, size_t n) { b->wpos += n; }
 /* Appends n bytes. Returns 0 or -ENOMEM (the buffer is unchanged then). */
 int buffer_append(struct buffer *b, const void *p, size_t n);
 
+/* Appends printf-formatted text (without its NUL). Returns 0, or -ENOMEM or
+ * -EINVAL (a bad format) with the buffer unchanged. */
+int buffer_printf(struct buffer *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Drops n readable bytes from the front (n <= readable). An emptied buffer
  * rewinds to the prepend mark, so the next write starts at the front. */
 void buffer_consume(struct buffer *b, size_t n);

@@ -284,6 +284,7 @@ static const struct key_def keys[] = {
     KEY("msg", "compress_level", KEY_INT, compress_level, 1, 19, false),
     KEY("echo", "listen", KEY_LISTEN, echo_listen, 0, 0, false),
     KEY("admin", "listen", KEY_LISTEN, admin_listen, 0, 0, false),
+    KEY("http", "listen", KEY_LISTEN, http_listen, 0, 0, false),
     KEY("timeouts", "heartbeat_interval", KEY_DURATION, heartbeat_ms, 100, MS_HOUR, true),
     KEY("timeouts", "idle_timeout", KEY_DURATION, idle_ms, 100, 24 * MS_HOUR, true),
     KEY("timeouts", "drain_timeout", KEY_DURATION, drain_ms, 0, 10 * MS_MINUTE, false),
@@ -302,7 +303,7 @@ static const struct key_def keys[] = {
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 static const char *const sections[] = {
-    "server", "msg", "echo", "admin", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
+    "server", "msg", "echo", "admin", "http", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
 };
 
 #define SECTION_NONE (-1)    /* before the first [section] */

@@ -45,7 +45,7 @@ struct config {
     uint32_t max_connections;  /* 1..10000000 */
     int backlog;               /* 1..65535 */
     char user[64];             /* empty = none */
-    /* [msg], [echo], [admin] */
+    /* [msg], [echo], [admin], [http] */
     struct config_listen msg_listen;
     uint64_t max_frame;        /* 64..256M */
     struct codec_list compress; /* codecs HELLO may agree, best first (none: off) */
@@ -53,6 +53,7 @@ struct config {
     int compress_level;        /* 1..19 (zstd; deflate clamps to 9) */
     struct config_listen echo_listen;
     struct config_listen admin_listen;
+    struct config_listen http_listen; /* empty (off) by default */
     /* [timeouts] */
     uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
     uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */

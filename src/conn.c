@@ -309,7 +309,8 @@ static void settle(struct conn *c)
         if (buffer_readable(&c->in) > 0)
             c->state |= CONN_MORE;
     }
-    if (c->host->env.draining && owes_nothing && !(c->state & CONN_MORE)) {
+    if (c->host->env.draining && !pl->proto->serves_drain && owes_nothing &&
+        !(c->state & CONN_MORE)) {
         close_gracefully(c); /* rule 6: closed as soon as it owes nothing */
         return;
     }
@@ -328,8 +329,8 @@ static void settle(struct conn *c)
 
 void conn_drain(struct conn *c, uint32_t ms_left)
 {
-    if (c->state & CONN_LINGER)
-        return; /* already closing */
+    if ((c->state & CONN_LINGER) || c->pl.proto->serves_drain)
+        return; /* already closing, or it keeps serving until the process exits */
     c->drain_mark = buffer_readable(&c->in);
     if (c->pl.proto->goaway)
         c->pl.proto->goaway(&c->pl, ms_left);

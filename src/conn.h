@@ -81,8 +81,9 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
 void conn_close(struct conn *c);
 
 /* Starts the drain for c: the protocol's GOAWAY (or, without one, a close
- * once flushed); c closes as soon as it owes nothing. h->env.draining must be
- * set. c may be freed on return. */
+ * once flushed); c closes as soon as it owes nothing. Nothing happens to a
+ * connection whose protocol serves_drain. h->env.draining must be set. c may
+ * be freed on return. */
 void conn_drain(struct conn *c, uint32_t ms_left);
 
 /* The connection that owns pipeline pl. */

@@ -99,6 +99,10 @@ const struct pipeline_env *pipeline_env_current(void);
 struct proto {
     const char *name;
     bool counted;      /* counts against max_connections */
+    /* Keeps serving through a drain: its listener stays open and accepting,
+     * the drain neither closes its connections nor waits for them, and they
+     * close when the process exits (http, so /readyz can say 503). */
+    bool serves_drain;
     /* Splitter. Looks at n unprocessed bytes at p: returns the length of the
      * first whole frame (> 0), 0 when more bytes are needed, or a negative
      * protocol error code when the stream breaks the protocol. */

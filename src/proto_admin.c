@@ -12,6 +12,7 @@
 #include "config.h"
 #include "fanout.h"
 #include "latency.h"
+#include "metrics.h"
 #include "reload.h"
 #include "stats.h"
 
@@ -175,7 +176,7 @@ static void admin_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t le
         reply_text(pl, stats_format(pl->env->all, &text), &text);
         return;
     } else if (strcmp(line, "metrics") == 0) {
-        reply_text(pl, stats_format_metrics(pl->env->all, &text), &text);
+        reply_text(pl, metrics_format(pl->env->all, &text), &text);
         return;
     } else if (strcmp(line, "conns") == 0) {
         admin_conns(pl);

@@ -103,10 +103,11 @@ static const struct pipeline_host_ops host_ops = {
 
 /* ---- connections ---- */
 
-/* Tells the main thread once a drain has closed every connection. */
+/* Tells the main thread once a drain has closed every connection it waits
+ * for; those that serve through a drain (http) stay until the process exits. */
 static void check_drained(struct reactor *r)
 {
-    if (!r->host.env.draining || r->conns.count > 0 || atomic_load(&r->drained))
+    if (!r->host.env.draining || r->holding > 0 || atomic_load(&r->drained))
         return;
     atomic_store(&r->drained, 1);
     ev_timer_stop(r->loop, &r->drain_timer);
@@ -118,6 +119,8 @@ static void conn_closed_cb(struct conn_host *h, struct conn *c)
 {
     struct reactor *r = (struct reactor *)((char *)h - offsetof(struct reactor, host));
     conntab_release(&r->conns, c->id);
+    if (!c->pl.proto->serves_drain)
+        r->holding--;
     check_drained(r);
     stats_add(h->env.stats, STATS_CONN_CURRENT, (uint64_t)-1);
     if (c->pl.proto->counted)
@@ -159,6 +162,8 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
         return;
     }
     conntab_set(&r->conns, id, c);
+    if (!c->pl.proto->serves_drain)
+        r->holding++;
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
     free(m);

@@ -32,6 +32,8 @@ struct reactor {
     struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
     struct mailbox *main_box;          /* set before start: the main thread's */
     struct conntab conns;              /* reactor thread only */
+    uint32_t holding;                  /* reactor thread only: connections a drain waits
+                                        * for (those whose protocol does not serves_drain) */
     _Atomic uint64_t *live;            /* the registry's counted-connection gauge */
     ev_timer drain_timer;              /* reactor thread only: the drain deadline */
     struct ev_loop *main_loop;         /* set before start: told when drained */
@@ -73,8 +75,9 @@ void reactor_post_config(struct reactor *r, struct reactor_config_msg *m);
 
 /* Starts the drain (rule 6): GOAWAY to every msg connection, close each as
  * soon as it owes nothing, and everything at ms from now. When the reactor
- * holds no connection any more it sets r->drained and sends
- * r->drained_async to r->main_loop. Returns 0 or -ENOMEM. Thread-safe. */
+ * holds no connection any more but those that serve through a drain (http)
+ * it sets r->drained and sends r->drained_async to r->main_loop. Returns 0
+ * or -ENOMEM. Thread-safe. */
 int reactor_post_drain(struct reactor *r, uint32_t ms);
 
 /* Asks the reactor to close every connection and leave its loop, joins the

@@ -233,6 +233,7 @@ static void reload(struct server *s)
     needs_restart("[msg] listen", listen_differs(&cur->msg_listen, &next.msg_listen));
     needs_restart("[echo] listen", listen_differs(&cur->echo_listen, &next.echo_listen));
     needs_restart("[admin] listen", listen_differs(&cur->admin_listen, &next.admin_listen));
+    needs_restart("[http] listen", listen_differs(&cur->http_listen, &next.http_listen));
     needs_restart("[server] reactors", cur->reactors != next.reactors);
     needs_restart("[server] workers", cur->workers != next.workers);
     needs_restart("[server] backlog", cur->backlog != next.backlog);
@@ -241,6 +242,7 @@ static void reload(struct server *s)
     next.msg_listen = cur->msg_listen;
     next.echo_listen = cur->echo_listen;
     next.admin_listen = cur->admin_listen;
+    next.http_listen = cur->http_listen;
     next.reactors = cur->reactors;
     next.workers = cur->workers;
     next.backlog = cur->backlog;

@@ -78,6 +78,11 @@ static void put(struct out *o, const char *fmt, ...)
         o->failed = 1;
 }
 
+const char *stats_name(enum stats_id id)
+{
+    return (unsigned)id < STATS_ERRORS && stat_names[id] ? stat_names[id] : NULL;
+}
+
 int stats_format(const struct stats_registry *reg, struct buffer *b)
 {
     struct out o = {b, 0};
@@ -126,103 +131,4 @@ uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id)
     for (int r = 0; r < reg->nreactors; r++)
         v += stats_get(&reg->reactors[r], id);
     return v;
-}
-
-/* Every reactor's histogram of latency slot c, merged. */
-static void merge_slot(const struct stats_registry *reg, int c, struct latency_snapshot *snap)
-{
-    memset(snap, 0, sizeof *snap);
-    for (int r = 0; r < reg->nreactors; r++)
-        latency_merge(snap, &reg->reactors[r].lat, c);
-}
-
-/* The Prometheus names: msgd_<stat name with dots as underscores>. */
-static void metric_name(char *out, size_t cap, const char *stat)
-{
-    snprintf(out, cap, "msgd_%s", stat);
-    for (char *p = out; *p; p++)
-        if (*p == '.')
-            *p = '_';
-}
-
-int stats_format_metrics(const struct stats_registry *reg, struct buffer *b)
-{
-    struct out o = {b, 0};
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double up = (double)(now.tv_sec - reg->started.tv_sec) +
-                (double)(now.tv_nsec - reg->started.tv_nsec) / 1e9;
-    put(&o, "# HELP msgd_uptime_seconds Seconds since msgd started.\n");
-    put(&o, "# TYPE msgd_uptime_seconds gauge\nmsgd_uptime_seconds %.3f\n", up);
-    put(&o, "# HELP msgd_reactors Reactor threads.\n");
-    put(&o, "# TYPE msgd_reactors gauge\nmsgd_reactors %d\n", reg->nreactors);
-    put(&o, "# HELP msgd_accepted_total Connections accepted.\n");
-    put(&o, "# TYPE msgd_accepted_total counter\nmsgd_accepted_total %llu\n",
-        (unsigned long long)atomic_load(&reg->accepted));
-    put(&o, "# HELP msgd_closed_max_connections_total Connections refused by max_connections.\n");
-    put(&o, "# TYPE msgd_closed_max_connections_total counter\n"
-            "msgd_closed_max_connections_total %llu\n",
-        (unsigned long long)atomic_load(&reg->closed_max_connections));
-    /* Gauges, then counters, per reactor. */
-    static const int gauges[] = {STATS_CONN_CURRENT, STATS_SUBSCRIPTIONS, STATS_BUFFER_POOL_BYTES};
-    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
-        char name[96];
-        metric_name(name, sizeof name, stat_names[gauges[g]]);
-        put(&o, "# HELP %s %s now.\n# TYPE %s gauge\n", name, stat_names[gauges[g]], name);
-        for (int r = 0; r < reg->nreactors; r++)
-            put(&o, "%s{reactor=\"%d\"} %llu\n", name, r,
-                (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)gauges[g]));
-    }
-    for (int i = 0; i < STATS_ERRORS; i++) {
-        if (i == STATS_CONN_CURRENT || i == STATS_SUBSCRIPTIONS || i == STATS_BUFFER_POOL_BYTES)
-            continue;
-        char name[96];
-        metric_name(name, sizeof name, stat_names[i]);
-        size_t nl = strlen(name);
-        if (nl < 6 || strcmp(name + nl - 6, "_total") != 0)
-            snprintf(name + nl, sizeof name - nl, "_total");
-        put(&o, "# HELP %s %s.\n# TYPE %s counter\n", name, stat_names[i], name);
-        for (int r = 0; r < reg->nreactors; r++)
-            put(&o, "%s{reactor=\"%d\"} %llu\n", name, r,
-                (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)i));
-    }
-    put(&o, "# HELP msgd_errors_total Error replies sent, by code.\n# TYPE msgd_errors_total counter\n");
-    for (uint32_t code = 1; code <= MSG_ERR_MAX; code++)
-        put(&o, "msgd_errors_total{code=\"%s\"} %llu\n", msg_error_name(code),
-            (unsigned long long)stats_sum(reg, (enum stats_id)(STATS_ERRORS + code)));
-    /* Latency: a histogram per command (every fourth bucket: one per octave),
-     * and the p50/p99/p999 the STATS command shows. */
-    put(&o, "# HELP msgd_request_duration_seconds From a request decoded to its reply queued.\n"
-            "# TYPE msgd_request_duration_seconds histogram\n");
-    int nslots = cmdtab_slots();
-    for (int c = 0; c < nslots; c++) {
-        struct latency_snapshot snap;
-        merge_slot(reg, c, &snap);
-        const char *cmd = cmdtab_slot_name(c);
-        uint64_t cum = 0;
-        for (unsigned bk = 0; bk < LATENCY_BUCKETS; bk++) {
-            cum += snap.bucket[bk];
-            if (bk == LATENCY_BUCKETS - 1 || (bk % 4) != 0)
-                continue;
-            put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"%.9g\"} %llu\n", cmd,
-                (double)latency_bucket_upper_ns(bk) / 1e9, (unsigned long long)cum);
-        }
-        put(&o, "msgd_request_duration_seconds_bucket{command=\"%s\",le=\"+Inf\"} %llu\n", cmd,
-            (unsigned long long)cum);
-        put(&o, "msgd_request_duration_seconds_sum{command=\"%s\"} %.9f\n", cmd,
-            (double)snap.sum_ns / 1e9);
-        put(&o, "msgd_request_duration_seconds_count{command=\"%s\"} %llu\n", cmd,
-            (unsigned long long)cum);
-    }
-    put(&o, "# HELP msgd_request_duration_quantile_seconds Latency quantiles (bucket upper bounds).\n"
-            "# TYPE msgd_request_duration_quantile_seconds gauge\n");
-    static const double qs[] = {0.5, 0.99, 0.999};
-    for (int c = 0; c < nslots; c++) {
-        struct latency_snapshot snap;
-        merge_slot(reg, c, &snap);
-        for (size_t q = 0; q < 3; q++)
-            put(&o, "msgd_request_duration_quantile_seconds{command=\"%s\",quantile=\"%g\"} %.9g\n",
-                cmdtab_slot_name(c), qs[q], (double)latency_quantile_ns(&snap, qs[q]) / 1e9);
-    }
-    return o.failed ? -ENOMEM : 0;
 }

@@ -92,8 +92,9 @@ uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id);
  * -ENOMEM. Thread-safe: reads counters only. */
 int stats_format(const struct stats_registry *reg, struct buffer *out);
 
-/* Appends the counters, gauges and latency histograms in the Prometheus
- * text exposition format (version 0.0.4). Returns 0 or -ENOMEM. Thread-safe. */
-int stats_format_metrics(const struct stats_registry *reg, struct buffer *out);
+/* The STATS name of counter id ("frames_in", "closed_by_limit.idle_timeout"),
+ * or NULL for an error code's counter (STATS_ERRORS and up) or an unnamed
+ * one. Thread-safe. */
+const char *stats_name(enum stats_id id);
 
 #endif

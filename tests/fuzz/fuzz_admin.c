@@ -54,8 +54,6 @@
 
 #define PARAM_BYTES 3
 
-static const size_t max_chunks[4] = {1, 5, 100, 4096};
-
 enum exp_kind {
     EXP_ANY,      /* a known command: lines, then END */
     EXP_QUIT,     /* just END, then the close */
@@ -387,9 +385,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < PARAM_BYTES)
         return 0;
-    size_t max_chunk = max_chunks[data[0] & 3];
-    uint64_t high = data[0] & 4 ? 64 : 1u << 20;
-    unsigned per_turn = data[0] & 8 ? 2 : FUZZ_CONN_FRAMES_PER_TURN;
+    struct fuzz_turns t = fuzz_turns_of(data[0]);
+    size_t max_chunk = t.max_chunk;
+    uint64_t high = t.high;
+    unsigned per_turn = t.per_turn;
     bool reload_fails = data[0] & 16;
     uint32_t seed = (uint32_t)data[1] << 8 | data[2] | 0x10000u;
     const uint8_t *s = data + PARAM_BYTES;

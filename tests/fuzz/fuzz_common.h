@@ -209,6 +209,24 @@ static inline void fuzz_conn_feed(struct fuzz_conn *fc, const uint8_t *p, size_t
     fuzz_conn_settle(fc);
 }
 
+/* The caps of a run, as the text targets (admin, http) take them from their
+ * first parameter byte: bits 0-1 the largest read (1, 5, 100 or 4096
+ * bytes), bit 2 output_high_water = 64 (turns end on back-pressure), bit 3
+ * two frames per turn (turns end at the cap). */
+struct fuzz_turns {
+    size_t max_chunk;
+    uint64_t high;
+    unsigned per_turn;
+};
+
+static inline struct fuzz_turns fuzz_turns_of(uint8_t b)
+{
+    static const size_t max_chunks[4] = {1, 5, 100, 4096};
+    return (struct fuzz_turns){.max_chunk = max_chunks[b & 3],
+                               .high = b & 4 ? 64 : 1u << 20,
+                               .per_turn = b & 8 ? 2 : FUZZ_CONN_FRAMES_PER_TURN};
+}
+
 static inline void fuzz_conn_free(struct fuzz_conn *fc)
 {
     buffer_free(&fc->in);

@@ -9,6 +9,8 @@
     tests/fuzz/corpus/codec/        compressed payloads: zstd and deflate,
                                     valid, cut short, with trailing bytes,
                                     lying about their size, and bombs
+    tests/fuzz/corpus/http/         request heads: keep-alive, pipelined, every
+                                    refusal (400, 413, 431, 505), HEAD, HTTP/1.0
     tests/fuzz/<target>.dict        libFuzzer dictionaries
 
 Each corpus directory is emptied and rewritten, so running this again gives
@@ -256,6 +258,45 @@ def admin_corpus():
     }
 
 
+HTTP_DRAINING = 16
+
+
+def http_params(chunk=1, flags=0, seed=0x01):
+    return bytes([chunk | flags, seed])
+
+
+def http_req(method="GET", path="/healthz", version="HTTP/1.1", fields=("Host: m",), eol="\r\n"):
+    return (eol.join(["%s %s %s" % (method, path, version)] + list(fields)) + eol + eol).encode()
+
+
+def http_corpus():
+    p, r = http_params, http_req
+    return {
+        "healthz": p() + r(),
+        "metrics": p(chunk=3) + r(path="/metrics"),
+        "readyz_draining": p(flags=HTTP_DRAINING) + r(path="/readyz"),
+        "keep_alive": p(chunk=2) + r() + r(path="/readyz") + r(method="HEAD", path="/metrics"),
+        "pipelined_small_turns": p(chunk=3, flags=4 | 8) + b"".join(
+            r(path=x) for x in ("/healthz", "/nope", "/readyz", "/healthz?a=b", "/metrics")),
+        "bytewise": p(chunk=0, seed=7) + r(fields=("Host: m", "User-Agent: x", "Accept: */*")),
+        "lf_only": p() + r(eol="\n") + r(path="/readyz", eol="\n"),
+        "blank_lines_first": p() + b"\r\n\n" + r(),
+        "not_found": p() + r(path="/") + r(path="http://h:1/healthz"),
+        "method_405": p() + r(method="POST", fields=("Host: m", "Content-Length: 0")) + r(),
+        "body_413": p() + r(method="POST", fields=("Host: m", "Content-Length: 12")) + b"hello world!",
+        "chunked_413": p() + r(method="POST", fields=("Host: m", "Transfer-Encoding: chunked")),
+        "no_host_400": p() + r(fields=()),
+        "folded_400": p() + r(fields=("Host: m", " folded")),
+        "bad_line_400": p() + b"GET /healthz\r\n\r\n",
+        "version_505": p() + r(version="HTTP/2.0"),
+        "http10": p() + r(version="HTTP/1.0", fields=()) + r(),
+        "http10_keep_alive": p() + r(version="HTTP/1.0", fields=("Connection: keep-alive",)) * 2,
+        "connection_close": p() + r(fields=("Host: m", "Connection: close")) + r(),
+        "head_431": p(chunk=3) + b"GET /healthz HTTP/1.1\r\nHost: m\r\nX: " + b"a" * 8200,
+        "head_at_cap": p(chunk=3) + r(fields=("Host: m", "X: " + "b" * (8192 - 39))),
+    }
+
+
 def dicts():
     be = lambda v: struct.pack(">I", v)
     msg = [b"MSGP", be(1), be(REPLY | 1), be(CONN_ERROR), be(ERROR), be(REPLY),
@@ -269,8 +310,12 @@ def dicts():
            b"delay_command", b" = ", b"ms", b"unix:/", b"[::1]:", b"127.0.0.1:", b"on", b"off",
            b"debug", b"\r\n", b"; ", b"256M", b"64G"]
     adm = [b"help", b"stats", b"quit", b"conns", b"reload", b"metrics", b"stall", b"\r\n"]
+    http = [b"GET ", b"HEAD ", b"POST ", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", b"/metrics",
+            b"/healthz", b"/readyz", b"Host: m\r\n", b"Connection: close\r\n",
+            b"Connection: keep-alive\r\n", b"Content-Length: ", b"Transfer-Encoding: chunked",
+            b"\r\n\r\n", b"\n\n", b"http://h", b"?q=1"]
     out = {}
-    for name, words in (("msg_stream", msg), ("config", cfg), ("admin", adm)):
+    for name, words in (("msg_stream", msg), ("config", cfg), ("admin", adm), ("http", http)):
         lines = ["# libFuzzer dictionary for fuzz_%s (written by make_corpus.py)" % name]
         for w in words:
             lines.append('"%s"' % "".join(
@@ -281,7 +326,8 @@ def dicts():
 
 def main():
     for target, files in (("msg_stream", msg_corpus()), ("config", config_corpus()),
-                          ("admin", admin_corpus()), ("codec", codec_corpus())):
+                          ("admin", admin_corpus()), ("codec", codec_corpus()),
+                          ("http", http_corpus())):
         d = os.path.join(HERE, "corpus", target)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)

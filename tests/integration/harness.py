@@ -88,7 +88,7 @@ DEFAULT_CONFIG = {
                "output_hard_limit": "16M"},
     "log": {"level": "debug"},
 }
-SECTION_ORDER = ["server", "msg", "echo", "admin", "timeouts", "limits", "auth",
+SECTION_ORDER = ["server", "msg", "echo", "admin", "http", "timeouts", "limits", "auth",
                  "log", "diagnostics"]
 
 MAX_FRAME = 64 * 1024
@@ -134,7 +134,8 @@ def parse_addr(addr):
 
 
 def parse_status(value):
-    """'listening msg=A,B echo=C admin=' -> {'msg': [A, B], 'echo': [C], 'admin': []}."""
+    """'listening msg=A,B echo=C admin=' -> {'msg': [A, B], 'echo': [C], 'admin': []};
+    any listener name (http=...) is taken as it comes."""
     words = value.split()
     if not words or words[0] != "listening":
         raise AssertionError("STATUS does not start with 'listening': %r" % value)
@@ -292,7 +293,7 @@ class Daemon:
                 raise AssertionError("the READY=1 datagram has no STATUS= line: %r" % (lines,))
             self.status_line = status[-1]
             self.listeners = parse_status(self.status_line)
-            for proto in ("msg", "echo", "admin"):
+            for proto in ("msg", "echo", "admin", "http"):
                 want = bool(self.config.get(proto, {}).get("listen"))
                 have = bool(self.listeners.get(proto))
                 if want != have:
