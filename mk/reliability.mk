@@ -19,7 +19,8 @@ VALGRIND_DIR = $(BUILD)/valgrind
 # harness takes the daemon from MSGD_BIN; the tests also look beside it for
 # msgcli and msgbench (test_client) and build into its directory with
 # `make BUILD=...` (test_systemd's install tests), so MSGD_BIN is a link to
-# the wrapper in $(VALGRIND_DIR)/bin, next to copies of the client tools.
+# the wrapper in $(VALGRIND_DIR)/bin, next to copies of the client tools and
+# a link to the modules (harness.module_path).
 VALGRIND_EXCLUDE ?=
 VALGRIND_TESTS ?= $(filter-out $(VALGRIND_EXCLUDE),\
                     $(patsubst tests/integration/%.py,%,$(sort $(wildcard tests/integration/test_*.py))))
@@ -36,6 +37,7 @@ valgrind: all
 	@rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)/bin $(VALGRIND_DIR)/logs
 	@ln -s $(abspath tests/valgrind/msgd-valgrind.sh) $(VALGRIND_DIR)/bin/msgd-valgrind
 	@cp $(BUILD)/msgcli $(BUILD)/msgbench $(VALGRIND_DIR)/bin/
+	@ln -s $(abspath $(BUILD)/modules) $(VALGRIND_DIR)/bin/modules
 	@echo "valgrind: running $(words $(VALGRIND_TESTS)) modules$(if $(strip $(VALGRIND_EXCLUDE)), (excluded: $(VALGRIND_EXCLUDE)),); logs in $(VALGRIND_DIR)/logs"
 	@status=0; \
 	MSGD_VALGRIND_BIN=$(abspath $(BUILD)/msgd) MSGD_VALGRIND_LOGDIR=$(abspath $(VALGRIND_DIR)/logs) \

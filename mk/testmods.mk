@@ -21,4 +21,4 @@ $(BUILD)/modules/clash.so: tests/modules/apitest.c src/module.h | $(BUILD)/modul
 $(BUILD)/modules:
 	mkdir -p $@
 
-check integration: $(TEST_MODULES)
+check integration valgrind: $(TEST_MODULES)
