@@ -3,7 +3,11 @@
 # sets .DEFAULT_GOAL := all before including this, so the rules below never
 # become the default goal.
 
-CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o $(BUILD)/obj/net.o
+# codec.o (zstd, deflate) is a base-layer file like the others: HELLO's
+# compression needs libzstd and zlib at link time (CLIENT_LIBS).
+CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o $(BUILD)/obj/net.o \
+                    $(BUILD)/obj/codec.o
+CLIENT_LIBS = $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz)
 CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(CLIENT_BASE_OBJS)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
                $(BUILD)/obj/client/msgbench.o
@@ -16,13 +20,13 @@ $(BUILD)/obj/client/%.o: src/client/%.c | $(BUILD)/obj/client
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/msgcli: $(BUILD)/obj/client/msgcli.o $(CLIENT_LIB_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 $(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_LIB_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_LIBS) -lev -pthread
 
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) $(CLIENT_LIBS) -pthread
 
 # The library against the real daemon (tests/unit/client/daemon.c starts
 # $(BUILD)/msgd, or MSGD_BIN). connect() is wrapped so the test can see the
@@ -35,7 +39,7 @@ $(CLIENT_TEST_DAEMON_OBJ): tests/unit/client/daemon.c | $(BUILD)/obj/tests
 $(BUILD)/tests/test_msgclient_daemon: tests/unit/client/test_msgclient_daemon.c \
 		$(CLIENT_TEST_DAEMON_OBJ) $(CLIENT_LIB_OBJS) $(BUILD)/msgd | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -Itests/unit/client -o $@ $< $(CLIENT_TEST_DAEMON_OBJ) \
-	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -Wl,--wrap=connect -pthread
+	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) $(CLIENT_LIBS) -Wl,--wrap=connect -pthread
 
 $(BUILD)/obj/client $(BUILD)/obj/tests:
 	mkdir -p $@

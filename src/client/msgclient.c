@@ -1,7 +1,7 @@
 /* msgclient: one blocking msg-protocol connection driven by poll(2): connect,
- * AUTH, request queue and in-order replies, server PING answers, MESSAGE,
- * DELIVER and GOAWAY pushes, DIRECT, reconnect with back-off. Owns its fd,
- * buffers and queues. */
+ * HELLO and compression, AUTH, request queue and in-order replies, server
+ * PING answers, MESSAGE, DELIVER and GOAWAY pushes, DIRECT, reconnect with
+ * back-off. Owns its fd, buffers, queues and codec state. */
 #include "client/msgclient.h"
 
 #include <arpa/inet.h>
@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "buffer.h"
+#include "codec.h"
 #include "msg.h"
 #include "net.h"
+#include "version.h"
 
 #define READ_CHUNK 65536
 #define EAGER_WRITE 262144      /* send() tries a non-blocking write past this much output */
@@ -31,6 +33,8 @@
 #define DEFAULT_HEARTBEAT_MS 30000
 #define DEFAULT_DEAD_AFTER_MS 90000
 #define HEARTBEAT_PAYLOAD "hb"
+#define DEFAULT_COMPRESS_MIN 1024 /* when a HELLO reply has no compress_min */
+#define HELLO_REPLY_MAX 4096    /* HELLO reply bytes kept */
 
 /* A queued reply, or the failure that stands in for one (result < 0). */
 struct msgclient_rnode {
@@ -82,6 +86,17 @@ struct msgclient {
     uint64_t reconnects;
     uint64_t heartbeats;
     uint64_t deaths;
+    /* HELLO and compression: offer is o.compress parsed; codec and
+     * compress_min are what the current connection's HELLO agreed. */
+    char *compress;
+    struct codec_list offer;
+    enum codec_id codec;
+    size_t compress_min;
+    char *hello;                    /* the HELLO reply, NUL-terminated; NULL: none */
+    struct codec_ctx *zctx;         /* made on first use */
+    struct buffer zin;              /* a decompressed payload, while it is handled */
+    uint64_t compressed_out;
+    uint64_t compressed_in;
     char err[MSGCLIENT_TEXT_MAX + 128];
 };
 
@@ -309,6 +324,25 @@ void msgclient_options_init(struct msgclient_options *o)
     o->max_frame = DEFAULT_MAX_FRAME;
     o->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
     o->dead_after_ms = DEFAULT_DEAD_AFTER_MS;
+    o->compress = NULL;
+    o->compress_level = 1;
+}
+
+/* Parses the compress option: "" and "none" offer nothing. Returns 0 or
+ * -EINVAL (an unknown or repeated name). */
+static int parse_offer(const char *s, struct codec_list *out)
+{
+    out->n = 0;
+    size_t len = strlen(s);
+    while (len && (s[0] == ' ' || s[0] == '\t')) {
+        s++;
+        len--;
+    }
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    if (len == 4 && memcmp(s, "none", 4) == 0)
+        return 0;
+    return codec_parse_list(s, len, true, out);
 }
 
 struct msgclient *msgclient_new(const struct msgclient_options *o)
@@ -320,14 +354,25 @@ struct msgclient *msgclient_new(const struct msgclient_options *o)
     c->fd = -1;
     c->addr = o->addr ? strdup(o->addr) : NULL;
     c->token = o->token ? strdup(o->token) : NULL;
-    if ((o->addr && !c->addr) || (o->token && !c->token)) {
+    c->compress = o->compress ? strdup(o->compress) : NULL;
+    int bad = 0;
+    if ((o->addr && !c->addr) || (o->token && !c->token) || (o->compress && !c->compress))
+        bad = ENOMEM;
+    else if (o->compress && parse_offer(o->compress, &c->offer) < 0)
+        bad = EINVAL;
+    if (bad) {
         free(c->addr);
         free(c->token);
+        free(c->compress);
         free(c);
+        errno = bad;
         return NULL;
     }
     c->o.addr = c->addr;
     c->o.token = c->token;
+    c->o.compress = c->compress;
+    if (c->o.compress_level <= 0)
+        c->o.compress_level = 1;
     if (c->o.reconnect_attempts == 0)
         c->o.reconnect_attempts = 1;
     if (c->o.max_frame == 0)
@@ -417,6 +462,8 @@ static void conn_lost(struct msgclient *c, int result)
     c->fd = -1;
     buffer_free(&c->in);
     buffer_free(&c->out);
+    buffer_free(&c->zin);
+    c->codec = CODEC_NONE;
     c->write_dead = false;
     c->hb_owed = false;
     c->hb_ahead = 0;
@@ -450,9 +497,13 @@ void msgclient_free(struct msgclient *c)
         close(c->fd);
     buffer_free(&c->in);
     buffer_free(&c->out);
+    buffer_free(&c->zin);
     drop_queues(c);
+    codec_ctx_free(c->zctx);
+    free(c->hello);
     free(c->addr);
     free(c->token);
+    free(c->compress);
     free(c);
 }
 
@@ -469,6 +520,10 @@ uint64_t msgclient_reconnects(const struct msgclient *c) { return c->reconnects;
 uint64_t msgclient_heartbeats_sent(const struct msgclient *c) { return c->heartbeats; }
 uint64_t msgclient_dead_declared(const struct msgclient *c) { return c->deaths; }
 uint64_t msgclient_conn_bytes_in(const struct msgclient *c) { return c->conn_bytes_in; }
+const char *msgclient_codec(const struct msgclient *c) { return codec_name(c->codec); }
+const char *msgclient_hello_reply(const struct msgclient *c) { return c->hello; }
+uint64_t msgclient_compressed_sent(const struct msgclient *c) { return c->compressed_out; }
+uint64_t msgclient_compressed_received(const struct msgclient *c) { return c->compressed_in; }
 
 bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const char **reason)
 {
@@ -635,6 +690,34 @@ static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, siz
     return 0;
 }
 
+/* Decompresses a COMPRESSED frame's payload into c->zin, within max_frame.
+ * Returns 0, or -EPROTO (no codec agreed, garbage, or past max_frame) /
+ * -ENOMEM, with the reason in c->err. */
+static int decompress_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, size_t len)
+{
+    if (c->codec == CODEC_NONE) {
+        snprintf(c->err, sizeof c->err, "the server sent frame 0x%08X compressed, but no "
+                 "codec was agreed", cmd);
+        return -EPROTO;
+    }
+    if (!c->zctx && !(c->zctx = codec_ctx_new()))
+        return -ENOMEM;
+    buffer_consume(&c->zin, buffer_readable(&c->zin));
+    long n = codec_decompress(c->zctx, c->codec, p, len, c->o.max_frame, &c->zin);
+    if (n == -ENOMEM) {
+        set_err(c, "decompressing a frame", -ENOMEM);
+        return -ENOMEM;
+    }
+    if (n < 0) {
+        snprintf(c->err, sizeof c->err, "the server sent frame 0x%08X (%zu bytes, %s) that %s",
+                 cmd, len, codec_name(c->codec), n == -EFBIG ?
+                 "decompresses past max_frame" : "does not decompress");
+        return -EPROTO;
+    }
+    c->compressed_in++;
+    return 0;
+}
+
 /* Handles every whole frame in the input buffer. Returns 0 or -EPROTO /
  * -ENOMEM (the caller then drops the connection). */
 static int process_input(struct msgclient *c)
@@ -649,7 +732,20 @@ static int process_input(struct msgclient *c)
                      msg_error_name((uint32_t)-r));
             return -EPROTO;
         }
-        int rc = handle_frame(c, h.command, buffer_peek(&c->in) + MSG_HEADER_LEN, h.length);
+        const uint8_t *p = buffer_peek(&c->in) + MSG_HEADER_LEN;
+        size_t len = h.length;
+        uint32_t cmd = h.command;
+        if (cmd & MSG_FLAG_COMPRESSED) {
+            int zrc = decompress_frame(c, cmd, p, len);
+            if (zrc < 0)
+                return zrc;
+            cmd &= ~MSG_FLAG_COMPRESSED;
+            p = buffer_peek(&c->zin);
+            len = buffer_readable(&c->zin);
+        }
+        int rc = handle_frame(c, cmd, p, len);
+        buffer_consume(&c->zin, buffer_readable(&c->zin));
+        buffer_shrink(&c->zin, 1u << 20);
         if (rc < 0) {
             set_err(c, "reading a frame", rc);
             return rc;
@@ -873,6 +969,10 @@ static void reset_conn_state(struct msgclient *c, int fd)
     c->conn_bytes_in = 0;
     c->hb_owed = false;
     c->hb_ahead = 0;
+    c->codec = CODEC_NONE;
+    c->compress_min = DEFAULT_COMPRESS_MIN;
+    free(c->hello);
+    c->hello = NULL;
     buffer_free(&c->in);
     buffer_free(&c->out);
 }
@@ -907,27 +1007,129 @@ static struct msgclient_rnode *take_tail(struct msgclient *c)
     return n;
 }
 
-/* AUTH on a fresh connection (nothing else owed on it). Its reply is the
- * newest node in the queue once nothing is pending: older nodes are replies
- * from an earlier connection that the caller has not received yet. */
-static int auth_exchange(struct msgclient *c, struct msgclient_reply *reply)
+/* One request on a fresh connection (nothing else owed on it) and its
+ * reply: the newest node in the queue once nothing is pending (older nodes
+ * are replies from an earlier connection that the caller has not received
+ * yet). Returns the node (the caller frees it), or NULL with *rc set and
+ * the connection closed. */
+static struct msgclient_rnode *setup_call(struct msgclient *c, uint32_t cmd, const void *p,
+                                          size_t len, const char *what, int *rc)
 {
-    int rc = msgclient_send(c, MSG_CMD_AUTH, c->o.token, strlen(c->o.token));
-    if (rc < 0)
-        return rc;
+    *rc = msgclient_send(c, cmd, p, len);
+    if (*rc < 0)
+        return NULL;
     int64_t deadline = deadline_after(c->o.timeout_ms);
     while (c->pending > 0) {
-        rc = io_step(c, deadline);
-        if ((rc == -ETIMEDOUT && c->fd >= 0) || rc == -EINTR || rc == -ENOTCONN) {
+        *rc = io_step(c, deadline);
+        if ((*rc == -ETIMEDOUT && c->fd >= 0) || *rc == -EINTR || *rc == -ENOTCONN) {
             c->pending = 0;
             conn_lost(c, -ECONNRESET);
-            prefix_err(c, "AUTH: ");
-            return rc;
+            prefix_err(c, what);
+            return NULL;
         }
     }
     struct msgclient_rnode *n = take_tail(c);
     if (!n)
-        return -ENOMEM;
+        *rc = -ENOMEM;
+    return n;
+}
+
+/* The value of key in HELLO's key=value lines (NUL-terminated text), or
+ * NULL; *vlen is its length. */
+static const char *hello_value(const char *text, const char *key, size_t *vlen)
+{
+    size_t klen = strlen(key);
+    for (const char *line = text; *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t ll = eol ? (size_t)(eol - line) : strlen(line);
+        if (ll > klen && line[klen] == '=' && memcmp(line, key, klen) == 0) {
+            *vlen = ll - klen - 1;
+            if (*vlen && line[klen + *vlen] == '\r')
+                (*vlen)--;
+            return line + klen + 1;
+        }
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    return NULL;
+}
+
+/* HELLO on a fresh connection: offers o.compress and takes the server's
+ * choice. An error reply (a server older than HELLO) leaves the connection
+ * uncompressed. Returns 0, -EPROTO (a codec that was not offered; the
+ * connection is closed) or what setup_call returns. */
+static int hello_exchange(struct msgclient *c)
+{
+    char req[256];
+    size_t at = (size_t)snprintf(req, sizeof req, "client=msgclient/%s\n", MSGD_VERSION);
+    if (c->offer.n > 0) {
+        at += (size_t)snprintf(req + at, sizeof req - at, "compress=");
+        for (int i = 0; i < c->offer.n; i++)
+            at += (size_t)snprintf(req + at, sizeof req - at, "%s%s", i ? "," : "",
+                                   codec_name((enum codec_id)c->offer.id[i]));
+        at += (size_t)snprintf(req + at, sizeof req - at, "\n");
+    }
+    int rc;
+    struct msgclient_rnode *n = setup_call(c, MSG_CMD_HELLO, req, at, "HELLO: ", &rc);
+    if (!n)
+        return rc;
+    rc = n->result;
+    if (rc == 0 && n->r.command == (MSG_FLAG_REPLY | MSG_CMD_HELLO)) {
+        size_t len = n->r.len < HELLO_REPLY_MAX ? n->r.len : HELLO_REPLY_MAX;
+        c->hello = malloc(len + 1);
+        if (c->hello) {
+            if (len)
+                memcpy(c->hello, n->r.payload, len);
+            c->hello[len] = '\0';
+        }
+        size_t vlen = 0;
+        const char *v = c->hello ? hello_value(c->hello, "compress", &vlen) : NULL;
+        enum codec_id chosen = v ? codec_by_name(v, vlen) : CODEC_NONE;
+        bool offered = false;
+        for (int i = 0; i < c->offer.n; i++)
+            offered |= c->offer.id[i] == chosen;
+        if (v && chosen == CODEC_NONE && !(vlen == 4 && memcmp(v, "none", 4) == 0))
+            offered = false;
+        else if (chosen == CODEC_NONE)
+            offered = true;
+        if (!offered) {
+            snprintf(c->err, sizeof c->err, "HELLO: the server chose codec \"%.*s\", which was "
+                     "not offered", (int)(vlen > 32 ? 32 : vlen), v ? v : "");
+            rc = -EPROTO;
+        } else {
+            c->codec = chosen;
+            v = hello_value(c->hello, "compress_min", &vlen);
+            if (v && vlen > 0 && vlen < 20) {
+                char num[24];
+                memcpy(num, v, vlen);
+                num[vlen] = '\0';
+                char *end;
+                unsigned long long m = strtoull(num, &end, 10);
+                if (*end == '\0')
+                    c->compress_min = m;
+            }
+        }
+    } else if (rc >= 0) {
+        rc = 0;     /* an error reply: no HELLO on this server, no compression */
+    } else {
+        prefix_err(c, "HELLO: ");
+    }
+    msgclient_reply_free(&n->r);
+    free(n);
+    if (rc < 0)
+        conn_lost(c, -ECONNRESET);
+    return rc;
+}
+
+/* AUTH on a fresh connection (nothing else owed on it). */
+static int auth_exchange(struct msgclient *c, struct msgclient_reply *reply)
+{
+    int rc;
+    struct msgclient_rnode *n = setup_call(c, MSG_CMD_AUTH, c->o.token, strlen(c->o.token),
+                                           "AUTH: ", &rc);
+    if (!n)
+        return rc;
     rc = n->result;
     if (rc == MSGCLIENT_ERROR_REPLY)
         snprintf(c->err, sizeof c->err, "AUTH: %s (%u): %s", msg_error_name(n->r.error_code),
@@ -950,6 +1152,11 @@ int msgclient_connect(struct msgclient *c, struct msgclient_reply *reply)
     if (fd < 0)
         return fd;
     reset_conn_state(c, fd);
+    if (c->o.compress) {
+        int rc = hello_exchange(c);
+        if (rc < 0)
+            return rc;
+    }
     if (!c->o.token)
         return 0;
     return auth_exchange(c, reply);
@@ -1002,6 +1209,27 @@ static int ensure_connection(struct msgclient *c)
     return rc;
 }
 
+/* Appends the request compressed with the agreed codec when that makes it
+ * smaller. Returns 0 when it did; -1 (nothing appended) when the caller
+ * should send it plain. */
+static int append_compressed(struct msgclient *c, uint32_t cmd, const void *payload, size_t len)
+{
+    if (!c->zctx && !(c->zctx = codec_ctx_new()))
+        return -1;
+    size_t at = buffer_readable(&c->out);
+    if (buffer_reserve(&c->out, MSG_HEADER_LEN + codec_bound(c->codec, len)) < 0)
+        return -1;
+    buffer_commit(&c->out, MSG_HEADER_LEN);
+    long n = codec_compress(c->zctx, c->codec, c->o.compress_level, payload, len, &c->out);
+    if (n < 0 || (size_t)n >= len) {
+        c->out.wpos = c->out.rpos + at;     /* not smaller: plain */
+        return -1;
+    }
+    msg_header_encode(buffer_peek(&c->out) + at, cmd | MSG_FLAG_COMPRESSED, (uint32_t)n);
+    c->compressed_out++;
+    return 0;
+}
+
 int msgclient_send(struct msgclient *c, uint32_t cmd, const void *payload, size_t len)
 {
     if (cmd & MSG_FLAG_REPLY) {
@@ -1019,6 +1247,13 @@ int msgclient_send(struct msgclient *c, uint32_t cmd, const void *payload, size_
         return 0;
     }
     uint8_t h[MSG_HEADER_LEN];
+    if (c->codec != CODEC_NONE && len >= c->compress_min && !(cmd & MSG_FLAG_COMPRESSED) &&
+        append_compressed(c, cmd, payload, len) == 0) {
+        c->pending++;
+        if (buffer_readable(&c->out) >= EAGER_WRITE)
+            write_some(c);
+        return 0;
+    }
     msg_header_encode(h, cmd, (uint32_t)len);
     if (buffer_reserve(&c->out, sizeof h + len) < 0)
         return -ENOMEM;

@@ -1,8 +1,9 @@
 /* msgclient: a small blocking client of the msg protocol (PROTOCOL.md) built on
  * poll(2): connect with a timeout, optional AUTH, calls and pipelined
  * send/receive, transparent answers to server PINGs, MESSAGE and DELIVER pushes,
- * GOAWAY, DIRECT, a heartbeat of its own that notices a dead server, and
- * reconnection with exponential back-off and random jitter.
+ * GOAWAY, DIRECT, a heartbeat of its own that notices a dead server,
+ * reconnection with exponential back-off and random jitter, and optionally
+ * HELLO with payload compression (zstd, deflate).
  *
  * A struct msgclient belongs to one thread at a time (the caller's): no
  * function here may be called on the same client from two threads at once,
@@ -66,6 +67,19 @@ struct msgclient_options {
      * slowest request. 0 turns either off. */
     int heartbeat_ms;
     int dead_after_ms;
+    /* HELLO and compression (PROTOCOL.md "HELLO", "Compression"). NULL: no
+     * HELLO is sent (the behaviour before HELLO existed). Otherwise the
+     * codecs to offer, best first, comma-separated ("zstd", "deflate",
+     * "zstd,deflate"; "" or "none": HELLO offering none): after each
+     * connect, before AUTH, the client sends HELLO (client=msgclient/VERSION
+     * and compress=...) and waits for the reply. With a codec agreed, each
+     * request of at least the server's compress_min bytes goes compressed
+     * when that makes it smaller, and compressed replies and pushes are
+     * decompressed, never past max_frame. A server that answers HELLO with
+     * an error reply (one older than HELLO) is used without compression.
+     * msgclient_new fails (NULL, errno EINVAL) for an unknown codec name. */
+    const char *compress;          /* copied */
+    int compress_level;            /* zstd 1..19, deflate clamped to 1..9; 0: 1 */
 };
 
 /* One reply. payload is malloc'd (NULL when len is 0) and owned by the caller:
@@ -106,12 +120,13 @@ struct msgclient;
 
 /* Fills o with the defaults: no address, no token, 5 s timeouts, no
  * reconnect, back-off 100 ms doubling to 5 s, 8 attempts, max_frame 256 MiB,
- * heartbeat 30 s (the server's default heartbeat_interval; this client does
- * not send HELLO, so it cannot learn the server's), dead after 90 s.
- * Thread-safe. */
+ * heartbeat 30 s (the server's default heartbeat_interval; the HELLO reply's
+ * heartbeat_ms is not applied to it), dead after 90 s, no HELLO (compress
+ * NULL), compression level 1. Thread-safe. */
 void msgclient_options_init(struct msgclient_options *o);
 
-/* A new, unconnected client with a copy of o. NULL when out of memory.
+/* A new, unconnected client with a copy of o. NULL when out of memory
+ * (errno ENOMEM) or when o->compress names an unknown codec (errno EINVAL).
  * Any thread; the client then belongs to that thread. */
 struct msgclient *msgclient_new(const struct msgclient_options *o);
 
@@ -121,7 +136,9 @@ void msgclient_free(struct msgclient *c);
 
 /* Connects to o->addr (closing any previous connection first): a non-blocking
  * connect bounded by connect_timeout_ms over each resolved address, then
- * TCP_NODELAY, then AUTH when a token is set. Returns 0; MSGCLIENT_ERROR_REPLY
+ * TCP_NODELAY, then HELLO when o->compress is set (see there; -EPROTO when
+ * the server chose a codec that was not offered), then AUTH when a token is
+ * set. Returns 0; MSGCLIENT_ERROR_REPLY
  * when AUTH got an error reply (in *reply when reply is not NULL; the
  * connection stays open); or -errno (-ECONNREFUSED, -ETIMEDOUT, -EINVAL for a
  * bad address, ...) with the reason in msgclient_error(). The owning thread. */
@@ -135,7 +152,8 @@ int msgclient_reconnect(struct msgclient *c, struct msgclient_reply *reply);
 
 /* Uses fd, an already connected stream socket, as the connection (closing any
  * previous one). The client owns fd from then on and makes it non-blocking.
- * No AUTH is sent. Returns 0 or -EINVAL. The owning thread. */
+ * No HELLO and no AUTH is sent (no compression on it). Returns 0 or
+ * -EINVAL. The owning thread. */
 int msgclient_adopt(struct msgclient *c, int fd);
 
 /* Closes the connection. Requests still waiting for replies are answered with
@@ -160,9 +178,10 @@ int msgclient_flush(struct msgclient *c);
  * reply, or the connection-level error, after which the connection is
  * closed), -ETIMEDOUT, -EINTR (a signal arrived), -ECONNRESET (the connection
  * was lost: once for each request that was owed a reply), -EPROTO (the server
- * broke the framing; the connection is closed), -ENOMSG (no request is
- * waiting). *reply is filled only for 0 and MSGCLIENT_ERROR_REPLY. The
- * owning thread. */
+ * broke the framing, or sent a compressed payload that does not decompress,
+ * or would decompress past max_frame; the connection is closed), -ENOMSG
+ * (no request is waiting). *reply is filled only for 0 and
+ * MSGCLIENT_ERROR_REPLY. The owning thread. */
 int msgclient_recv(struct msgclient *c, struct msgclient_reply *reply);
 
 /* msgclient_send, then msgclient_recv: returns what msgclient_recv returns,
@@ -241,6 +260,16 @@ uint64_t msgclient_dead_declared(const struct msgclient *c);
 /* Bytes received on the current connection (or the last one, once it is
  * gone): 0 means the server never said anything on it. */
 uint64_t msgclient_conn_bytes_in(const struct msgclient *c);
+/* The codec HELLO agreed on the current connection: "zstd", "deflate", or
+ * "none" (also without HELLO, and once the connection is gone). */
+const char *msgclient_codec(const struct msgclient *c);
+/* The server's HELLO reply on the current connection (key=value lines,
+ * NUL-terminated, owned by c), or NULL when no HELLO was answered on it. */
+const char *msgclient_hello_reply(const struct msgclient *c);
+/* Over the client's life: requests sent compressed, and replies and pushes
+ * received compressed (decompressed before anything else saw them). */
+uint64_t msgclient_compressed_sent(const struct msgclient *c);
+uint64_t msgclient_compressed_received(const struct msgclient *c);
 
 /* The wait before reconnect attempt `attempt` (0 = the first): the step
  * cap = min(max_ms, initial_ms * 2^attempt), then a uniformly random value in

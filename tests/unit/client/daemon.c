@@ -262,6 +262,10 @@ static int write_config(struct daemon *d, const struct daemon_opts *o)
             "[diagnostics]\ndelay_command = %s\n",
             o->port, o->max_frame ? o->max_frame : "1M", o->heartbeat_ms, o->idle_ms,
             o->drain_ms ? o->drain_ms : 2000, o->delay_command ? "on" : "off");
+    if (o->compress)
+        fprintf(f, "\n[msg]\ncompress = %s\n", o->compress);
+    if (o->compress_min)
+        fprintf(f, "\n[msg]\ncompress_min = %s\n", o->compress_min);
     if (fclose(f) != 0) {
         set_err(d, "cannot write %s: %s", d->config_path, strerror(errno));
         return -1;

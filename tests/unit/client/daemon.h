@@ -24,6 +24,8 @@ struct daemon_opts {
     int drain_ms;           /* [timeouts] drain_timeout; 0: 2000 */
     const char *max_frame;  /* [msg] max_frame; NULL: "1M" */
     bool delay_command;     /* [diagnostics] delay_command = on */
+    const char *compress;   /* [msg] compress; NULL: the default (zstd, deflate) */
+    const char *compress_min; /* [msg] compress_min; NULL: the default (1K) */
 };
 
 struct daemon {

@@ -1035,6 +1035,95 @@ TEST(auth_failure_is_an_error_reply)
     close(f.listen_fd);
 }
 
+/* ---- HELLO against servers that answer it oddly -------------------------------- */
+
+static void *hello_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[512];
+    uint32_t cmd;
+    for (int round = 0; round < 3; round++) {
+        int fd = accept_wait(f->listen_fd);
+        if (fd < 0)
+            return fake_fail(f, "no connection"), NULL;
+        long n = read_frame(fd, &cmd, buf, sizeof buf - 1);
+        if (n < 0 || cmd != MSG_CMD_HELLO) {
+            close(fd);
+            return fake_fail(f, "expected HELLO first"), NULL;
+        }
+        buf[n] = '\0';
+        if (strncmp((char *)buf, "client=msgclient/", 17) != 0 ||
+            !strstr((char *)buf, "\ncompress=zstd,deflate\n"))
+            fake_fail(f, "HELLO without client= and compress=zstd,deflate");
+        if (round == 0) {           /* a server older than HELLO */
+            write_error(fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_HELLO,
+                        MSG_ERR_UNKNOWN_COMMAND, "unknown command 6");
+            n = read_frame(fd, &cmd, buf, sizeof buf);
+            if (n != 300 || cmd != MSG_CMD_ECHO)
+                fake_fail(f, "expected a plain 300-byte ECHO");
+            else
+                write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, buf, (size_t)n);
+        } else if (round == 1) {    /* a codec nobody offered */
+            static const char r1[] = "server=x\ncompress=lz4\n";
+            write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_HELLO, r1, sizeof r1 - 1);
+        } else {                    /* zstd agreed, then a reply that is not zstd */
+            static const char r2[] = "server=x\ncompress=zstd\ncompress_min=64\n";
+            write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_HELLO, r2, sizeof r2 - 1);
+            n = read_frame(fd, &cmd, buf, sizeof buf);
+            if (n < 0 || cmd != (MSG_CMD_ECHO | MSG_FLAG_COMPRESSED) || n >= 300)
+                fake_fail(f, "expected a compressed ECHO");
+            write_frame(fd, MSG_FLAG_REPLY | MSG_FLAG_COMPRESSED | MSG_CMD_ECHO, "garbage", 7);
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        poll(&pfd, 1, WAIT_MS);     /* until the client closes */
+        close(fd);
+    }
+    return NULL;
+}
+
+TEST(hello_old_server_unoffered_codec_and_garbage)
+{
+    struct fake f;
+    int port;
+    f.listen_fd = listen_loopback(&port);
+    pthread_t t;
+    run_fake(&f, hello_server, &t);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    o.compress = " zstd, deflate ";
+    struct msgclient *c = msgclient_new(&o);
+    CHECK(c != NULL);
+    uint8_t text[300];
+    memset(text, 'a', sizeof text);
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+
+    CHECK_EQ(msgclient_connect(c, NULL), 0);        /* HELLO refused: plain */
+    CHECK_STR(msgclient_codec(c), "none");
+    CHECK(msgclient_hello_reply(c) == NULL);
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, text, sizeof text, &r), 0);
+    CHECK_EQ(r.len, sizeof text);
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_compressed_sent(c), 0);
+
+    CHECK_EQ(msgclient_connect(c, NULL), -EPROTO);  /* lz4 was not offered */
+    CHECK(strstr(msgclient_error(c), "lz4") != NULL);
+    CHECK(!msgclient_connected(c));
+
+    CHECK_EQ(msgclient_connect(c, NULL), 0);
+    CHECK_STR(msgclient_codec(c), "zstd");
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, text, sizeof text, &r), -EPROTO);
+    CHECK(strstr(msgclient_error(c), "does not decompress") != NULL);
+    CHECK(!msgclient_connected(c));
+    CHECK_EQ(msgclient_compressed_sent(c), 1);
+    msgclient_free(c);
+    join_fake(&f, t);
+    close(f.listen_fd);
+}
+
 /* ---- the client's own heartbeat: a dead server, a quiet live one ---------------- */
 
 static int64_t mono_ms(void)

@@ -837,6 +837,224 @@ TEST(publish_reaches_subscriber_as_message)
     stop_daemon(&d);
 }
 
+/* ---- 6. HELLO and compression ------------------------------------------------ */
+
+/* n bytes of text that compresses well (words from a short list, a counter
+ * now and then). */
+static uint8_t *compressible(size_t n, unsigned salt)
+{
+    static const char *const words[] = {"alpha", "beta", "gamma", "delta", "msgd", "reactor",
+                                        "frame", "payload", "zstd", "deflate", "the", "of"};
+    uint8_t *p = malloc(n);
+    CHECK(p != NULL);
+    size_t at = 0;
+    unsigned x = salt * 2654435761u + 1;
+    while (at < n) {
+        char w[32];
+        x = x * 1103515245u + 12345u;
+        int k = x % 16 == 0 ? snprintf(w, sizeof w, "%u ", x % 1000)
+                            : snprintf(w, sizeof w, "%s ", words[(x >> 8) % 12]);
+        for (int i = 0; i < k && at < n; i++)
+            p[at++] = (uint8_t)w[i];
+    }
+    return p;
+}
+
+static struct msgclient *new_compress_client(int port, const char *codecs, uint32_t max_frame,
+                                             bool reconnect)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    o.connect_timeout_ms = daemon_ms(5000);
+    o.timeout_ms = daemon_ms(10000);
+    o.compress = codecs;
+    o.reconnect = reconnect;
+    o.backoff_initial_ms = 1;
+    o.backoff_max_ms = 10;
+    if (max_frame)
+        o.max_frame = max_frame;
+    struct msgclient *c = msgclient_new(&o);
+    CHECK(c != NULL);
+    int rc = msgclient_connect(c, NULL);
+    if (rc != 0)
+        TEST_FAIL("connect with compress=%s: %d (%s)", codecs, rc, msgclient_error(c));
+    return c;
+}
+
+/* Both codecs both ways: HELLO agrees the codec, a big compressible ECHO
+ * goes compressed (the server decompressed it: STATS) and comes back
+ * compressed, small and incompressible payloads go plain. */
+TEST(hello_and_compression_both_codecs)
+{
+    struct daemon d;
+    start_daemon(&d, &(struct daemon_opts){.max_frame = "1M", .compress_min = "512"});
+    static const char *const codecs[] = {"zstd", "deflate"};
+    for (int k = 0; k < 2; k++) {
+        struct msgclient *c = new_compress_client(d.port, codecs[k], 0, false);
+        CHECK_STR(msgclient_codec(c), codecs[k]);
+        const char *hello = msgclient_hello_reply(c);
+        CHECK(hello != NULL);
+        CHECK(strstr(hello, "server=msgd/") != NULL);
+        CHECK(strstr(hello, "compress_min=512\n") != NULL);
+        long long dec0 = stat_of(c, "decompressions");
+        /* (STATS replies may come compressed too: count around each ECHO) */
+        uint64_t in0 = msgclient_compressed_received(c);
+
+        size_t n = 64 * 1024;
+        uint8_t *big = compressible(n, (unsigned)k);
+        echo_ok(c, big, n);
+        CHECK_EQ(msgclient_compressed_sent(c), 1);
+        CHECK_EQ(msgclient_compressed_received(c), in0 + 1);
+        CHECK_EQ(stat_of(c, "decompressions"), dec0 + 1);
+
+        /* below compress_min: plain both ways */
+        in0 = msgclient_compressed_received(c);
+        echo_ok(c, big, 511);
+        CHECK_EQ(msgclient_compressed_sent(c), 1);
+        CHECK_EQ(msgclient_compressed_received(c), in0);
+        /* incompressible: plain both ways */
+        uint8_t rnd[4096];
+        uint64_t x = 0x9E3779B97F4A7C15ull + (uint64_t)k;
+        for (size_t i = 0; i < sizeof rnd; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            rnd[i] = (uint8_t)(x >> 24);
+        }
+        echo_ok(c, rnd, sizeof rnd);
+        CHECK_EQ(msgclient_compressed_sent(c), 1);
+        CHECK_EQ(msgclient_compressed_received(c), in0);
+        CHECK_EQ(stat_of(c, "decompressions"), dec0 + 1);
+
+        /* pipelined: replies in order, each decompressed */
+        in0 = msgclient_compressed_received(c);
+        for (unsigned i = 0; i < 8; i++) {
+            uint8_t *p = compressible(n - i, 100 + i);
+            CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, p, n - i), 0);
+            free(p);
+        }
+        for (unsigned i = 0; i < 8; i++) {
+            struct msgclient_reply r;
+            memset(&r, 0, sizeof r);
+            CHECK_EQ(msgclient_recv(c, &r), 0);
+            CHECK_EQ(r.command, REPLY(MSG_CMD_ECHO));
+            uint8_t *p = compressible(n - i, 100 + i);
+            CHECK_EQ(r.len, n - i);
+            CHECK_MEM(r.payload, p, n - i);
+            free(p);
+            msgclient_reply_free(&r);
+        }
+        CHECK_EQ(msgclient_compressed_sent(c), 9);
+        CHECK_EQ(msgclient_compressed_received(c), in0 + 8);
+        free(big);
+        msgclient_free(c);
+    }
+    stop_daemon(&d);
+}
+
+/* MESSAGE pushes come compressed (deflate for a subscriber whose PUBLISHer
+ * uses zstd) and are decompressed; a reconnect sends
+ * HELLO again; a decompressed size past the client's max_frame drops the
+ * connection (-EPROTO), nothing past it allocated. */
+TEST(compressed_pushes_reconnect_and_bound)
+{
+    struct daemon d;
+    start_daemon(&d, &(struct daemon_opts){.max_frame = "1M"});
+    struct msgclient *sub = new_compress_client(d.port, "deflate,zstd", 0, true);
+    struct msgclient *pub = new_compress_client(d.port, "zstd", 0, false);
+    CHECK_STR(msgclient_codec(sub), "deflate"); /* the first of the client's list */
+    struct msgclient_reply r;
+    call_ok(sub, MSG_CMD_SUBSCRIBE, "z", 1, &r);
+    msgclient_reply_free(&r);
+
+    size_t n = 32 * 1024;
+    uint8_t *msg = compressible(n + 2, 7);
+    msg[0] = 1;
+    msg[1] = 'z';
+    call_ok(pub, MSG_CMD_PUBLISH, msg, n + 2, &r);
+    CHECK_EQ(msg_get_u32(r.payload), 1);
+    msgclient_reply_free(&r);
+    CHECK_EQ(msgclient_compressed_sent(pub), 1);
+    struct msgclient_message m;
+    memset(&m, 0, sizeof m);
+    int rc = msgclient_recv_message(sub, &m, daemon_ms(10000));
+    if (rc != 0)
+        TEST_FAIL("recv_message: %d (%s)", rc, msgclient_error(sub));
+    CHECK_EQ(m.topic_len, 1);
+    CHECK_EQ(m.data_len, n);
+    CHECK_MEM(m.data, msg + 2, n);
+    msgclient_message_free(&m);
+    CHECK_EQ(msgclient_compressed_received(sub), 1);
+
+    /* a reconnect: HELLO again, compression still on */
+    msgclient_close(sub);
+    CHECK_STR(msgclient_codec(sub), "none");
+    echo_ok(sub, msg, n);
+    CHECK_EQ(msgclient_reconnects(sub), 1);
+    CHECK_STR(msgclient_codec(sub), "deflate");
+    CHECK_EQ(msgclient_compressed_sent(sub), 1);
+    CHECK_EQ(msgclient_compressed_received(sub), 2);
+
+    /* the client's max_frame bounds what it decompresses */
+    struct msgclient *small = new_compress_client(d.port, "zstd", 16 * 1024, false);
+    memset(&r, 0, sizeof r);
+    rc = msgclient_call(small, MSG_CMD_ECHO, msg, n, &r);
+    if (rc != -EPROTO)
+        TEST_FAIL("ECHO decompressing to %zu bytes past max_frame 16K: %d (%s), expected -EPROTO",
+                  n, rc, msgclient_error(small));
+    CHECK(strstr(msgclient_error(small), "past max_frame") != NULL);
+    CHECK(!msgclient_connected(small));
+    msgclient_free(small);
+    free(msg);
+    msgclient_free(sub);
+    msgclient_free(pub);
+    stop_daemon(&d);
+}
+
+/* A server without codecs answers compress=none and is used plainly; so is
+ * a client offering none; an unknown codec name is refused up front. */
+TEST(compression_refused_or_not_offered)
+{
+    struct daemon d;
+    start_daemon(&d, &(struct daemon_opts){.max_frame = "1M", .compress = ""});
+    struct msgclient *c = new_compress_client(d.port, "zstd,deflate", 0, false);
+    CHECK_STR(msgclient_codec(c), "none");
+    CHECK(strstr(msgclient_hello_reply(c), "compress=none\n") != NULL);
+    uint8_t *big = compressible(20000, 3);
+    echo_ok(c, big, 20000);
+    CHECK_EQ(msgclient_compressed_sent(c), 0);
+    CHECK_EQ(msgclient_compressed_received(c), 0);
+    msgclient_free(c);
+    stop_daemon(&d);
+
+    struct daemon d2;
+    start_daemon(&d2, NULL);
+    c = new_compress_client(d2.port, "none", 0, false);
+    CHECK_STR(msgclient_codec(c), "none");
+    CHECK(msgclient_hello_reply(c) != NULL);
+    echo_ok(c, big, 20000);
+    CHECK_EQ(msgclient_compressed_received(c), 0);
+    msgclient_free(c);
+    /* no compress option: no HELLO at all */
+    c = connect_client(d2.port, NULL);
+    CHECK(msgclient_hello_reply(c) == NULL);
+    CHECK_STR(msgclient_codec(c), "none");
+    msgclient_free(c);
+    stop_daemon(&d2);
+    free(big);
+
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = "127.0.0.1:1";
+    o.compress = "zstd,lz4";
+    errno = 0;
+    CHECK(msgclient_new(&o) == NULL);
+    CHECK_EQ(errno, EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
