@@ -60,7 +60,12 @@ static void handle_compressed(struct pipeline *pl, uint32_t cmd, const uint8_t *
     size_t max = cfg->max_frame;
     if (cfg->ntokens > 0 && !proto_msg_authed(pl) && max > PROTO_MSG_PREAUTH_MAX)
         max = PROTO_MSG_PREAUTH_MAX;
+    /* The room comes from the reactor's pool and goes back to it: a fresh
+     * buffer per request would be mmap'd and munmap'd each time (past 16
+     * KiB), and the TLB shootdowns of munmap cost more than zstd itself. */
     struct buffer plain = BUFFER_INIT;
+    size_t guess = len < max / 8 ? len * 8 : max;
+    buffer_pool_get_fit(pl->env->bufs, &plain, guess < 4096 ? 4096 : guess);
     long n = proto_msg_decompress(pl, p, len, max, &plain);
     if (n == -EFBIG) {
         stats_add(pl->env->stats, STATS_CLOSED_VIOLATION, 1);
@@ -73,6 +78,8 @@ static void handle_compressed(struct pipeline *pl, uint32_t cmd, const uint8_t *
         static const uint8_t none[1];
         handle_request(pl, cmd & ~MSG_FLAG_COMPRESSED, n ? buffer_peek(&plain) : none, (size_t)n);
     }
+    buffer_consume(&plain, buffer_readable(&plain));
+    buffer_pool_put(pl->env->bufs, &plain);
     buffer_free(&plain);
 }
 
