@@ -21,6 +21,7 @@
 
 #include "buffer.h"
 #include "client/msgclient.h"
+#include "codec.h"
 #include "msg.h"
 
 #define NS_PER_S 1000000000ull
@@ -85,6 +86,9 @@ struct bench_config {
     size_t to_len;
     double timeout;                /* seconds without an answer before giving up */
     bool json;
+    bool text;                     /* --payload text: compressible words, not random bytes */
+    const char *compress_arg;      /* --compress as given; NULL: no HELLO */
+    struct codec_list compress;    /* --compress parsed: codecs HELLO offers */
     uint32_t max_frame;            /* largest frame accepted from the server */
     uint64_t start_ns;
 };
@@ -146,11 +150,37 @@ static uint64_t pattern_key(int conn_index, uint64_t seq)
 
 static uint8_t *pattern_tmpl; /* cfg.size bytes, read-only once the threads run */
 
+/* --payload text: words from a short list with a number now and then, about
+ * what a log line or a JSON document compresses to (zstd level 1: ~4x). */
+static void pattern_text(uint8_t *p, size_t size)
+{
+    static const char *const words[] = {
+        "the", "of", "and", "message", "server", "client", "reactor", "payload", "frame",
+        "connection", "request", "reply", "status", "ok", "error", "timeout", "user", "id",
+        "topic", "level", "info", "debug", "value", "count", "time", "node", "queue", "data"};
+    size_t at = 0;
+    uint64_t w = 0x9E3779B97F4A7C15ull;
+    while (at < size) {
+        char tok[32];
+        w = mix64(w);
+        int k = w % 8 == 0 ? snprintf(tok, sizeof tok, "%u ", (unsigned)(w >> 32) % 100000)
+                           : snprintf(tok, sizeof tok, "%s%s",
+                                      words[(w >> 8) % (sizeof words / sizeof words[0])],
+                                      (w >> 16) % 12 == 0 ? "\n" : " ");
+        for (int i = 0; i < k && at < size; i++)
+            p[at++] = (uint8_t)tok[i];
+    }
+}
+
 static int pattern_init(size_t size)
 {
     pattern_tmpl = malloc(size ? size : 1);
     if (!pattern_tmpl)
         return -ENOMEM;
+    if (cfg.text) {
+        pattern_text(pattern_tmpl, size);
+        return 0;
+    }
     uint64_t w = 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < size; i++) {
         if (i % 8 == 0)
@@ -308,6 +338,9 @@ struct bench_conn {
     bool dead;
     bool goaway;
     bool auth_pending;             /* AUTH sent, its reply not read yet */
+    bool hello_pending;            /* HELLO sent, its reply not read yet */
+    enum codec_id codec;           /* what HELLO agreed */
+    size_t compress_min;           /* the server's, from HELLO */
     uint64_t last_rx;              /* last progress: a byte received, the connect
                                     * started, or the first owed reply queued (ns) */
 };
@@ -332,6 +365,9 @@ struct bench_thread {
      * nothing queued (conn_read_cb): requests are built in memory that stays
      * hot in the cache instead of in one buffer per connection. */
     struct buffer scratch;
+    struct codec_ctx *zctx;        /* --compress: this thread's codec state */
+    struct buffer zplain;          /* a request's payload before compression */
+    struct buffer zin;             /* a reply's payload after decompression */
     ev_timer rate_timer;
     ev_timer deadline_timer;
     ev_timer tick_timer;
@@ -344,6 +380,8 @@ struct bench_thread {
     uint64_t server_pings;
     uint64_t messages;
     uint64_t delivers;             /* DELIVER pushes received (well formed) */
+    uint64_t compressed_out;       /* requests sent compressed */
+    uint64_t compressed_in;        /* frames received compressed */
     uint64_t connected;            /* connections that came up */
     uint64_t finish_ns;
     struct hist hist;
@@ -476,6 +514,52 @@ static void conn_flush(struct bench_conn *c)
     buffer_shrink(&c->out, 1 << 20);
 }
 
+/* A msg request's payload: the command's prefix (pre bytes), then the
+ * pattern for key. */
+static void payload_fill(uint8_t *p, size_t pre, uint64_t key)
+{
+    if (cfg.cmd == BCMD_DELAY) {
+        msg_put_u32(p, cfg.delay_ms);
+    } else if (cfg.cmd == BCMD_PUBLISH) {
+        p[0] = (uint8_t)strlen(BENCH_TOPIC);
+        memcpy(p + 1, BENCH_TOPIC, strlen(BENCH_TOPIC));
+    } else if (cfg.cmd == BCMD_DIRECT) {
+        msgclient_encode_direct(p, pre, cfg.to, cfg.to_len, NULL, 0); /* the message follows */
+    }
+    pattern_fill(p + pre, cfg.size, key);
+}
+
+/* Appends a request compressed with c's codec (plain when that is not
+ * smaller). Returns 0 or -ENOMEM. */
+static int conn_issue_compressed(struct bench_conn *c, size_t pre, uint64_t key)
+{
+    struct bench_thread *th = c->th;
+    size_t len = pre + cfg.size;
+    buffer_consume(&th->zplain, buffer_readable(&th->zplain));
+    if (buffer_reserve(&th->zplain, len) < 0)
+        return -ENOMEM;
+    payload_fill(buffer_tail(&th->zplain), pre, key);
+    buffer_commit(&th->zplain, len);
+    size_t at = buffer_readable(&c->out);
+    if (buffer_reserve(&c->out, MSG_HEADER_LEN + codec_bound(c->codec, len)) < 0)
+        return -ENOMEM;
+    buffer_commit(&c->out, MSG_HEADER_LEN);
+    long n = codec_compress(th->zctx, c->codec, 1, buffer_peek(&th->zplain), len, &c->out);
+    if (n == -ENOMEM)
+        return -ENOMEM;
+    uint32_t word = cmd_number(cfg.cmd);
+    if (n < 0 || (size_t)n >= len) {        /* not smaller: plain */
+        c->out.wpos = c->out.rpos + at + MSG_HEADER_LEN;
+        buffer_append(&c->out, buffer_peek(&th->zplain), len);
+        n = (long)len;
+    } else {
+        word |= MSG_FLAG_COMPRESSED;
+        th->compressed_out++;
+    }
+    msg_header_encode(buffer_peek(&c->out) + at, word, (uint32_t)n);
+    return 0;
+}
+
 /* Appends one request to c's output and its in-flight queue. */
 static int conn_issue(struct bench_conn *c, uint64_t t0)
 {
@@ -495,21 +579,17 @@ static int conn_issue(struct bench_conn *c, uint64_t t0)
             pre = 1 + strlen(BENCH_TOPIC);
         else if (cfg.cmd == BCMD_DIRECT)
             pre = 1 + cfg.to_len;
-        if (buffer_reserve(&c->out, MSG_HEADER_LEN + pre + s) < 0)
-            return -ENOMEM;
-        uint8_t *p = buffer_tail(&c->out);
-        msg_header_encode(p, cmd_number(cfg.cmd), (uint32_t)(pre + s));
-        p += MSG_HEADER_LEN;
-        if (cfg.cmd == BCMD_DELAY) {
-            msg_put_u32(p, cfg.delay_ms);
-        } else if (cfg.cmd == BCMD_PUBLISH) {
-            p[0] = (uint8_t)strlen(BENCH_TOPIC);
-            memcpy(p + 1, BENCH_TOPIC, strlen(BENCH_TOPIC));
-        } else if (cfg.cmd == BCMD_DIRECT) {
-            msgclient_encode_direct(p, pre, cfg.to, cfg.to_len, NULL, 0); /* the message follows */
+        if (c->codec != CODEC_NONE && pre + s >= c->compress_min) {
+            if (conn_issue_compressed(c, pre, key) < 0)
+                return -ENOMEM;
+        } else {
+            if (buffer_reserve(&c->out, MSG_HEADER_LEN + pre + s) < 0)
+                return -ENOMEM;
+            uint8_t *p = buffer_tail(&c->out);
+            msg_header_encode(p, cmd_number(cfg.cmd), (uint32_t)(pre + s));
+            payload_fill(p + MSG_HEADER_LEN, pre, key);
+            buffer_commit(&c->out, MSG_HEADER_LEN + pre + s);
         }
-        pattern_fill(p + pre, s, key);
-        buffer_commit(&c->out, MSG_HEADER_LEN + pre + s);
     }
     if (inflight_push(c, seq, t0) < 0)
         return -ENOMEM;
@@ -524,7 +604,7 @@ static bool conn_can_issue(const struct bench_conn *c)
 {
     if (c->dead || c->goaway)
         return false;
-    return c->th->rate > 0 || (!c->auth_pending && !c->connecting);
+    return c->th->rate > 0 || (!c->auth_pending && !c->hello_pending && !c->connecting);
 }
 
 /* Closed loop: keeps the pipeline of c full while there is work left. */
@@ -550,11 +630,50 @@ static void conn_refill(struct bench_conn *c)
     }
 }
 
+/* The value of key in HELLO's key=value lines, or NULL (*vlen its length). */
+static const uint8_t *hello_value(const uint8_t *p, size_t len, const char *key, size_t *vlen)
+{
+    size_t klen = strlen(key), i = 0;
+    while (i < len) {
+        const uint8_t *nl = memchr(p + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - p) : len;
+        if (end - i > klen && p[i + klen] == '=' && memcmp(p + i, key, klen) == 0) {
+            *vlen = end - i - klen - 1;
+            return p + i + klen + 1;
+        }
+        i = end + 1;
+    }
+    return NULL;
+}
+
+/* Takes the codec and compress_min from HELLO's reply. */
+static void hello_apply(struct bench_conn *c, const uint8_t *p, size_t len)
+{
+    size_t vlen;
+    const uint8_t *v = hello_value(p, len, "compress", &vlen);
+    c->codec = v ? codec_by_name((const char *)v, vlen) : CODEC_NONE;
+    c->compress_min = 1024;
+    v = hello_value(p, len, "compress_min", &vlen);
+    if (v && vlen > 0 && vlen < 20) {
+        char num[24];
+        memcpy(num, v, vlen);
+        num[vlen] = '\0';
+        c->compress_min = (size_t)strtoull(num, NULL, 10);
+    }
+}
+
 /* One msg-protocol reply for the head request. */
 static void conn_msg_reply(struct bench_conn *c, uint32_t cmd, const uint8_t *p, size_t len)
 {
     struct bench_thread *th = c->th;
     uint32_t want = cmd_number(cfg.cmd);
+    if (c->hello_pending) {
+        /* HELLO's reply (an error reply: a server older than HELLO, no codec) */
+        c->hello_pending = false;
+        if (cmd == (MSG_FLAG_REPLY | MSG_CMD_HELLO))
+            hello_apply(c, p, len);
+        return;
+    }
     if (c->auth_pending) {
         c->auth_pending = false;
         if (cmd == (MSG_FLAG_REPLY | MSG_CMD_AUTH))
@@ -611,11 +730,26 @@ static void conn_msg_input(struct bench_conn *c)
         }
         const uint8_t *p = buffer_peek(&c->in) + MSG_HEADER_LEN;
         uint32_t cmd = h.command;
+        size_t len = h.length;
+        if (cmd & MSG_FLAG_COMPRESSED) {
+            buffer_consume(&th->zin, buffer_readable(&th->zin));
+            long n = c->codec == CODEC_NONE ? -EBADMSG :
+                     codec_decompress(th->zctx, c->codec, p, len, cfg.max_frame, &th->zin);
+            if (n < 0) {
+                th->errors[ERR_PROTOCOL]++;
+                conn_kill(c, ERR_CLOSED);
+                return;
+            }
+            th->compressed_in++;
+            cmd &= ~MSG_FLAG_COMPRESSED;
+            p = buffer_peek(&th->zin);
+            len = (size_t)n;
+        }
         if (cmd == MSG_CMD_PING) {
             uint8_t hdr[MSG_HEADER_LEN];
-            msg_header_encode(hdr, MSG_FLAG_REPLY | MSG_CMD_PING, h.length);
+            msg_header_encode(hdr, MSG_FLAG_REPLY | MSG_CMD_PING, (uint32_t)len);
             if (buffer_append(&c->out, hdr, sizeof hdr) < 0 ||
-                buffer_append(&c->out, p, h.length) < 0) {
+                buffer_append(&c->out, p, len) < 0) {
                 conn_kill(c, ERR_CLOSED);
                 return;
             }
@@ -625,7 +759,7 @@ static void conn_msg_input(struct bench_conn *c)
         } else if (cmd == MSG_CMD_DELIVER) {
             /* u8 sender length (0: none), sender, message: a length past
              * the end is a wrong frame from the server */
-            if (h.length >= 1 && 1 + (size_t)p[0] <= h.length)
+            if (len >= 1 && 1 + (size_t)p[0] <= len)
                 th->delivers++;
             else
                 th->errors[ERR_BAD_REPLY]++;
@@ -634,11 +768,11 @@ static void conn_msg_input(struct bench_conn *c)
                 th->errors[ERR_GOAWAY]++;
             c->goaway = true;
         } else if (cmd == MSG_CONN_ERROR) {
-            uint32_t code = h.length >= 4 ? msg_get_u32(p) : 0;
+            uint32_t code = len >= 4 ? msg_get_u32(p) : 0;
             th->errors[code >= 1 && code <= MSG_ERR_MAX ? (int)code : ERR_OTHER_CODE]++;
             c->goaway = true;           /* the close that follows is not news */
         } else if (cmd & MSG_FLAG_REPLY) {
-            conn_msg_reply(c, cmd, p, h.length);
+            conn_msg_reply(c, cmd, p, len);
         } else {
             th->errors[ERR_BAD_REPLY]++; /* a push we do not know */
         }
@@ -814,6 +948,23 @@ static void conn_start(struct bench_conn *c)
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     c->rio.data = c;
     c->wio.data = c;
+    if (cfg.compress_arg && cfg.proto == PROTO_MSG) {
+        char hello[128];
+        int hl = snprintf(hello, sizeof hello, "client=msgbench\ncompress=");
+        for (int i = 0; i < cfg.compress.n; i++)
+            hl += snprintf(hello + hl, sizeof hello - (size_t)hl, "%s%s", i ? "," : "",
+                           codec_name((enum codec_id)cfg.compress.id[i]));
+        hl += snprintf(hello + hl, sizeof hello - (size_t)hl, "\n");
+        uint8_t h[MSG_HEADER_LEN];
+        msg_header_encode(h, MSG_CMD_HELLO, (uint32_t)hl);
+        if (buffer_append(&c->out, h, sizeof h) < 0 ||
+            buffer_append(&c->out, hello, (size_t)hl) < 0) {
+            th->errors[ERR_CONNECT]++;
+            conn_kill(c, -1);
+            return;
+        }
+        c->hello_pending = true;
+    }
     if (cfg.token && cfg.proto == PROTO_MSG) {
         uint8_t h[MSG_HEADER_LEN];
         size_t tl = strlen(cfg.token);
@@ -914,11 +1065,12 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t limit = (uint64_t)(cfg.timeout * 1e9);
     for (int i = 0; i < th->nconns; i++) {
         struct bench_conn *c = &th->conns[i];
-        if (c->dead || (c->qlen == 0 && !c->connecting && !c->auth_pending))
+        if (c->dead || (c->qlen == 0 && !c->connecting && !c->auth_pending &&
+                        !c->hello_pending))
             continue;
         if (now - c->last_rx < limit)
             continue;
-        if (c->connecting || c->auth_pending)
+        if (c->connecting || c->auth_pending || c->hello_pending)
             th->errors[ERR_CONNECT]++;
         conn_kill(c, ERR_TIMEOUT);
     }
@@ -930,6 +1082,11 @@ static void *thread_main(void *arg)
 {
     struct bench_thread *th = arg;
     th->live = th->nconns;
+    if (cfg.compress_arg && !(th->zctx = codec_ctx_new())) {
+        for (int i = 0; i < th->nconns; i++)
+            conn_kill(&th->conns[i], -1);
+        th->finished = true;
+    }
     for (int i = 0; i < th->nconns && !th->finished; i++)
         conn_start(&th->conns[i]);
     ev_now_update(th->loop);            /* the connects took time: timers count from now */
@@ -981,7 +1138,8 @@ static void usage(FILE *f)
         "                [-t THREADS] [-c CONNECTIONS] [-P PIPELINE] [-s BYTES]\n"
         "                [-d SECONDS | -n REQUESTS] [--rate N]\n"
         "                [--cmd echo|ping|delay|publish|direct] [--to IDENTITY]\n"
-        "                [--protocol msg|echo] [--json] [--delay-ms N] [--timeout SECONDS]\n"
+        "                [--protocol msg|echo] [--compress CODEC] [--payload random|text]\n"
+        "                [--json] [--delay-ms N] [--timeout SECONDS]\n"
         "\n"
         "  -h HOST           server host (default 127.0.0.1)\n"
         "  -p PORT           server port (default 7700)\n"
@@ -1007,6 +1165,13 @@ static void usage(FILE *f)
         "                    DELIVERs received are counted in the summary\n"
         "  --delay-ms N      the DELAY command's milliseconds (default 0)\n"
         "  --protocol P      msg (default), or echo: raw RFC 862 ping-pong of -s bytes\n"
+        "  --compress CODEC  send HELLO offering CODEC (zstd, deflate, a list such as\n"
+        "                    zstd,deflate, or none) first on each connection; with a codec\n"
+        "                    agreed, requests of at least the server's compress_min go\n"
+        "                    compressed (level 1) and compressed replies are decompressed\n"
+        "                    and checked. Bytes sent/received count what is on the wire\n"
+        "  --payload KIND    random (default: incompressible bytes) or text (words, about\n"
+        "                    4x compressible with zstd level 1)\n"
         "  --timeout SECONDS give up on a connection that answers nothing this long (default 10)\n"
         "  --json            print the summary as one JSON object on stdout\n"
         "  --help            print this and exit\n"
@@ -1084,6 +1249,7 @@ static int resolve(const char *host, unsigned port, const char *unix_path)
 struct bench_totals {
     uint64_t answered, ok, errors[ERR_KINDS], error_sum, bytes_out, bytes_in;
     uint64_t server_pings, messages, delivers, connected, issued;
+    uint64_t compressed_out, compressed_in;
     double elapsed;
     struct hist hist;
 };
@@ -1103,6 +1269,18 @@ static void print_json_string(const char *s)
             putchar(ch);
     }
     putchar('"');
+}
+
+/* --compress as offered ("zstd,deflate"), or "none". */
+static const char *compress_text(void)
+{
+    static char buf[64];
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < cfg.compress.n; i++)
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s", i ? "," : "",
+                               codec_name((enum codec_id)cfg.compress.id[i]));
+    return at ? buf : "none";
 }
 
 static void report(const struct bench_totals *t)
@@ -1125,12 +1303,14 @@ static void report(const struct bench_totals *t)
         printf("\"duration_s\":%.6f,\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,"
                "\"requests_per_sec\":%.3f,\"mib_per_sec\":%.6f,\"bytes_sent\":%llu,"
                "\"bytes_received\":%llu,\"connections_made\":%llu,\"server_pings\":%llu,"
-               "\"delivers\":%llu,",
+               "\"delivers\":%llu,\"payload\":\"%s\",\"compress\":\"%s\","
+               "\"compressed_sent\":%llu,\"compressed_received\":%llu,",
                t->elapsed, (unsigned long long)t->answered, (unsigned long long)t->ok,
                (unsigned long long)t->error_sum, rps, mibs,
                (unsigned long long)t->bytes_out, (unsigned long long)t->bytes_in,
                (unsigned long long)t->connected, (unsigned long long)t->server_pings,
-               (unsigned long long)t->delivers);
+               (unsigned long long)t->delivers, cfg.text ? "text" : "random", compress_text(),
+               (unsigned long long)t->compressed_out, (unsigned long long)t->compressed_in);
         printf("\"latency_ms\":{");
         for (int i = 0; i < 4; i++)
             printf("\"%s\":%.6f,", qnames[i], ms(hist_quantile(h, qs[i])));
@@ -1149,8 +1329,9 @@ static void report(const struct bench_totals *t)
         printf("}}\n");
         return;
     }
-    printf("msgbench: %s %s to %s, %zu-byte payloads, %d connection%s on %d thread%s, ",
-           cfg.proto == PROTO_ECHO ? "raw" : "msg", what, cfg.addr_text, cfg.size, cfg.conns,
+    printf("msgbench: %s %s to %s, %zu-byte %spayloads, %d connection%s on %d thread%s, ",
+           cfg.proto == PROTO_ECHO ? "raw" : "msg", what, cfg.addr_text, cfg.size,
+           cfg.text ? "text " : "", cfg.conns,
            cfg.conns == 1 ? "" : "s", cfg.threads, cfg.threads == 1 ? "" : "s");
     if (cfg.rate > 0)
         printf("open loop at %.0f requests/s\n", cfg.rate);
@@ -1161,6 +1342,10 @@ static void report(const struct bench_totals *t)
            (unsigned long long)t->error_sum);
     printf("throughput: %.1f requests/s, %.2f MiB/s (sent %llu + received %llu bytes)\n", rps,
            mibs, (unsigned long long)t->bytes_out, (unsigned long long)t->bytes_in);
+    if (cfg.compress_arg)
+        printf("compress:   %s offered; %llu requests sent compressed, %llu replies and pushes "
+               "received compressed (bytes above are on the wire)\n", compress_text(),
+               (unsigned long long)t->compressed_out, (unsigned long long)t->compressed_in);
     printf("latency:   ");
     for (int i = 0; i < 4; i++)
         printf(" %s %.3f ms,", qlabels[i], ms(hist_quantile(h, qs[i])));
@@ -1203,7 +1388,7 @@ int main(int argc, char **argv)
     cfg.proto = PROTO_MSG;
     cfg.cmd = BCMD_ECHO;
     enum { OPT_HELP = 256, OPT_RATE, OPT_CMD, OPT_PROTOCOL, OPT_JSON, OPT_DELAY_MS, OPT_TIMEOUT,
-           OPT_TO };
+           OPT_TO, OPT_COMPRESS, OPT_PAYLOAD };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, OPT_HELP},
         {"rate", required_argument, NULL, OPT_RATE},
@@ -1213,6 +1398,8 @@ int main(int argc, char **argv)
         {"delay-ms", required_argument, NULL, OPT_DELAY_MS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"to", required_argument, NULL, OPT_TO},
+        {"compress", required_argument, NULL, OPT_COMPRESS},
+        {"payload", required_argument, NULL, OPT_PAYLOAD},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -1291,6 +1478,21 @@ int main(int argc, char **argv)
                 return usage_error("--protocol wants msg or echo, not '%s'", optarg);
             break;
         case OPT_JSON: cfg.json = true; break;
+        case OPT_COMPRESS:
+            cfg.compress_arg = optarg;
+            if (strcmp(optarg, "none") != 0 &&
+                codec_parse_list(optarg, strlen(optarg), true, &cfg.compress) < 0)
+                return usage_error("--compress wants zstd, deflate, none or a comma-separated "
+                                   "list, not '%s'", optarg);
+            break;
+        case OPT_PAYLOAD:
+            if (strcmp(optarg, "random") == 0)
+                cfg.text = false;
+            else if (strcmp(optarg, "text") == 0)
+                cfg.text = true;
+            else
+                return usage_error("--payload wants random or text, not '%s'", optarg);
+            break;
         case OPT_TO:
             if (strlen(optarg) < 1 || strlen(optarg) > 255)
                 return usage_error("--to wants an identity of 1..255 bytes, not '%s'", optarg);
@@ -1322,6 +1524,8 @@ int main(int argc, char **argv)
         return usage_error("%s", "-d and -n exclude each other");
     if (cfg.proto == PROTO_ECHO && have_cmd)
         return usage_error("%s", "--cmd is for --protocol msg");
+    if (cfg.proto == PROTO_ECHO && cfg.compress_arg)
+        return usage_error("%s", "--compress is for --protocol msg");
     if (cfg.proto == PROTO_ECHO && cfg.size == 0)
         return usage_error("%s", "--protocol echo needs -s of at least 1 byte");
     if (cfg.proto == PROTO_MSG && cfg.cmd == BCMD_PING && cfg.size > PING_MAX)
@@ -1463,6 +1667,8 @@ int main(int argc, char **argv)
         tot->server_pings += th->server_pings;
         tot->messages += th->messages;
         tot->delivers += th->delivers;
+        tot->compressed_out += th->compressed_out;
+        tot->compressed_in += th->compressed_in;
         tot->connected += th->connected;
         tot->issued += th->issued;
         hist_merge(&tot->hist, &th->hist);
@@ -1492,6 +1698,9 @@ int main(int argc, char **argv)
             buffer_free(&th->conns[i].out);
         }
         buffer_free(&th->scratch);
+        buffer_free(&th->zplain);
+        buffer_free(&th->zin);
+        codec_ctx_free(th->zctx);
         ev_loop_destroy(th->loop);
     }
     free(tot);

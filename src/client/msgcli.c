@@ -24,12 +24,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: msgcli [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN] [-t SECONDS]\n"
-        "              [--heartbeat SECONDS] [--dead-after SECONDS] [--attempts N] COMMAND [ARGS]\n"
+        "              [--heartbeat SECONDS] [--dead-after SECONDS] [--attempts N]\n"
+        "              [--compress CODEC] COMMAND [ARGS]\n"
         "\n"
         "commands:\n"
         "  ping             PING the server; prints PONG\n"
         "  echo TEXT        ECHO; prints the text that came back\n"
         "  stats            STATS; prints the server's counters, one per line\n"
+        "  hello            HELLO; prints the server's reply (key=value lines)\n"
         "  delay MS TEXT    DELAY (a worker job); prints TEXT after MS milliseconds\n"
         "  sub TOPIC...     SUBSCRIBE; prints \"TOPIC MESSAGE\" for each message until\n"
         "                   interrupted (Ctrl-C); reconnects and resubscribes if the\n"
@@ -63,6 +65,9 @@ static void usage(FILE *f)
         "                   drop the connection (default 3 heartbeats; 0: never)\n"
         "  --attempts N     connect attempts per reconnect of sub and listen, with\n"
         "                   back-off and jitter (default 8)\n"
+        "  --compress CODEC send HELLO offering CODEC (zstd, deflate, or a list such\n"
+        "                   as zstd,deflate, best first); with a codec agreed, payloads\n"
+        "                   of at least the server's compress_min go compressed both ways\n"
         "  --help           print this and exit\n"
         "\n"
         "exit status: 0 ok; 1 the server answered with an error (its code name and\n"
@@ -372,7 +377,8 @@ static int need_args(const char *cmd, int have, int min, int max)
 {
     if (have < min || (max >= 0 && have > max)) {
         fprintf(stderr, "%s: usage error: %s takes %s\n(try msgcli --help)\n", prog, cmd,
-                strcmp(cmd, "ping") == 0 || strcmp(cmd, "stats") == 0 ? "no arguments" :
+                strcmp(cmd, "ping") == 0 || strcmp(cmd, "stats") == 0 ||
+                strcmp(cmd, "hello") == 0 ? "no arguments" :
                 strcmp(cmd, "echo") == 0 ? "TEXT" :
                 strcmp(cmd, "delay") == 0 ? "MS TEXT" :
                 strcmp(cmd, "sub") == 0 ? "one or more TOPICs" :
@@ -389,11 +395,13 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *port = "7700", *unix_path = NULL, *token = NULL;
     double timeout_s = 5.0;
     double heartbeat_s = 30.0, dead_after_s = -1.0;   /* -1: 3 heartbeats */
+    const char *compress = NULL;
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'H'},
         {"heartbeat", required_argument, NULL, 'K'},
         {"dead-after", required_argument, NULL, 'D'},
         {"attempts", required_argument, NULL, 'N'},
+        {"compress", required_argument, NULL, 'Z'},
         {NULL, 0, NULL, 0},
     };
     signal(SIGPIPE, SIG_IGN);
@@ -431,6 +439,7 @@ int main(int argc, char **argv)
             reconnect_attempts = n;
             break;
         }
+        case 'Z': compress = optarg; break;
         case 'H': usage(stdout); return EXIT_OK;
         case ':':
             if (optopt && optopt < 256)
@@ -468,7 +477,7 @@ int main(int argc, char **argv)
     if (timeout_ms < 1)
         timeout_ms = 1;
     int call_timeout_ms = timeout_ms;
-    if (strcmp(cmd, "ping") == 0 || strcmp(cmd, "stats") == 0) {
+    if (strcmp(cmd, "ping") == 0 || strcmp(cmd, "stats") == 0 || strcmp(cmd, "hello") == 0) {
         if (need_args(cmd, nargs, 0, 0) < 0)
             return EXIT_CONN;
     } else if (strcmp(cmd, "echo") == 0) {
@@ -535,7 +544,15 @@ int main(int argc, char **argv)
         o.heartbeat_ms = 1;
     if (dead_after_s > 0 && o.dead_after_ms < 1)
         o.dead_after_ms = 1;
+    /* hello: the library's own HELLO after the connect, offering what
+     * --compress says (or nothing) */
+    o.compress = compress ? compress : strcmp(cmd, "hello") == 0 ? "" : NULL;
     struct msgclient *c = msgclient_new(&o);
+    if (!c && errno == EINVAL) {
+        free(payload);
+        return usage_error("--compress wants zstd, deflate, none or a comma-separated list, "
+                           "not '%s'", compress);
+    }
     if (!c) {
         fprintf(stderr, "%s: out of memory\n", prog);
         free(payload);
@@ -563,6 +580,17 @@ int main(int argc, char **argv)
         st = do_call(c, "STATS", MSG_CMD_STATS, NULL, 0, &r);
         if (st == EXIT_OK)
             print_payload_line(&r);
+    } else if (strcmp(cmd, "hello") == 0) {
+        const char *h = msgclient_hello_reply(c);
+        if (h) {
+            fputs(h, stdout);
+            if (!*h || h[strlen(h) - 1] != '\n')
+                fputc('\n', stdout);
+        } else {
+            fprintf(stderr, "%s: HELLO: the server answered with an error reply (a server "
+                    "older than HELLO?)\n", prog);
+            st = EXIT_REPLY;
+        }
     } else if (strcmp(cmd, "delay") == 0) {
         size_t tl = strlen(args[1]);
         payload = malloc(4 + tl);
