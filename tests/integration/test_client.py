@@ -528,10 +528,35 @@ class MsgcliTests(ToolMixin, MsgdTestCase):
         self.assertEqual(r.returncode, 2, repr(r))
         self.assertIn("refused", r.stderr.lower())
 
+    def test_hello_and_compress(self):
+        """hello prints the server's HELLO reply; --compress agrees a codec,
+        and a big ECHO goes compressed (the server's decompressions grow)
+        and comes back whole."""
+        port = self.daemon.port()
+        r = self.cli("hello", port=port)
+        self.assertEqual(r.returncode, 0, repr(r))
+        self.assertIn("compress=none\n", r.stdout)
+        self.assertRegex(r.stdout, r"(?m)^server=msgd/\S+$")
+        for codec, want in (("zstd", "zstd"), ("deflate", "deflate"),
+                            ("deflate,zstd", "deflate"), ("none", "none")):
+            r = self.cli("--compress", codec, "hello", port=port)
+            self.assertEqual(r.returncode, 0, repr(r))
+            self.assertIn("compress=%s\n" % want, r.stdout, codec)
+        text = " ".join("word%d" % (i % 50) for i in range(3000))   # ~20 KB
+        for codec in ("zstd", "deflate"):
+            before = mp.parse_stats(self.cli("stats", port=port).stdout.encode())
+            r = self.cli("--compress", codec, "echo", text, port=port)
+            self.assertEqual(r.returncode, 0, repr(r)[:300])
+            self.assertEqual(r.stdout, text + "\n")
+            after = mp.parse_stats(self.cli("stats", port=port).stdout.encode())
+            self.assertEqual(after["decompressions"], before["decompressions"] + 1, codec)
+            self.assertGreater(after["compressions"], before["compressions"], codec)
+
     def test_bad_usage(self):
         for args in ([], ["bogus"], ["echo"], ["raw", "zz"], ["raw", "2", "abc"],
                      ["delay", "x", "y"], ["-p", "0", "ping"], ["-t", "-1", "ping"],
-                     ["ping", "extra"], ["--no-such-option"]):
+                     ["ping", "extra"], ["--no-such-option"], ["--compress", "lz4", "ping"],
+                     ["--compress"], ["hello", "extra"]):
             r = self.cli(*args)
             self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
             self.assertIn("usage", r.stderr.lower() + r.stdout.lower(), "%r: %r" % (args, r))
@@ -858,6 +883,37 @@ class MsgbenchTests(ToolMixin, MsgdTestCase):
         self.assertEqual(doc["errors"], 0, doc)
         self.assertTrue(450 <= doc["requests"] <= 550, "about 500 requests: %r" % doc)
         self.assertTrue(0.9 <= doc["duration_s"] <= 1.0 + timeout(1), doc)
+
+    def test_compress_counts_wire_bytes(self):
+        """--compress: every request goes compressed and every reply comes
+        back compressed (and checked); bytes on the wire shrink against the
+        same run without it."""
+        n, size = 60, 65536
+        runs = {}
+        for codec in ("none", "zstd", "deflate"):
+            r, doc = self.bench_json("--compress", codec, "--payload", "text", "-s", size,
+                                     "-n", n, "-c", "2", "-P", "2", port=self.daemon.port(),
+                                     wait=timeout(10))
+            self.assertEqual((doc["requests"], doc["ok"], doc["errors"]), (n, n, 0), doc)
+            self.assertEqual((doc["payload"], doc["compress"]), ("text", codec), doc)
+            want = 0 if codec == "none" else n
+            self.assertEqual((doc["compressed_sent"], doc["compressed_received"]),
+                             (want, want), doc)
+            runs[codec] = doc
+        self.assertGreater(runs["none"]["bytes_sent"], n * size)
+        for codec in ("zstd", "deflate"):
+            for key in ("bytes_sent", "bytes_received"):
+                self.assertLess(runs[codec][key] * 2, runs["none"][key], (codec, runs[codec]))
+        r = self.bench("--compress", "zstd", "-n", "5", "-c", "1", port=self.daemon.port())
+        self.assertEqual(r.returncode, 0, repr(r))
+        self.assertIn("zstd offered; 0 requests sent compressed", r.stdout)  # random bytes
+
+    def test_compress_bad_usage(self):
+        for args in (["--compress", "lz4", "-n", "5"], ["--payload", "zeros", "-n", "5"],
+                     ["--protocol", "echo", "--compress", "zstd", "-n", "5"]):
+            r = self.bench(*args)
+            self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
+            self.assertIn("usage", r.stderr.lower(), "%r: %r" % (args, r))
 
     def test_connection_refused(self):
         r = self.bench("-n", "10", "-c", "2", port=free_port())
