@@ -6,7 +6,7 @@
 # sanitizers) in $(BENCH_BUILD), so suites rebuilding build/ meanwhile do not
 # swap the binaries under it. Knobs (environment or command line):
 # BENCH_RUNS, BENCH_SECONDS, BENCH_MODES, BENCH_RATE, BENCH_IDLE_CONNS,
-# BENCH_DOC (see scripts/bench.sh).
+# BENCH_DOC, BENCH_ONLY (see scripts/bench.sh).
 
 BENCH_BUILD ?= build-bench
 
@@ -15,12 +15,17 @@ BENCH_BUILD ?= build-bench
 bench-build:
 	@bash scripts/deps.sh bench
 	$(MAKE) all BUILD=$(BENCH_BUILD) SAN=
-	$(MAKE) $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min
+	$(MAKE) $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min $(BENCH_BUILD)/codec_cost
 
 # The smallest echo server, the 16 KiB ping-pong's second reference, and the
 # cheapest ping-pong client (for judging what msgbench costs; see BENCHMARKS.md).
 $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min: $(BENCH_BUILD)/%: scripts/bench/%.c
 	$(CC) -O2 -g -Wall -Wextra -Werror -o $@ $< -pthread
+
+# What src/codec.c costs per payload size and codec, in process.
+$(BENCH_BUILD)/codec_cost: scripts/bench/codec_cost.c src/codec.c src/buffer.c src/codec.h src/buffer.h
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc -o $@ scripts/bench/codec_cost.c \
+	  src/codec.c src/buffer.c $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz)
 
 bench: bench-build
 	bash scripts/bench.sh $(BENCH_BUILD)

@@ -16,6 +16,10 @@
 #                       msgd did better, with the reference measured in that mode.
 #   BENCH_RATE=50000    the open-loop scenario's requests/s
 #   BENCH_IDLE_CONNS=10000
+#   BENCH_ONLY=compress only the compression scenarios (64 KiB text ECHO plain,
+#                       zstd, deflate) and the codec cost table: no references,
+#                       no idle memory; with BENCH_DOC only the compression
+#                       section of that file is rewritten
 #   BENCH_OUT=BUILD_DIR/bench   raw results (results.jsonl), logs, table.md
 #   BENCH_DOC=path      also rewrite the marked table section of that file
 #                       (e.g. docs/BENCHMARKS.md)
@@ -45,6 +49,8 @@ OUT=${BENCH_OUT:-$BUILD/bench}
 MSGD=$BUILD/msgd
 MSGBENCH=$BUILD/msgbench
 ECHO_REF=$BUILD/echo_ref
+CODEC_COST=$BUILD/codec_cost
+ONLY=${BENCH_ONLY:-}
 
 die() { echo "bench: $*" >&2; exit 2; }
 case $RUNS in ''|*[!0-9]*) die "BENCH_RUNS must be a number";; esac
@@ -54,10 +60,12 @@ case $SECS in ''|*[!0-9]*) die "BENCH_SECONDS must be a number";; esac
 for m in $MODES; do
     case $m in pinned|unpinned) ;; *) die "unknown mode '$m' in BENCH_MODES";; esac
 done
+case $ONLY in ''|compress) ;; *) die "BENCH_ONLY must be empty or compress";; esac
 [ -x "$MSGD" ] && [ -x "$MSGBENCH" ] && [ -x "$ECHO_REF" ] ||
     die "$MSGD, $MSGBENCH or $ECHO_REF missing (run make bench)"
 for p in python3 taskset timeout; do command -v $p >/dev/null || die "$p not found"; done
-if [ $IDLE_ONLY -eq 0 ]; then
+[ -x "$CODEC_COST" ] || die "$CODEC_COST missing (run make bench)"
+if [ $IDLE_ONLY -eq 0 ] && [ -z "$ONLY" ]; then
     for p in redis-server redis-benchmark iperf3; do
         command -v $p >/dev/null || die "$p not found (bash scripts/deps.sh bench)"
     done
@@ -249,6 +257,12 @@ run_msgbench() {
         value=$(python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["mib_per_sec"] / 2))' <<< "$json") ;;
     rate_p99) unit=ms
         value=$(python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["latency_ms"]["p99"])' <<< "$json") ;;
+    zip64k_*) # req/s; report.py takes the bytes on the wire from the raw JSON
+        value=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f" % d["requests_per_sec"]) if d["errors"] == 0 and d["ok"] > 0 else print("")' <<< "$json")
+        if [ -z "$value" ]; then
+            fail "msgbench $scen ($mode, round $round): errors or no reply: $json"
+            return 1
+        fi ;;
     *)  value=$(python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["requests_per_sec"])' <<< "$json") ;;
     esac
     record "$mode" "$round" "$scen" "$side" "$value" "$unit" "$json"
@@ -368,8 +382,43 @@ round() {
     run_echo_ref "$mode" "$r"
     run_msgbench "$mode" "$r" rate_p99 "$MSG_PORT" -c 50 -s 64 --rate "$RATE"
     run_msgbench "$mode" "$r" rawecho_c50 "$ECHO_PORT" --protocol echo -c 50 -s 64
+    compress_scenarios "$mode" "$r"
 
     stop_msgd
+}
+
+# A compressible 64 KiB payload (msgbench --payload text: words, ~3.3x with
+# zstd level 1) echoed by 10 connections without pipelining: plain, then with
+# zstd, then with deflate (msgd's defaults: level 1, compress_min 1K), back to
+# back on the same msgd. Requests/s, and bytes on the wire from msgbench's
+# bytes_sent + bytes_received.
+compress_scenarios() {
+    local mode=$1 r=$2
+    run_msgbench "$mode" "$r" zip64k_plain "$MSG_PORT" -c 10 -s 65536 --payload text
+    run_msgbench "$mode" "$r" zip64k_zstd "$MSG_PORT" -c 10 -s 65536 --payload text \
+        --compress zstd
+    run_msgbench "$mode" "$r" zip64k_deflate "$MSG_PORT" -c 10 -s 65536 --payload text \
+        --compress deflate
+}
+
+# BENCH_ONLY=compress: one round of just those.
+round_compress() {
+    local mode=$1 r=$2 reactors=1 scpus=0
+    if [ "$mode" = unpinned ]; then reactors=2; scpus=""; fi
+    start_msgd "$reactors" "$scpus" || { FAILED=1; return 1; }
+    compress_scenarios "$mode" "$r"
+    stop_msgd
+}
+
+# What each codec costs per payload in process (scripts/bench/codec_cost.c),
+# pinned to CPU 0 like msgd's reactor: once per bench.
+codec_cost() {
+    log "codec cost: taskset -c 0 $CODEC_COST"
+    if ! run_tool 300 "$OUT/codec_cost.txt" "$OUT/codec_cost.err" taskset -c 0 "$CODEC_COST"; then
+        fail "codec_cost: $(tail -n 2 "$OUT/codec_cost.err" | tr '\n' ' ')"
+        return 1
+    fi
+    say "codec cost per payload: $OUT/codec_cost.txt"
 }
 
 # ---- idle memory ----------------------------------------------------------------
@@ -406,7 +455,15 @@ LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     echo "runs $RUNS x $SECS s, modes: $MODES, rate $RATE, idle connections $IDLE_CONNS"
 } | tee -a "$LOG" >&2
 
-if [ $IDLE_ONLY -eq 0 ]; then
+if [ "$ONLY" = compress ]; then
+    for ((r = 1; r <= RUNS; r++)); do
+        for mode in $MODES; do
+            say "round $r/$RUNS, $mode (compression only)"
+            round_compress "$mode" "$r"
+        done
+    done
+    codec_cost
+elif [ $IDLE_ONLY -eq 0 ]; then
     # The references: `--port 0` does not work for redis-server, so a free
     # port is picked (retried if taken meanwhile).
     start_redis || exit 1
@@ -418,14 +475,18 @@ if [ $IDLE_ONLY -eq 0 ]; then
     done
     stop_server "$REDIS_PID"
     REDIS_PID=""
+    codec_cost
 fi
-say "idle memory: $IDLE_CONNS connections, $RUNS runs"
-idle_memory
+if [ -z "$ONLY" ]; then
+    say "idle memory: $IDLE_CONNS connections, $RUNS runs"
+    idle_memory
+fi
 LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG" >&2
 
 doc=()
 [ -n "${BENCH_DOC:-}" ] && doc=(--doc "$BENCH_DOC")
+[ -s "$OUT/codec_cost.txt" ] && doc+=(--codec-cost "$OUT/codec_cost.txt")
 python3 "$HELPERS/report.py" "$RESULTS" --out "$OUT/table.md" "${doc[@]}" \
     --machine "$(head -n 1 "$LOG")" --secs "$SECS" --runs "$RUNS" --rate "$RATE" \
     --idle-conns "$IDLE_CONNS" --load "$LOAD_BEFORE / $LOAD_AFTER" || FAILED=1

@@ -9,7 +9,10 @@ ref), value, unit. A scenario's value is the median of its rounds in a mode.
 Each row shows the mode in which msgd did better, with the reference
 measured in that same mode (back to back with it in every round). Prints the
 markdown on stdout, writes it to --out, and with --doc replaces the text
-between the markers <!-- bench-table:begin --> and <!-- bench-table:end -->.
+between the markers <!-- bench-table:begin --> and <!-- bench-table:end -->
+(only when those scenarios were measured) and the compression section
+between <!-- bench-compress:begin --> and <!-- bench-compress:end --> (when
+the zip64k_* scenarios were; --codec-cost adds codec_cost's table to it).
 Exit 1 only when the results cannot be read.
 """
 import argparse
@@ -35,6 +38,63 @@ MSGD_OF = {"pingpong_16k_min": "pingpong_16k"}  # its msgd side is that scenario
 
 BEGIN = "<!-- bench-table:begin -->"
 END = "<!-- bench-table:end -->"
+ZBEGIN = "<!-- bench-compress:begin -->"
+ZEND = "<!-- bench-compress:end -->"
+ZIP = [("zip64k_plain", "none"), ("zip64k_zstd", "zstd"), ("zip64k_deflate", "deflate")]
+
+
+def replace_section(doc, begin, end, text):
+    i, j = doc.index(begin), doc.index(end)
+    return doc[:i + len(begin)] + "\n" + text + doc[j:]
+
+
+def compress_section(wire, byround, runs, codec_cost, machine="", load=""):
+    """The compression table: requests/s and bytes on the wire per request
+    (msgbench's bytes_sent + bytes_received over its requests) per codec and
+    mode, with each codec's ratio to plain over rounds run back to back."""
+    modes = sorted({m for (m, sc, _) in byround if sc.startswith("zip64k_")},
+                   key=lambda m: (m != "pinned", m))
+    if not modes:
+        return ""
+    lines = ["A compressible 64 KiB payload: ECHO of `msgbench --payload text -s 65536 -c 10` "
+             "(words and numbers, about 3.3x smaller with zstd level 1), no pipelining, "
+             "plain and then with `--compress zstd` and `--compress deflate`, back to back "
+             "on the same msgd (its defaults: `compress_level = 1`, `compress_min = 1K`). "
+             "Medians of %s runs; \"vs plain\" is the median over the rounds of each "
+             "pair. Bytes on the wire: what msgbench sent plus what it received, per "
+             "request. Modes as in the table above (pinned: msgd reactors=1 on CPU 0, "
+             "msgbench on CPU 1). %s%s" % (
+                 runs, (machine[0].upper() + machine[1:] + ".") if machine else "",
+                 (" Load average before / after: %s." % load) if load else ""), "",
+             "| mode | codec | requests/s | vs plain | bytes on the wire per request | vs plain |",
+             "|---|---|---:|---:|---:|---:|"]
+    for m in modes:
+        base = byround.get((m, "zip64k_plain", "msgd"), {})
+        bwire = wire.get((m, "zip64k_plain"), {})
+        for scen, codec in ZIP:
+            rps = byround.get((m, scen, "msgd"), {})
+            w = wire.get((m, scen), {})
+            if not rps:
+                continue
+            r1 = [rps[r] / base[r] for r in rps if r in base and base[r] > 0]
+            r2 = [w[r] / bwire[r] for r in w if r in bwire and bwire[r] > 0]
+            lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                m, codec, fmt(statistics.median(rps.values()), "req/s"),
+                "%.2f×" % statistics.median(r1) if r1 and scen != "zip64k_plain" else "—",
+                "{:,.0f}".format(statistics.median(w.values())) if w else "—",
+                "%.2f×" % statistics.median(r2) if r2 and scen != "zip64k_plain" else "—"))
+    if codec_cost:
+        lines += ["", "What src/codec.c costs in process on this machine (scripts/bench/"
+                  "codec_cost.c, pinned to CPU 0; the median of 5 rounds of the mean per "
+                  "call; letters: random a-z; text: as msgbench --payload text; level 1):", "",
+                  "| codec | payload | bytes | ratio | compress (ms) | decompress (ms) |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for row in codec_cost.splitlines()[1:]:
+            f = row.split()
+            if len(f) == 6:
+                lines.append("| %s | %s | %s | %s | %s | %s |" % (
+                    f[0], f[1], "{:,}".format(int(f[2])), f[3], f[4], f[5]))
+    return "\n".join(lines) + "\n"
 
 
 def fmt(v, unit):
@@ -60,10 +120,12 @@ def main():
     ap.add_argument("--rate", default="50000")
     ap.add_argument("--idle-conns", default="10000")
     ap.add_argument("--load", default="")
+    ap.add_argument("--codec-cost")
     a = ap.parse_args()
 
     vals = {}  # (mode, scenario, side) -> [values]
     byround = {}  # (mode, scenario, side) -> {round: value}
+    wire = {}  # (mode, zip64k_* scenario) -> {round: bytes on the wire per request}
     try:
         with open(a.results) as f:
             for line in f:
@@ -74,6 +136,10 @@ def main():
                 k = (r["mode"], r["scenario"], r["side"])
                 vals.setdefault(k, []).append(float(r["value"]))
                 byround.setdefault(k, {})[r["round"]] = float(r["value"])
+                raw = r.get("raw")
+                if r["scenario"].startswith("zip64k_") and raw and raw.get("requests"):
+                    wire.setdefault((r["mode"], r["scenario"]), {})[r["round"]] = (
+                        (raw["bytes_sent"] + raw["bytes_received"]) / raw["requests"])
     except (OSError, ValueError, KeyError) as e:
         sys.stderr.write("report.py: cannot read %s: %s\n" % (a.results, e))
         return 1
@@ -209,21 +275,34 @@ def main():
                                                     " | ".join(cells)))
 
     text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
+    main_measured = any(k[1] in dict((s[0], 1) for s in SCENARIOS) for k in vals)
+    cost = ""
+    if a.codec_cost:
+        try:
+            with open(a.codec_cost) as f:
+                cost = f.read()
+        except OSError as e:
+            sys.stderr.write("report.py: %s\n" % e)
+    ztext = compress_section(wire, byround, a.runs, cost, a.machine, a.load)
+    out = (text if main_measured else "") + ("\n" + ztext if ztext else "")
+    sys.stdout.write(out)
     if a.out:
         with open(a.out, "w") as f:
-            f.write(text)
+            f.write(out)
     if a.doc:
-        try:
-            with open(a.doc) as f:
-                doc = f.read()
-            i, j = doc.index(BEGIN), doc.index(END)
-            doc = doc[:i + len(BEGIN)] + "\n" + text + doc[j:]
-            with open(a.doc, "w") as f:
-                f.write(doc)
-        except (OSError, ValueError) as e:
-            sys.stderr.write("report.py: %s not updated (%s; needs the markers %s / %s)\n"
-                             % (a.doc, e, BEGIN, END))
+        for begin, end, t, on in ((BEGIN, END, text, main_measured),
+                                  (ZBEGIN, ZEND, ztext, bool(ztext))):
+            if not on:
+                continue
+            try:
+                with open(a.doc) as f:
+                    doc = f.read()
+                doc = replace_section(doc, begin, end, t)
+                with open(a.doc, "w") as f:
+                    f.write(doc)
+            except (OSError, ValueError) as e:
+                sys.stderr.write("report.py: %s not updated (%s; needs the markers %s / %s)\n"
+                                 % (a.doc, e, begin, end))
     return 0
 
 
