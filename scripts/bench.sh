@@ -455,26 +455,17 @@ LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     echo "runs $RUNS x $SECS s, modes: $MODES, rate $RATE, idle connections $IDLE_CONNS"
 } | tee -a "$LOG" >&2
 
-if [ "$ONLY" = compress ]; then
-    for ((r = 1; r <= RUNS; r++)); do
-        for mode in $MODES; do
-            say "round $r/$RUNS, $mode (compression only)"
-            round_compress "$mode" "$r"
-        done
-    done
-    codec_cost
-elif [ $IDLE_ONLY -eq 0 ]; then
+if [ $IDLE_ONLY -eq 0 ]; then
     # The references: `--port 0` does not work for redis-server, so a free
     # port is picked (retried if taken meanwhile).
-    start_redis || exit 1
+    if [ -z "$ONLY" ]; then start_redis || exit 1; fi
     for ((r = 1; r <= RUNS; r++)); do
         for mode in $MODES; do
-            say "round $r/$RUNS, $mode"
-            round "$mode" "$r"
+            say "round $r/$RUNS, $mode${ONLY:+ (only $ONLY)}"
+            if [ -z "$ONLY" ]; then round "$mode" "$r"; else round_compress "$mode" "$r"; fi
         done
     done
-    stop_server "$REDIS_PID"
-    REDIS_PID=""
+    if [ -n "$REDIS_PID" ]; then stop_server "$REDIS_PID"; REDIS_PID=""; fi
     codec_cost
 fi
 if [ -z "$ONLY" ]; then

@@ -194,6 +194,8 @@ struct client_cfg {
     bool reconnect;
     unsigned backoff_initial_ms, backoff_max_ms, attempts;
     uint64_t seed;
+    const char *compress;   /* NULL: no HELLO */
+    uint32_t max_frame;     /* 0: the default */
 };
 
 static struct msgclient *new_client(int port, const struct client_cfg *cfg)
@@ -211,6 +213,9 @@ static struct msgclient *new_client(int port, const struct client_cfg *cfg)
         o.backoff_max_ms = cfg->backoff_max_ms;
         o.reconnect_attempts = cfg->attempts;
         o.seed = cfg->seed;
+        o.compress = cfg->compress;
+        if (cfg->max_frame)
+            o.max_frame = cfg->max_frame;
     }
     struct msgclient *c = msgclient_new(&o);
     CHECK(c != NULL);
@@ -720,8 +725,8 @@ TEST(reconnect_backoff_is_jittered_per_seed)
     struct daemon d1, d2;
     start_daemon(&d1, NULL);
     int port = d1.port;
-    struct client_cfg ca = {true, JIT_INIT, JIT_MAX, JIT_ATTEMPTS, seed_a};
-    struct client_cfg cb = {true, JIT_INIT, JIT_MAX, JIT_ATTEMPTS, seed_b};
+    struct client_cfg ca = {true, JIT_INIT, JIT_MAX, JIT_ATTEMPTS, seed_a, NULL, 0};
+    struct client_cfg cb = {true, JIT_INIT, JIT_MAX, JIT_ATTEMPTS, seed_b, NULL, 0};
     struct msgclient *a = connect_client(port, &ca);
     struct msgclient *b = connect_client(port, &cb);
     echo_ok(a, "a", 1);
@@ -863,25 +868,9 @@ static uint8_t *compressible(size_t n, unsigned salt)
 static struct msgclient *new_compress_client(int port, const char *codecs, uint32_t max_frame,
                                              bool reconnect)
 {
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
-    o.connect_timeout_ms = daemon_ms(5000);
-    o.timeout_ms = daemon_ms(10000);
-    o.compress = codecs;
-    o.reconnect = reconnect;
-    o.backoff_initial_ms = 1;
-    o.backoff_max_ms = 10;
-    if (max_frame)
-        o.max_frame = max_frame;
-    struct msgclient *c = msgclient_new(&o);
-    CHECK(c != NULL);
-    int rc = msgclient_connect(c, NULL);
-    if (rc != 0)
-        TEST_FAIL("connect with compress=%s: %d (%s)", codecs, rc, msgclient_error(c));
-    return c;
+    struct client_cfg cfg = {.reconnect = reconnect, .backoff_initial_ms = 1, .backoff_max_ms = 10,
+                             .attempts = 8, .compress = codecs, .max_frame = max_frame};
+    return connect_client(port, &cfg);
 }
 
 /* Both codecs both ways: HELLO agrees the codec, a big compressible ECHO
