@@ -7,6 +7,7 @@ goes on, remote deliveries meanwhile are dropped and counted, the node
 reconnects and subscribes again; a killed node does not disturb the
 others; a password; the backplane's state in STATS, HELLO and metrics."""
 import signal
+import time
 import struct
 import unittest
 
@@ -223,3 +224,82 @@ class ClusterPasswordTests(ClusterCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ClusterScaleTests(ClusterCase):
+    """3 nodes, 3,000 subscribers spread over them, a publisher on every
+    node: every subscriber gets every message once, in each publisher's
+    order (the issue's scale check; bounded: 3 x 40 messages)."""
+
+    def test_three_nodes_three_thousand_subscribers(self):
+        import selectors
+        import socket
+        nodes = [self.node(n) for n in ("a", "b", "c")]
+        for d in nodes:
+            self.wait_up(d)
+        per_node, msgs = 1000, 40
+        # The publishers first: msgproto's select() takes descriptors < 1024.
+        pubs = [self.connect(daemon=d) for d in nodes]
+        subs = []
+        for d in nodes:
+            port = d.port()
+            batch = []
+            for _ in range(per_node):
+                s = socket.create_connection(("127.0.0.1", port), timeout(1))
+                s.sendall(mp.encode(mp.SUBSCRIBE, b"wide"))
+                batch.append(s)
+            subs += batch
+        self.addCleanup(lambda: [s.close() for s in subs])
+        # Every SUBSCRIBE answered, then every node subscribed at Redis.
+        want_reply = mp.encode(mp.reply_cmd(mp.SUBSCRIBE), b"")
+        for s in subs:
+            got = b""
+            while len(got) < len(want_reply):
+                chunk = s.recv(len(want_reply) - len(got))
+                self.assertTrue(chunk, "a subscriber was closed")
+                got += chunk
+            self.assertEqual(got, want_reply)
+        self.wait_numsub("msgd:t:wide", 3)
+        for i in range(msgs):
+            for k, p in enumerate(pubs):
+                p.send_frame(mp.PUBLISH, pub(b"wide", b"%d:%d" % (k, i)))
+        for p in pubs:
+            for _ in range(msgs):
+                self.assertEqual(p.recv_frame(timeout(2))[0], mp.reply_cmd(mp.PUBLISH))
+        # Read everything: 3,000 subscribers x 120 messages.
+        sel = selectors.DefaultSelector()
+        state = {}
+        for s in subs:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            state[s] = [b"", [0, 0, 0]]
+        expected = 3 * msgs
+        left = len(subs)
+        deadline = time.monotonic() + timeout(12)
+        while left and time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                s = key.fileobj
+                data = s.recv(1 << 20)
+                self.assertTrue(data, "a subscriber was closed")
+                st = state[s]
+                buf = st[0] + data
+                off = 0
+                while len(buf) - off >= 16:
+                    length = struct.unpack_from(">I", buf, off + 12)[0]
+                    if len(buf) - off < 16 + length:
+                        break
+                    cmd = struct.unpack_from(">I", buf, off + 8)[0]
+                    self.assertEqual(cmd, mp.MESSAGE)
+                    k, i = map(int, buf[off + 16 + 5:off + 16 + length].split(b":"))
+                    self.assertEqual(i, st[1][k], "publisher %d: got %d, expected %d"
+                                     % (k, i, st[1][k]))
+                    st[1][k] += 1
+                    off += 16 + length
+                st[0] = buf[off:]
+                if sum(st[1]) == expected:
+                    sel.unregister(s)
+                    left -= 1
+        sel.close()
+        self.assertEqual(left, 0, "%d subscribers still short of %d messages" % (left, expected))
+        for st in state.values():
+            self.assertEqual((st[0], st[1]), (b"", [msgs] * 3))
