@@ -84,6 +84,8 @@ static void cmd_hello(msgd_req *req, const uint8_t *p, size_t len)
     char features[512] = "auth,pubsub,direct";
     if (chosen != CODEC_NONE)
         strcat(features, ",compress");
+    if (pl->secure)
+        strcat(features, ",tls");
     for (int i = 0; i < cmdtab_nmodules(); i++) {
         const char *name = cmdtab_module(i)->name;
         if (!cmdtab_module_builtin(i) && strlen(features) + 1 + strlen(name) < sizeof features) {
