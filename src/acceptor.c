@@ -322,7 +322,7 @@ void acceptor_describe(const struct acceptor *a, char *out, size_t outlen)
     for (size_t p = 0; p < NPROTO; p++) {
         int first = 1;
         for (int i = 0; i < a->nls; i++) {
-            if (a->ls[i].proto != listen_table[p].proto)
+            if (a->ls[i].proto != listen_table[p].proto || a->ls[i].tls != listen_table[p].tls)
                 continue;
             int n = first ? snprintf(out + len, outlen - len, "%s%s=%s", len ? " " : "",
                                      listen_table[p].section, a->ls[i].name)
