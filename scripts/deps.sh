@@ -5,7 +5,10 @@
 #   scripts/deps.sh            build, run and `make test` (includes clang and
 #                              libclang-rt-14-dev for the libFuzzer smoke runs,
 #                              and prometheus: promtool and a real Prometheus
-#                              for tests/integration/test_http.py)
+#                              for tests/integration/test_http.py; pip,
+#                              setuptools and wheel for the offline `pip
+#                              install` test of clients/python; hiredis and
+#                              redis-server for the cluster backplane)
 #   scripts/deps.sh bench      also what `make bench` measures against
 #   scripts/deps.sh valgrind   also valgrind (`make valgrind`)
 #   scripts/deps.sh all        everything
@@ -13,7 +16,7 @@ set -euo pipefail
 
 base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
       util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard
-      prometheus
+      prometheus python3-pip python3-setuptools python3-wheel libhiredis-dev redis-server
       libssl-dev openssl)
 bench=(redis-server redis-tools iperf3 strace haproxy)
 valgrind=(valgrind)
