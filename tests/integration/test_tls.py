@@ -23,7 +23,7 @@ import time
 import unittest
 
 import msgproto as mp
-from harness import HOST, MsgdTestCase, check_config, timeout, wait_until
+from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
 
 PKI = tempfile.mkdtemp(prefix="msgd-it-tls-pki-")
 SERIAL_1 = 0x1001
@@ -326,6 +326,35 @@ class TestReload(TlsTestBase):
         self.assert_ping(old)
 
 
+class TestMsgcli(TlsTestBase):
+    """msgcli --tls, --cacert, --cert/--key (CONFIG.md "msgcli and msgbench")."""
+
+    def msgcli(self, d, *args):
+        exe = os.path.join(os.path.dirname(MSGD_BIN), "msgcli")
+        return subprocess.run([exe, "-p", str(d.port("tls"))] + list(args),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout(2))
+
+    def test_msgcli_over_tls(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        r = self.msgcli(d, "--tls", "--cacert", path("ca.pem"), "--cert", path("client.pem"),
+                        "--key", path("client.key"), "echo", "over tls")
+        self.assertEqual((r.returncode, r.stdout), (0, "over tls\n"), r.stderr)
+        r = self.msgcli(d, "-h", "localhost", "--cacert", path("ca.pem"), "--cert",
+                        path("client.pem"), "--key", path("client.key"), "raw", "6",
+                        b"client=msgcli\n".hex())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b",tls".hex(), r.stdout.replace(" ", "").lower(), "HELLO's features")
+        # No client certificate: refused (2, with a reason).
+        r = self.msgcli(d, "--tls", "--cacert", path("ca.pem"), "ping")
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        # A server certificate msgcli cannot check: refused before any request.
+        r = self.msgcli(d, "--tls", "--cacert", path("otherca.pem"), "--cert", path("client.pem"),
+                        "--key", path("client.key"), "ping")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("certificate", r.stderr)
+
+
 class TestCheckConfig(unittest.TestCase):
     def check(self, tls):
         cfg = os.path.join(PKI, "check.ini")
@@ -370,6 +399,7 @@ class TestBadInput(TlsTestBase):
                                                          "idle_timeout": "1s"}))
         port = d.port("tls")
         bystander = self.tls(d)
+        self.assert_ping(bystander)  # the server's side of its handshake is done too
         base = self.counters(d)
         # Plaintext msg frames sent to the TLS port.
         with socket.create_connection((HOST, port), timeout=timeout()) as s:
