@@ -13,7 +13,6 @@
 
 #include "log.h"
 
-#define TLS_READ_BUFFER (64 * 1024)   /* read-ahead: one read brings many records */
 #define TLS_SESSION_CACHE 20480       /* server-side sessions kept for resumption */
 
 struct tls_conn {
@@ -127,7 +126,6 @@ struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, ch
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
     /* Resumption: a session cache for TLS 1.2 ids, tickets for 1.2 and 1.3. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE);
