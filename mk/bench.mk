@@ -1,4 +1,5 @@
-# mk/bench.mk: `make bench`, `make bench-idle` and `make bench-profile`
+# mk/bench.mk: `make bench`, `make bench-idle`, `make bench-tls`, `make bench-compress`
+# and `make bench-profile`
 # (scripts/bench.sh, scripts/bench/, docs/BENCHMARKS.md). Included by the main Makefile, which sets
 # .DEFAULT_GOAL := all first, so nothing here becomes the default goal.
 #
@@ -10,12 +11,13 @@
 
 BENCH_BUILD ?= build-bench
 
-.PHONY: bench bench-idle bench-profile bench-build bench-clean
+.PHONY: bench bench-idle bench-profile bench-build bench-clean bench-tls bench-compress
 
 bench-build:
 	@bash scripts/deps.sh bench
 	$(MAKE) all BUILD=$(BENCH_BUILD) SAN=
-	$(MAKE) $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min $(BENCH_BUILD)/codec_cost
+	$(MAKE) $(BENCH_BUILD)/echo_ref $(BENCH_BUILD)/pingpong_min $(BENCH_BUILD)/tls_bench \
+	  $(BENCH_BUILD)/codec_cost
 
 # The smallest echo server, the 16 KiB ping-pong's second reference, and the
 # cheapest ping-pong client (for judging what msgbench costs; see BENCHMARKS.md).
@@ -27,8 +29,23 @@ $(BENCH_BUILD)/codec_cost: scripts/bench/codec_cost.c src/codec.c src/buffer.c s
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc -o $@ scripts/bench/codec_cost.c \
 	  src/codec.c src/buffer.c $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz)
 
+# The TLS rows' client (scripts/bench/tls.sh): msgd's TLS against HAProxy's.
+$(BENCH_BUILD)/tls_bench: scripts/bench/tls_bench.c src/client/msgclient_tls.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -o $@ $^ -pthread \
+	  $(shell pkg-config --libs openssl 2>/dev/null)
+
 bench: bench-build
 	bash scripts/bench.sh $(BENCH_BUILD)
+	bash scripts/bench/tls.sh $(BENCH_BUILD)
+
+# Only the TLS rows.
+bench-tls: bench-build
+	bash scripts/bench/tls.sh $(BENCH_BUILD)
+
+# Only the compression rows (64 KiB text ECHO plain / zstd / deflate, codec cost).
+bench-compress: bench-build
+	BENCH_ONLY=compress bash scripts/bench.sh $(BENCH_BUILD)
 
 bench-idle: bench-build
 	bash scripts/bench.sh --idle-only $(BENCH_BUILD)

@@ -4,11 +4,14 @@
 # become the default goal.
 
 # codec.o (zstd, deflate) is a base-layer file like the others: HELLO's
-# compression needs libzstd and zlib at link time (CLIENT_LIBS).
+# compression needs libzstd and zlib at link time (CLIENT_LIBS), TLS OpenSSL.
 CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o $(BUILD)/obj/net.o \
                     $(BUILD)/obj/codec.o
-CLIENT_LIBS = $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz)
-CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(CLIENT_BASE_OBJS)
+CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgclient_tls.o \
+                   $(CLIENT_BASE_OBJS)
+CLIENT_TLS_LIBS = $(shell pkg-config --libs openssl 2>/dev/null)
+CLIENT_LIBS = $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz) \
+              $(CLIENT_TLS_LIBS)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
                $(BUILD)/obj/client/msgbench.o
 CLIENT_UNIT_BINS := $(BUILD)/tests/test_msgclient $(BUILD)/tests/test_msgclient_daemon
@@ -23,10 +26,10 @@ $(BUILD)/msgcli: $(BUILD)/obj/client/msgcli.o $(CLIENT_LIB_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 $(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_LIB_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_LIBS) -lev -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread $(CLIENT_LIBS)
 
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) $(CLIENT_LIBS) -pthread
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread $(CLIENT_LIBS)
 
 # The library against the real daemon (tests/unit/client/daemon.c starts
 # $(BUILD)/msgd, or MSGD_BIN). connect() is wrapped so the test can see the
@@ -39,7 +42,7 @@ $(CLIENT_TEST_DAEMON_OBJ): tests/unit/client/daemon.c | $(BUILD)/obj/tests
 $(BUILD)/tests/test_msgclient_daemon: tests/unit/client/test_msgclient_daemon.c \
 		$(CLIENT_TEST_DAEMON_OBJ) $(CLIENT_LIB_OBJS) $(BUILD)/msgd | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -Itests/unit/client -o $@ $< $(CLIENT_TEST_DAEMON_OBJ) \
-	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) $(CLIENT_LIBS) -Wl,--wrap=connect -pthread
+	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -Wl,--wrap=connect -pthread $(CLIENT_LIBS)
 
 $(BUILD)/obj/client $(BUILD)/obj/tests:
 	mkdir -p $@

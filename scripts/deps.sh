@@ -16,8 +16,9 @@ set -euo pipefail
 
 base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
       util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard
-      prometheus python3-pip python3-setuptools python3-wheel libhiredis-dev redis-server)
-bench=(redis-server redis-tools iperf3 strace)
+      prometheus python3-pip python3-setuptools python3-wheel libhiredis-dev redis-server
+      libssl-dev openssl)
+bench=(redis-server redis-tools iperf3 strace haproxy)
 valgrind=(valgrind)
 
 pkgs=("${base[@]}")

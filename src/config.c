@@ -181,6 +181,8 @@ void config_defaults(struct config *c)
         .compress = {.n = 2, .id = {CODEC_ZSTD, CODEC_DEFLATE}},
         .compress_min = 1 * KIB,
         .compress_level = 1,
+        .cluster_prefix = "msgd",
+        .cluster_reconnect_ms = 5 * MS_SECOND,
         .echo_listen = {.n = 0},
         .admin_listen = {.n = 1, .addr = {"127.0.0.1:7701"}},
         .heartbeat_ms = 30 * MS_SECOND,
@@ -195,6 +197,7 @@ void config_defaults(struct config *c)
         .log_level = CONFIG_LOG_INFO,
         .delay_command = false,
         .stall_command = false,
+        .tls_min_version = 12,
     };
 }
 
@@ -256,6 +259,10 @@ enum key_kind {
     KEY_PATH,     /* char[CONFIG_PATH_LEN], a file path (empty = none) */
     KEY_MODULES,  /* [modules] load: a list of paths */
     KEY_CODECS,   /* struct codec_list: codec names, best first */
+    KEY_NAME,     /* char[64]: up to 63 of A-Z a-z 0-9 _ . - (empty = default) */
+    KEY_SECRET,   /* char[128]: any printable text */
+    KEY_ADDR,     /* char[CONFIG_ADDR_LEN]: one address, or empty */
+    KEY_TLSVER,   /* int: "1.2" -> 12, "1.3" -> 13 */
 };
 
 struct key_def {
@@ -285,6 +292,11 @@ static const struct key_def keys[] = {
     KEY("echo", "listen", KEY_LISTEN, echo_listen, 0, 0, false),
     KEY("admin", "listen", KEY_LISTEN, admin_listen, 0, 0, false),
     KEY("http", "listen", KEY_LISTEN, http_listen, 0, 0, false),
+    KEY("msg", "tls_listen", KEY_LISTEN, tls_listen, 0, 0, false),
+    KEY("tls", "cert", KEY_PATH, tls_cert, 0, 0, false),
+    KEY("tls", "key", KEY_PATH, tls_key, 0, 0, false),
+    KEY("tls", "ca", KEY_PATH, tls_ca, 0, 0, false),
+    KEY("tls", "min_version", KEY_TLSVER, tls_min_version, 0, 0, false),
     KEY("timeouts", "heartbeat_interval", KEY_DURATION, heartbeat_ms, 100, MS_HOUR, true),
     KEY("timeouts", "idle_timeout", KEY_DURATION, idle_ms, 100, 24 * MS_HOUR, true),
     KEY("timeouts", "drain_timeout", KEY_DURATION, drain_ms, 0, 10 * MS_MINUTE, false),
@@ -297,6 +309,11 @@ static const struct key_def keys[] = {
     KEY("log", "level", KEY_LEVEL, log_level, 0, 0, false),
     KEY("diagnostics", "delay_command", KEY_BOOL, delay_command, 0, 0, false),
     KEY("diagnostics", "stall_command", KEY_BOOL, stall_command, 0, 0, false),
+    KEY("cluster", "redis", KEY_ADDR, cluster_redis, 0, 0, false),
+    KEY("cluster", "node", KEY_NAME, cluster_node, 0, 0, false),
+    KEY("cluster", "password", KEY_SECRET, cluster_password, 0, 0, false),
+    KEY("cluster", "channel_prefix", KEY_NAME, cluster_prefix, 0, 0, false),
+    KEY("cluster", "reconnect_max", KEY_DURATION, cluster_reconnect_ms, 100, 10 * MS_MINUTE, false),
     KEY("modules", "load", KEY_MODULES, modules, 0, 0, false),
 };
 
@@ -304,6 +321,7 @@ static const struct key_def keys[] = {
 
 static const char *const sections[] = {
     "server", "msg", "echo", "admin", "http", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
+    "tls", "cluster",
 };
 
 #define SECTION_NONE (-1)    /* before the first [section] */
@@ -591,6 +609,31 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         }
         snprintf(field, sizeof ld->c->user, "%s", value);
         return true;
+    case KEY_NAME:
+        if (!valid_user(value)) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not a name "
+                   "(up to 63 of A-Z a-z 0-9 _ . -)", value, k->name, k->section);
+            return false;
+        }
+        snprintf(field, 64, "%s", value);
+        return true;
+    case KEY_SECRET:
+        for (const char *c = value; *c; c++)
+            if ((unsigned char)*c < 32 || *c == 127 || c - value >= 127) {
+                report(ld, line, "bad value for '%s' in [%s]: at most 127 printable characters",
+                       k->name, k->section);
+                return false;
+            }
+        snprintf(field, 128, "%s", value);
+        return true;
+    case KEY_ADDR:
+        if (*value && (strlen(value) >= CONFIG_ADDR_LEN || config_check_addr(value) < 0)) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not an address "
+                   "(" NET_ADDR_FORMS ")", value, k->name, k->section);
+            return false;
+        }
+        snprintf(field, CONFIG_ADDR_LEN, "%s", value);
+        return true;
     case KEY_PATH:
         if (strlen(value) >= sizeof ld->c->tokens_file) {
             report(ld, line, "bad value for '%s' in [%s]: a path of at most %zu bytes", k->name,
@@ -603,13 +646,13 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         struct listen_split ls = {.out.n = 0};
         rc = split_list(value, listen_item, &ls);
         if (rc == -E2BIG) {
-            report(ld, line, "bad value for 'listen' in [%s]: more than %d addresses",
-                   k->section, CONFIG_MAX_ADDRS);
+            report(ld, line, "bad value for '%s' in [%s]: more than %d addresses",
+                   k->name, k->section, CONFIG_MAX_ADDRS);
             return false;
         }
         if (rc < 0) {
-            report(ld, line, "bad value '%s' for 'listen' in [%s]: not an address "
-                   "(" NET_ADDR_FORMS ")", ls.bad, k->section);
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not an address "
+                   "(" NET_ADDR_FORMS ")", ls.bad, k->name, k->section);
             return false;
         }
         *(struct config_listen *)field = ls.out;
@@ -621,6 +664,14 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
                    "(zstd, deflate; each at most once)", value, k->name, k->section);
             return false;
         }
+        return true;
+    case KEY_TLSVER:
+        if (strcmp(value, "1.2") != 0 && strcmp(value, "1.3") != 0) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not 1.2 or 1.3", value, k->name,
+                   k->section);
+            return false;
+        }
+        *(int *)field = value[2] == '3' ? 13 : 12;
         return true;
     case KEY_MODULES: {
         struct module_split ms = {.c = ld->c};
@@ -889,6 +940,8 @@ static void check_cross(struct load *ld)
             ld->c->compress_min = c->max_frame; /* the default follows a small max_frame */
         }
     }
+    if (c->tls_listen.n > 0 && (!c->tls_cert[0] || !c->tls_key[0]))
+        report(ld, 0, "tls_listen needs [tls] cert and key");
     uint64_t need = c->out_high_water + c->max_frame + FRAME_OVERHEAD;
     if (!ld->bad[KEY_INDEX(out_hard_limit)] && !ld->bad[KEY_INDEX(out_high_water)] &&
         !ld->bad[KEY_INDEX(max_frame)] && c->out_hard_limit < need) {

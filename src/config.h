@@ -54,6 +54,12 @@ struct config {
     struct config_listen echo_listen;
     struct config_listen admin_listen;
     struct config_listen http_listen; /* empty (off) by default */
+    struct config_listen tls_listen;  /* [msg] tls_listen: msg inside TLS; empty = off */
+    /* [tls] (files read by tls.c; relative: to the config's folder) */
+    char tls_cert[CONFIG_PATH_LEN];   /* PEM certificate chain */
+    char tls_key[CONFIG_PATH_LEN];    /* PEM private key */
+    char tls_ca[CONFIG_PATH_LEN];     /* PEM CA bundle; set = client certificates required */
+    int tls_min_version;              /* 12 or 13 */
     /* [timeouts] */
     uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
     uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */
@@ -74,6 +80,12 @@ struct config {
     /* [diagnostics] */
     bool delay_command;
     bool stall_command;        /* admin `stall MS` blocks a reactor (watchdog tests) */
+    /* [cluster] (restart) */
+    char cluster_redis[CONFIG_ADDR_LEN]; /* HOST:PORT or unix:/path; empty = no cluster */
+    char cluster_node[64];     /* this node's name; empty = the host name */
+    char cluster_password[128]; /* Redis AUTH password; empty = none */
+    char cluster_prefix[64];   /* channels PREFIX:t:TOPIC, PREFIX:u:IDENTITY */
+    uint64_t cluster_reconnect_ms; /* back-off ceiling, 100ms..10m */
     /* [modules] */
     int nmodules;
     char modules[CONFIG_MAX_MODULES][CONFIG_PATH_LEN]; /* as written (relative: to the

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 #include "version.h"
 
 
@@ -77,6 +78,16 @@ int main(int argc, char **argv)
     }
     char warnings[2048];
     int nwarn = config_warnings(&cfg, path, warnings, sizeof warnings);
+    if (check_only && cfg.tls_listen.n > 0) { /* the certificate and key must load */
+        char terr[1024];
+        struct ssl_ctx_st *tls = tls_ctx_new(&cfg, path, terr, sizeof terr);
+        if (!tls) {
+            fprintf(stderr, "%s\n", terr);
+            config_free(&cfg);
+            return 1;
+        }
+        tls_ctx_unref(tls);
+    }
     if (check_only) {
         fputs(warnings, stderr);
         fprintf(stderr, "%s: ok\n", path);

@@ -21,6 +21,7 @@ struct pubsub;
 struct mailbox;
 struct ev_loop;
 struct codec_ctx;
+struct backplane;
 
 #define PIPELINE_PEER_LEN 128
 
@@ -83,6 +84,7 @@ struct pipeline_env {
     void *host;                        /* their first argument */
     struct ev_loop *loop;              /* the reactor's loop (NULL in unit tests) */
     struct codec_ctx *codec;           /* the reactor's (de)compression state (may be NULL) */
+    const struct backplane *backplane; /* the cluster link (backplane.h), or NULL */
 };
 
 /* Marks the calling thread as the one that runs env's pipelines (a reactor
@@ -167,6 +169,7 @@ struct pipeline {
                                   * (set per batch by conn, chained by proto_msg) */
     bool read_before_drain;      /* the frame being handled was read before the
                                   * GOAWAY: answered as usual (rule 6) */
+    bool secure;                 /* the connection runs inside TLS */
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no

@@ -11,15 +11,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backplane.h"
 #include "codec.h"
 #include "log.h"
 #include "net.h"
 #include "thread.h"
+#include "tls.h"
 
 struct reactor_conn_msg {
     struct mailbox_item item;
     int fd;
     const struct proto *proto;
+    struct ssl_ctx_st *tls;            /* a reference to the TLS context, or NULL */
     _Atomic uint64_t *live;            /* the counted-connection gauge, for a drop */
 };
 
@@ -101,6 +104,14 @@ static const struct pipeline_host_ops host_ops = {
     .address = host_address,
 };
 
+/* A key of this reactor's topic or identity table got its first holder or
+ * lost its last: the cluster link hears of it. */
+static void watch_cb(const struct pubsub *ps, const uint8_t *key, size_t len, bool held)
+{
+    const struct backplane *bp = ps->watch_arg;
+    bp->ops->interest(bp->ctx, ps->watch_kind, key, len, held);
+}
+
 /* ---- connections ---- */
 
 /* Tells the main thread once a drain has closed every connection it waits
@@ -134,6 +145,7 @@ static void conn_msg_drop(struct mailbox_item *it)
 {
     struct reactor_conn_msg *m = (struct reactor_conn_msg *)it;
     close(m->fd);
+    tls_ctx_unref(m->tls);
     if (m->proto->counted)
         atomic_fetch_sub_explicit(m->live, 1, memory_order_relaxed);
     free(m);
@@ -152,8 +164,21 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
         return;
     }
     net_set_nodelay(m->fd);
+    struct tls_conn *tls = NULL;
+    if (m->tls) {
+        tls = tls_conn_new(m->tls, m->fd); /* its session holds its own reference */
+        tls_ctx_unref(m->tls);
+        m->tls = NULL;
+        if (!tls) {
+            log_warn("reactor %d: out of memory for a TLS connection, closing it", r->index);
+            conntab_release(&r->conns, id);
+            conn_msg_drop(it);
+            return;
+        }
+    }
     struct conn *c = conn_open(&r->host, m->fd, m->proto, id);
     if (!c) {
+        tls_conn_free(tls);
         conntab_release(&r->conns, id);
         m->fd = -1; /* conn_open closed it */
         if (m->proto->counted)
@@ -166,6 +191,8 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
         r->holding++;
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
+    if (tls)
+        conn_start_tls(c, tls);
     free(m);
     if (c->pl.proto->open)
         c->pl.proto->open(&c->pl);
@@ -269,6 +296,12 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     ev_init(&r->drain_timer, drain_deadline_cb);
     pubsub_init(&r->pubsub);
     pubsub_init(&r->identities);
+    if (r->backplane) { /* the cluster follows which keys this reactor holds */
+        r->pubsub.watch = r->identities.watch = watch_cb;
+        r->pubsub.watch_arg = r->identities.watch_arg = (void *)(uintptr_t)r->backplane;
+        r->pubsub.watch_kind = BACKPLANE_TOPIC;
+        r->identities.watch_kind = BACKPLANE_IDENTITY;
+    }
     r->index = index;
     conntab_init(&r->conns, index);
     r->live = &reg->live;
@@ -300,7 +333,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
         .pool = &r->pool, .pubsub = &r->pubsub, .identities = &r->identities, .nreactors = reg->nreactors,
         .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r,
-        .loop = r->loop};
+        .loop = r->loop, .backplane = r->backplane};
     r->host.env.codec = codec_ctx_new(); /* NULL: this reactor compresses nothing */
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);
@@ -331,13 +364,16 @@ fail_cfg:
     return rc;
 }
 
-int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto)
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
+                      struct ssl_ctx_st *tls)
 {
     struct reactor_conn_msg *m = malloc(sizeof *m);
     if (!m) {
         close(fd);
+        tls_ctx_unref(tls);
         return -ENOMEM;
     }
+    m->tls = tls;
     m->item.run = conn_msg_run;
     m->item.drop = conn_msg_drop;
     m->fd = fd;

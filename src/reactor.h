@@ -31,6 +31,7 @@ struct reactor {
     struct pubsub identities;          /* identity -> its connections here; reactor thread only */
     struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
     struct mailbox *main_box;          /* set before start: the main thread's */
+    const struct backplane *backplane; /* set before start: the cluster link, or NULL */
     struct conntab conns;              /* reactor thread only */
     uint32_t holding;                  /* reactor thread only: connections a drain waits
                                         * for (those whose protocol does not serves_drain) */
@@ -54,9 +55,14 @@ struct reactor {
 int reactor_start(struct reactor *r, int index, const struct config *cfg,
                   struct stats_registry *reg, char *err, size_t errlen);
 
-/* Hands an accepted fd to the reactor. On failure (out of memory) the fd is
- * closed and -ENOMEM returned. Thread-safe. */
-int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto);
+struct ssl_ctx_st;
+
+/* Hands an accepted fd to the reactor, with a reference to the TLS context
+ * its connection runs inside (taken over; NULL: plain). On failure (out of
+ * memory) the fd is closed, the reference dropped and -ENOMEM returned.
+ * Thread-safe. */
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
+                      struct ssl_ctx_st *tls);
 
 struct reactor_config_msg;
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "cluster.h"
 #include "log.h"
 #include "module_host.h"
 #include "module_runtime.h"
@@ -19,6 +20,7 @@
 #include "reactor.h"
 #include "reload.h"
 #include "stats.h"
+#include "tls.h"
 
 #include <systemd/sd-daemon.h>
 
@@ -51,6 +53,7 @@ struct server {
     ev_io main_mb_watcher;
     struct mailbox **boxes;            /* every reactor's mailbox, for fan-outs */
     struct reload_hub hub;             /* admin reloads owed an answer; main_mb's context */
+    struct cluster *cluster;           /* the Redis backplane link, or NULL */
 };
 
 /* Raises the soft descriptor limit to the hard one and lowers
@@ -234,6 +237,7 @@ static void reload(struct server *s)
     needs_restart("[echo] listen", listen_differs(&cur->echo_listen, &next.echo_listen));
     needs_restart("[admin] listen", listen_differs(&cur->admin_listen, &next.admin_listen));
     needs_restart("[http] listen", listen_differs(&cur->http_listen, &next.http_listen));
+    needs_restart("[msg] tls_listen", listen_differs(&cur->tls_listen, &next.tls_listen));
     needs_restart("[server] reactors", cur->reactors != next.reactors);
     needs_restart("[server] workers", cur->workers != next.workers);
     needs_restart("[server] backlog", cur->backlog != next.backlog);
@@ -243,17 +247,34 @@ static void reload(struct server *s)
     next.echo_listen = cur->echo_listen;
     next.admin_listen = cur->admin_listen;
     next.http_listen = cur->http_listen;
+    next.tls_listen = cur->tls_listen;
     next.reactors = cur->reactors;
     next.workers = cur->workers;
     next.backlog = cur->backlog;
     memcpy(next.user, cur->user, sizeof next.user);
+    /* The certificates are read again for new connections; open ones keep
+     * theirs. A file that fails keeps everything as it was. */
+    struct ssl_ctx_st *tls = NULL;
+    if (acceptor_has_tls(&s->acceptor) && !(tls = tls_ctx_new(&next, s->path, err, sizeof err))) {
+        char first[600];
+        snprintf(first, sizeof first, "ERR reload failed: %.500s", err);
+        log_error("reload: %s", err);
+        log_error("reload failed: running configuration kept");
+        notify_reloaded("reload failed; running configuration kept");
+        answer_reload_waiters(s, first);
+        config_free(&next);
+        return;
+    }
     if (post_config_all(s, &next, s->reload_gen + 1) < 0) {
         log_error("reload: out of memory: running configuration kept");
         notify_reloaded("reload failed; running configuration kept");
         answer_reload_waiters(s, "ERR reload failed: out of memory");
+        tls_ctx_unref(tls);
         config_free(&next);
         return;
     }
+    if (tls)
+        acceptor_set_tls(&s->acceptor, tls);
     s->reload_gen++;
     log_set_level((enum log_level)next.log_level);
     s->max_conns = fit_fd_limit(next.max_connections, s->nreactors);
@@ -316,8 +337,9 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
     s->status_frames = frames;
     s->status_at = now;
     char status[256];
-    snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s",
+    snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s%s",
              (unsigned long long)stats_sum(&s->reg, STATS_CONN_CURRENT), rate, s->nreactors,
+             !s->cluster ? "" : cluster_is_up(s->cluster) ? ", cluster up" : ", cluster down",
              s->draining ? ", draining" : "");
     notify_status(status);
 }
@@ -377,6 +399,13 @@ static int start_reactors(struct server *s)
         log_error("out of memory");
         return -1;
     }
+    if (s->cfg.cluster_redis[0]) {
+        s->cluster = cluster_new(&s->cfg, &s->reg, s->nreactors, s->boxes, err, sizeof err);
+        if (!s->cluster) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
     s->hub.boxes = s->boxes;
     s->hub.start = hub_start;
     double tick = watchdog_setup(s);
@@ -387,10 +416,15 @@ static int start_reactors(struct server *s)
         s->reactors[i].reloaded_async = &s->reloaded;
         s->reactors[i].boxes = s->boxes;
         s->reactors[i].main_box = &s->main_mb;
+        s->reactors[i].backplane = s->cluster ? cluster_backplane(s->cluster) : NULL;
         if (reactor_start(&s->reactors[i], i, &s->cfg, &s->reg, err, sizeof err) < 0) {
             log_error("%s", err);
             return -1;
         }
+    }
+    if (s->cluster && cluster_start(s->cluster) < 0) {
+        log_error("cluster: cannot start its thread");
+        return -1;
     }
     return 0;
 }
@@ -402,6 +436,10 @@ static void shutdown_all(struct server *s)
      * another reactor's mailbox until that one has left its loop. */
     for (int i = 0; s->reactors && i < s->nreactors; i++)
         reactor_halt(&s->reactors[i]);
+    /* No reactor posts to the cluster link any more; what it still posts to
+     * them is dropped when they are freed. */
+    cluster_free(s->cluster);
+    s->cluster = NULL;
     /* Modules' timers go while the reactors' loops still exist; a module's
      * threads stop (fini) before the mailboxes they may post to are freed. */
     module_runtime_stop();
@@ -451,7 +489,21 @@ int server_run(const struct config *cfg_in, const char *path)
         return 1;
     }
     for (int i = 0; i < s.acceptor.nls; i++)
-        log_info("listening on %s (%s)", s.acceptor.ls[i].name, s.acceptor.ls[i].proto->name);
+        log_info("listening on %s (%s%s)", s.acceptor.ls[i].name, s.acceptor.ls[i].proto->name,
+                 s.acceptor.ls[i].tls ? " inside TLS" : "");
+    /* Certificates and keys are read before privileges drop. */
+    if (acceptor_has_tls(&s.acceptor)) {
+        char terr[1024];
+        struct ssl_ctx_st *tls = tls_ctx_new(cfg, path, terr, sizeof terr);
+        if (!tls) {
+            log_error("%s", terr);
+            acceptor_close(&s.acceptor);
+            notify_failed(EINVAL, terr);
+            config_free(&s.cfg);
+            return 1;
+        }
+        acceptor_set_tls(&s.acceptor, tls);
+    }
     if (drop_privileges(cfg) < 0 || stats_registry_init(&s.reg, s.nreactors) < 0) {
         acceptor_close(&s.acceptor);
         notify_failed(EPERM, "start failed");

@@ -80,6 +80,12 @@ struct msgclient_options {
      * msgclient_new fails (NULL, errno EINVAL) for an unknown codec name. */
     const char *compress;          /* copied */
     int compress_level;            /* zstd 1..19, deflate clamped to 1..9; 0: 1 */
+    /* TLS (msgclient_tls.h): the server's certificate is checked against
+     * tls_cafile (NULL: the system's CAs) and the host of addr; a client
+     * certificate and key are sent when both are set. The files are read
+     * by msgclient_new. */
+    bool tls;
+    const char *tls_cafile, *tls_certfile, *tls_keyfile;
 };
 
 /* One reply. payload is malloc'd (NULL when len is 0) and owned by the caller:
