@@ -124,6 +124,24 @@ class ConfigCheckTests(unittest.TestCase):
         self.assertIn("%s: " % path, err)
         self.assertNotIn("%s: ok" % path, err)
 
+    def test_listener_timeouts(self):
+        """[msg] heartbeat_interval/idle_timeout and [echo]/[admin]/[http]
+        idle_timeout override [timeouts]; empty inherits; [msg]'s pair must
+        agree like [timeouts]'s, counting an inherited value."""
+        good = self.write("lt.ini", "[msg]\nheartbeat_interval = 10s\nidle_timeout = 0\n"
+                          "[echo]\nidle_timeout = 5m\n[admin]\nidle_timeout =\n"
+                          "[http]\nidle_timeout = 2s\n")
+        rc, err = self.check(good)
+        self.assertEqual(rc, 0, err)
+        bad = self.write("lt-bad.ini", "[msg]\nidle_timeout = 20s\n")
+        err = self.assert_bad(bad, "%s: idle_timeout of [msg] (20s) must be greater than its "
+                              "heartbeat_interval (30s, from [timeouts])" % bad)
+        self.assertNotIn(":1:", err)
+        bad = self.write("lt-bad2.ini", "[echo]\nidle_timeout = 50ms\n[msg]\nheartbeat_interval = x\n")
+        err = self.assert_bad(bad, "%s:2: bad value '50ms' for 'idle_timeout' in [echo]: out of "
+                              "range 0 or 100ms..24h" % bad)
+        self.assertIn("%s:4: bad value 'x' for 'heartbeat_interval' in [msg]" % bad, err)
+
     def run_as_journal(self, args):
         """Runs msgd with args, its stderr a file that JOURNAL_STREAM names
         (device:inode), as systemd's StandardError=journal does ->
