@@ -12,7 +12,10 @@
 #define CONFIG_MAX_ADDRS 16        /* addresses per listener */
 #define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
 #define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
-#define CONFIG_DEFAULT_PATH "/etc/msgd/msgd.ini"
+#ifndef MSGD_SYSCONFDIR
+#define MSGD_SYSCONFDIR "/etc"     /* the Makefile's SYSCONFDIR, for main.c */
+#endif
+#define CONFIG_DEFAULT_PATH MSGD_SYSCONFDIR "/msgd/msgd.ini"
 #define CONFIG_IDENTITY_MAX 255    /* bytes of an identity ([auth] tokens IDENTITY:TOKEN) */
 #define CONFIG_MAX_MODULES 8       /* paths in [modules] load */
 #define CONFIG_PATH_LEN 256        /* longest path, with its NUL */

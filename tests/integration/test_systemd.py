@@ -592,13 +592,65 @@ class ThreadNameTests(MsgdTestCase):
             self.assertEqual(f.read().strip(), "msgd-main")
 
 
+class ReadmeFirstScreenTests(MsgdTestCase):
+    """Issue 14: the README's examples work as pasted (with the ports of a
+    test daemon in place of 7700 and 7701), and `deps.sh run`, what `make
+    run` installs, has what they use and nothing of the test tools."""
+    shared_daemon = False
+
+    def blocks(self, lang):
+        import re
+        with open(os.path.join(REPO, "README.md")) as f:
+            text = f.read()
+        talk = text.split("## Talking to it", 1)[1].split("\n## ", 1)[0]
+        return re.findall(r"```%s\n(.*?)```" % lang, talk, re.S)
+
+    def test_examples_run_as_pasted(self):
+        d = self.start_daemon({"admin": {"listen": "127.0.0.1:0"}})
+        ports = {"7700": str(d.port("msg")), "7701": str(d.port("admin"))}
+        def local(code):
+            for a, b in ports.items():
+                code = code.replace(a, b)
+            return code
+        py = self.blocks("python")
+        sh = self.blocks("sh")
+        self.assertEqual((len(py), len(sh)), (1, 1))
+        r = subprocess.run(["python3", "-c", local(py[0])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "4d534750000000018000000100000002" + "6869")
+        lines = [l for l in sh[0].splitlines() if l.strip()]
+        self.assertIn("xxd", lines[0])
+        r = subprocess.run(["sh", "-c", local(lines[0])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("4d53 4750 0000 0001 8000 0001 0000 0002", r.stdout)
+        self.assertIn("MSGP", r.stdout)
+        r = subprocess.run(["sh", "-c", local(lines[1])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1], "END", r.stdout)
+
+    def test_run_group_has_what_the_readme_uses(self):
+        r = subprocess.run(["bash", "-c", 'source <(sed -n "/^run=(/,/)/p" "$0"); echo "${run[@]}"',
+                            os.path.join(REPO, "scripts", "deps.sh")],
+                           capture_output=True, text=True, timeout=timeout(2))
+        run = r.stdout.split()
+        for pkg in ("netcat-openbsd", "xxd", "python3", "libev-dev", "gcc"):
+            self.assertIn(pkg, run)
+        for pkg in ("clang", "libclang-rt-14-dev", "prometheus", "valgrind"):
+            self.assertNotIn(pkg, run)
+        with open(os.path.join(REPO, "Makefile")) as f:
+            self.assertIn("@bash scripts/deps.sh run\n", f.read())
+
+
 class UnitFileTests(unittest.TestCase):
     def rendered(self):
         tmp = tempfile.mkdtemp(prefix="msgd-it-units-")
         self.addCleanup(shutil.rmtree, tmp, True)
         bindir = os.path.dirname(os.path.abspath(MSGD_BIN))
         with open(os.path.join(REPO, "systemd", "msgd.service.in")) as f:
-            text = f.read().replace("@BINDIR@", bindir)
+            text = f.read().replace("@SBINDIR@", bindir).replace("@SYSCONFDIR@", "/etc")
         with open(os.path.join(tmp, "msgd.service"), "w") as f:
             f.write(text)
         shutil.copy(os.path.join(REPO, "systemd", "msgd.socket"), tmp)
@@ -630,16 +682,34 @@ class InstallTests(unittest.TestCase):
         return r.stdout
 
     def test_install_and_uninstall_honour_destdir_and_prefix(self):
+        """CONFIG.md "Files installed": msgd in sbin, the tools in bin, the
+        four man pages, the units in systemd's own unit directory (pkg-config
+        systemd), the configuration in SYSCONFDIR."""
         dest = tempfile.mkdtemp(prefix="msgd-it-install-")
         self.addCleanup(shutil.rmtree, dest, True)
         self.make("install", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
-        binary = os.path.join(dest, "opt/msgd/bin/msgd")
+        binary = os.path.join(dest, "opt/msgd/sbin/msgd")
         ini = os.path.join(dest, "etc/msgd/msgd.ini")
-        unit = os.path.join(dest, "lib/systemd/system/msgd.service")
-        for p in (binary, ini, unit, os.path.join(dest, "lib/systemd/system/msgd.socket")):
+        unitdir = subprocess.run(["pkg-config", "--variable=systemdsystemunitdir", "systemd"],
+                                 capture_output=True, text=True, timeout=timeout(2)).stdout.strip()
+        self.assertTrue(unitdir.startswith("/"), "pkg-config systemd gave %r" % unitdir)
+        unit = os.path.join(dest, unitdir.lstrip("/"), "msgd.service")
+        mans = [os.path.join(dest, "opt/msgd/share/man", m) for m in
+                ("man8/msgd.8", "man5/msgd.ini.5", "man1/msgcli.1", "man1/msgbench.1")]
+        tools = [os.path.join(dest, "opt/msgd/bin", t) for t in ("msgcli", "msgbench")]
+        for p in [binary, ini, unit, os.path.join(os.path.dirname(unit), "msgd.socket")] + mans + tools:
             self.assertTrue(os.path.exists(p), p)
+        self.assertFalse(os.path.exists(os.path.join(dest, "opt/msgd/bin/msgd")))
         with open(unit) as f:
-            self.assertIn("ExecStart=/opt/msgd/bin/msgd -c /etc/msgd/msgd.ini", f.read())
+            text = f.read()
+        self.assertIn("ExecStart=/opt/msgd/sbin/msgd -c /etc/msgd/msgd.ini", text)
+        self.assertIn("ExecStartPre=/opt/msgd/sbin/msgd -t -c /etc/msgd/msgd.ini", text)
+        for m in mans:
+            r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", m], capture_output=True,
+                               text=True, timeout=timeout(4), env=dict(os.environ, LC_ALL="C.UTF-8"))
+            self.assertEqual((r.returncode, r.stderr), (0, ""), m)
+            with open(m) as f:
+                self.assertNotIn("@", f.read(), m)
         # The module header and its pkg-config file: a module builds with them.
         header = os.path.join(dest, "opt/msgd/include/msgd/module.h")
         pc = os.path.join(dest, "opt/msgd/lib/pkgconfig/msgd.pc")
@@ -667,9 +737,36 @@ class InstallTests(unittest.TestCase):
         self.make("uninstall", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
         self.assertFalse(os.path.exists(binary))
         self.assertFalse(os.path.exists(unit))
+        for p in mans + tools:
+            self.assertFalse(os.path.exists(p), p)
         self.assertFalse(os.path.exists(header))
         self.assertFalse(os.path.exists(pc))
 
+
+    def test_unitdir_and_sysconfdir(self):
+        """UNITDIR= overrides pkg-config's directory; SYSCONFDIR= moves the
+        configuration, and the unit's -c and msgd's default -c follow it."""
+        dest = tempfile.mkdtemp(prefix="msgd-it-install2-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        # Rebuilds main.o for the other SYSCONFDIR; put the default back after.
+        self.addCleanup(self.make, "all")
+        self.make("install", "DESTDIR=" + dest, "PREFIX=/usr", "SYSCONFDIR=/opt/etc",
+                  "UNITDIR=/opt/units")
+        with open(os.path.join(dest, "opt/units/msgd.service")) as f:
+            text = f.read()
+        self.assertIn("ExecStart=/usr/sbin/msgd -c /opt/etc/msgd/msgd.ini", text)
+        self.assertNotIn("/etc/msgd/msgd.ini", text.replace("/opt/etc/msgd/msgd.ini", ""))
+        self.assertTrue(os.path.exists(os.path.join(dest, "opt/etc/msgd/msgd.ini")))
+        with open(os.path.join(dest, "usr/share/man/man8/msgd.8")) as f:
+            self.assertIn("/opt/etc/msgd/msgd.ini", f.read())
+        r = subprocess.run([os.path.join(dest, "usr/sbin/msgd"), "-h"], capture_output=True,
+                           text=True, timeout=timeout(2))
+        self.assertIn("(default /opt/etc/msgd/msgd.ini)", r.stdout)
+        # Without -c and without the file: the default path is what it reads.
+        r = subprocess.run([os.path.join(dest, "usr/sbin/msgd"), "-t"], capture_output=True,
+                           text=True, timeout=timeout(2))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith("/opt/etc/msgd/msgd.ini: "), r.stderr)
 
 if __name__ == "__main__":
     unittest.main()
