@@ -31,8 +31,8 @@ ifeq ($(SAN),tsan)
   OPT := -O1 -fsanitize=thread -fno-omit-frame-pointer
 endif
 
-PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd libzstd zlib 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs inih libsystemd libzstd zlib 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags inih libsystemd libzstd zlib hiredis 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs inih libsystemd libzstd zlib hiredis 2>/dev/null)
 CFLAGS ?=
 LDFLAGS ?=
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -g $(OPT) -MMD -MP -Isrc $(PKG_CFLAGS) $(CFLAGS)

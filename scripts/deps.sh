@@ -10,15 +10,19 @@
 #   scripts/deps.sh test       `make deps`), including clang and
 #                              libclang-rt-14-dev for the libFuzzer runs, and
 #                              prometheus (promtool and a real Prometheus for
-#                              tests/integration/test_http.py)
+#                              tests/integration/test_http.py), pip,
+#                              setuptools and wheel (the offline `pip install`
+#                              test of clients/python) and redis-server (the
+#                              cluster backplane)
 #   scripts/deps.sh bench      run + test + what `make bench` measures against
 #   scripts/deps.sh valgrind   run + test + valgrind (`make valgrind`)
 #   scripts/deps.sh all        everything
 set -euo pipefail
 
 run=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev libzstd-dev zlib1g-dev
-     python3 netcat-openbsd xxd)
-test=(python3 systemd util-linux procps clang libclang-rt-14-dev python3-zstandard prometheus)
+     libhiredis-dev python3 netcat-openbsd xxd)
+test=(python3 systemd util-linux procps clang libclang-rt-14-dev python3-zstandard prometheus
+      python3-pip python3-setuptools python3-wheel redis-server)
 bench=(redis-server redis-tools iperf3 strace)
 valgrind=(valgrind)
 

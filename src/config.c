@@ -181,6 +181,8 @@ void config_defaults(struct config *c)
         .compress = {.n = 2, .id = {CODEC_ZSTD, CODEC_DEFLATE}},
         .compress_min = 1 * KIB,
         .compress_level = 1,
+        .cluster_prefix = "msgd",
+        .cluster_reconnect_ms = 5 * MS_SECOND,
         .echo_listen = {.n = 0},
         .admin_listen = {.n = 1, .addr = {"127.0.0.1:7701"}},
         .heartbeat_ms = 30 * MS_SECOND,
@@ -262,6 +264,9 @@ enum key_kind {
     KEY_PATH,     /* char[CONFIG_PATH_LEN], a file path (empty = none) */
     KEY_MODULES,  /* [modules] load: a list of paths */
     KEY_CODECS,   /* struct codec_list: codec names, best first */
+    KEY_NAME,     /* char[64]: up to 63 of A-Z a-z 0-9 _ . - (empty = default) */
+    KEY_SECRET,   /* char[128]: any printable text */
+    KEY_ADDR,     /* char[CONFIG_ADDR_LEN]: one address, or empty */
 };
 
 struct key_def {
@@ -308,6 +313,11 @@ static const struct key_def keys[] = {
     KEY("log", "level", KEY_LEVEL, log_level, 0, 0, false),
     KEY("diagnostics", "delay_command", KEY_BOOL, delay_command, 0, 0, false),
     KEY("diagnostics", "stall_command", KEY_BOOL, stall_command, 0, 0, false),
+    KEY("cluster", "redis", KEY_ADDR, cluster_redis, 0, 0, false),
+    KEY("cluster", "node", KEY_NAME, cluster_node, 0, 0, false),
+    KEY("cluster", "password", KEY_SECRET, cluster_password, 0, 0, false),
+    KEY("cluster", "channel_prefix", KEY_NAME, cluster_prefix, 0, 0, false),
+    KEY("cluster", "reconnect_max", KEY_DURATION, cluster_reconnect_ms, 100, 10 * MS_MINUTE, false),
     KEY("modules", "load", KEY_MODULES, modules, 0, 0, false),
 };
 
@@ -315,6 +325,7 @@ static const struct key_def keys[] = {
 
 static const char *const sections[] = {
     "server", "msg", "echo", "admin", "http", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
+    "cluster",
 };
 
 #define SECTION_NONE (-1)    /* before the first [section] */
@@ -608,6 +619,31 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
             return false;
         }
         snprintf(field, sizeof ld->c->user, "%s", value);
+        return true;
+    case KEY_NAME:
+        if (!valid_user(value)) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not a name "
+                   "(up to 63 of A-Z a-z 0-9 _ . -)", value, k->name, k->section);
+            return false;
+        }
+        snprintf(field, 64, "%s", value);
+        return true;
+    case KEY_SECRET:
+        for (const char *c = value; *c; c++)
+            if ((unsigned char)*c < 32 || *c == 127 || c - value >= 127) {
+                report(ld, line, "bad value for '%s' in [%s]: at most 127 printable characters",
+                       k->name, k->section);
+                return false;
+            }
+        snprintf(field, 128, "%s", value);
+        return true;
+    case KEY_ADDR:
+        if (*value && (strlen(value) >= CONFIG_ADDR_LEN || config_check_addr(value) < 0)) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not an address "
+                   "(" NET_ADDR_FORMS ")", value, k->name, k->section);
+            return false;
+        }
+        snprintf(field, CONFIG_ADDR_LEN, "%s", value);
         return true;
     case KEY_PATH:
         if (strlen(value) >= sizeof ld->c->tokens_file) {

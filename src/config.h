@@ -82,6 +82,12 @@ struct config {
     /* [diagnostics] */
     bool delay_command;
     bool stall_command;        /* admin `stall MS` blocks a reactor (watchdog tests) */
+    /* [cluster] (restart) */
+    char cluster_redis[CONFIG_ADDR_LEN]; /* HOST:PORT or unix:/path; empty = no cluster */
+    char cluster_node[64];     /* this node's name; empty = the host name */
+    char cluster_password[128]; /* Redis AUTH password; empty = none */
+    char cluster_prefix[64];   /* channels PREFIX:t:TOPIC, PREFIX:u:IDENTITY */
+    uint64_t cluster_reconnect_ms; /* back-off ceiling, 100ms..10m */
     /* [modules] */
     int nmodules;
     char modules[CONFIG_MAX_MODULES][CONFIG_PATH_LEN]; /* as written (relative: to the

@@ -98,10 +98,17 @@ struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
 
 void fanout_start(struct fanout *f)
 {
-    for (int i = 0; i < f->nreactors; i++) {
-        f->visits[i].item.run = visit_run;
-        f->visits[i].item.drop = visit_drop;
-        f->visits[i].f = f;
-        mailbox_post(f->boxes[i], &f->visits[i].item);
+    /* Once the last item is posted f may be gone (every visit run and the
+     * report done, when the caller is not one of the reactors): only locals
+     * are read after a post. */
+    int n = f->nreactors;
+    struct mailbox *const *boxes = f->boxes;
+    struct fanout_item *visits = f->visits;
+    for (int i = 0; i < n; i++) {
+        visits[i].item.run = visit_run;
+        visits[i].item.drop = visit_drop;
+        visits[i].f = f;
     }
+    for (int i = 0; i < n; i++)
+        mailbox_post(boxes[i], &visits[i].item);
 }

@@ -57,7 +57,8 @@ struct fanout {
  * comes from home, the origin reactor's buffer pool, and goes back there
  * after the report, which runs on the origin reactor: a steady stream of
  * fan-outs allocates nothing. Returns NULL when out of memory. The origin
- * reactor's thread only (home is its). */
+ * reactor's thread only (home is its); any thread with home NULL (the
+ * cluster link's deliveries). */
 struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
                           struct mailbox *const *boxes, int origin, uint64_t conn_id,
                           uint32_t seq, const void *data, size_t len, bool with_results,

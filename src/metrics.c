@@ -129,6 +129,24 @@ static void format_global(struct out *o, const struct stats_registry *reg)
     family(o, "msgd_accept_errors_total", "counter",
            "accept() failures, out of descriptors (EMFILE, ENFILE) included.");
     PUT(o, "msgd_accept_errors_total %llu\n", (unsigned long long)atomic_load(&reg->accept_errors));
+    if (!reg->cluster)
+        return;
+    static const struct {
+        const char *name, *type, *help;
+    } cl[STATS_CLUSTER_COUNT] = {
+        {"msgd_cluster_up", "gauge", "1 while both links to the Redis backplane are up, else 0."},
+        {"msgd_cluster_channels", "gauge", "Redis channels this node subscribes to now."},
+        {"msgd_cluster_published_total", "counter", "Messages this node sent to the other nodes."},
+        {"msgd_cluster_received_total", "counter",
+         "Messages from other nodes delivered to this node's reactors."},
+        {"msgd_cluster_dropped_total", "counter",
+         "Messages not sent to the other nodes because the backplane was down or full."},
+        {"msgd_cluster_connects_total", "counter", "Connection attempts to the Redis backplane."},
+    };
+    for (int i = 0; i < STATS_CLUSTER_COUNT; i++) {
+        family(o, cl[i].name, cl[i].type, cl[i].help);
+        PUT(o, "%s %llu\n", cl[i].name, (unsigned long long)atomic_load(&reg->cluster_v[i]));
+    }
 }
 
 /* Each reactor's counters and gauges, labelled by reactor, and the error

@@ -8,8 +8,10 @@
 #include "mod_builtin.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "backplane.h"
 #include "config.h"
 #include "fanout.h"
 #include "msg.h"
@@ -36,14 +38,55 @@ static void direct_visit(struct fanout *f, const struct pipeline_env *env)
     atomic_fetch_add_explicit(&f->count, n, memory_order_relaxed);
 }
 
-/* Every reactor has queued its share: the reply is u32 connections on this
- * node, then u32 other nodes it was forwarded to (no cluster yet: 0). */
-static void direct_done(struct fanout *f, const struct pipeline_env *env)
+/* The reply: u32 connections on this node, then u32 other nodes. */
+static void direct_reply(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                         uint32_t local, uint32_t nodes)
 {
     uint8_t counts[8];
-    msg_put_u32(counts, (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed));
-    msg_put_u32(counts + 4, 0);
-    proto_msg_reply_late(env, f->conn_id, f->seq, MSG_CMD_DIRECT, counts, sizeof counts);
+    msg_put_u32(counts, local);
+    msg_put_u32(counts + 4, nodes);
+    proto_msg_reply_late(env, conn_id, seq, MSG_CMD_DIRECT, counts, sizeof counts);
+}
+
+/* A DIRECT sent on to the other nodes, waiting for how many there were. */
+struct direct_remote {
+    struct backplane_reply r;          /* first: its item runs on the origin reactor */
+    uint64_t conn_id;
+    uint32_t seq;
+    uint32_t local;
+};
+
+static void remote_answered(struct mailbox_item *it, void *ctx)
+{
+    struct direct_remote *d = (struct direct_remote *)it;
+    direct_reply(ctx, d->conn_id, d->seq, d->local, d->r.nodes);
+    free(d);
+}
+
+static void remote_dropped(struct mailbox_item *it) { free(it); }
+
+/* Every reactor has queued its share. Without a cluster the reply follows at
+ * once (0 other nodes); with one, the DELIVER goes to the other nodes now
+ * (fan-outs of one sender finish in the order they were sent, so the
+ * backplane gets them in order too) and the reply waits for Redis's count. */
+static void direct_done(struct fanout *f, const struct pipeline_env *env)
+{
+    uint32_t local = (uint32_t)atomic_load_explicit(&f->count, memory_order_relaxed);
+    const struct backplane *bp = env->backplane;
+    struct direct_remote *d = bp ? malloc(sizeof *d) : NULL;
+    if (!d) {
+        direct_reply(env, f->conn_id, f->seq, local, 0);
+        return;
+    }
+    *d = (struct direct_remote){
+        .r = {.item = {.run = remote_answered, .drop = remote_dropped},
+              .box = env->boxes[env->reactor]},
+        .conn_id = f->conn_id, .seq = f->seq, .local = local};
+    size_t tlen = f->data[0];
+    struct pubsub_frames frames;
+    proto_msg_frames_view(f->data + 1 + tlen, &frames);
+    bp->ops->publish(bp->ctx, BACKPLANE_IDENTITY, f->data + 1, tlen, frames.p[0] + MSG_HEADER_LEN,
+                     frames.n[0] - MSG_HEADER_LEN, &d->r);
 }
 
 static const struct fanout_ops direct_ops = {.visit = direct_visit, .done = direct_done};

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backplane.h"
 #include "codec.h"
 #include "config.h"
 #include "msg.h"
@@ -80,12 +81,17 @@ static void cmd_hello(msgd_req *req, const uint8_t *p, size_t len)
     at = put(out, at, cap, "heartbeat_ms", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)idle_ms);
     at = put(out, at, cap, "idle_ms", num);
-    if (gethostname(node, sizeof node - 1) < 0)
+    if (cfg->cluster_node[0])
+        snprintf(node, sizeof node, "%s", cfg->cluster_node);
+    else if (gethostname(node, sizeof node - 1) < 0)
         snprintf(node, sizeof node, "-");
     at = put(out, at, cap, "node", node);
     char features[512] = "auth,pubsub,direct";
     if (chosen != CODEC_NONE)
         strcat(features, ",compress");
+    const struct backplane *bp = pl->env->backplane;
+    if (bp && bp->ops->up(bp->ctx))
+        strcat(features, ",cluster");
     for (int i = 0; i < cmdtab_nmodules(); i++) {
         const char *name = cmdtab_module(i)->name;
         if (!cmdtab_module_builtin(i) && strlen(features) + 1 + strlen(name) < sizeof features) {

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "backplane.h"
 #include "config.h"
 #include "fanout.h"
 #include "msg.h"
@@ -118,6 +119,10 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
     proto_msg_frames_free(env, &fr);
     stats_add(env->stats, STATS_PUBLISHED, 1);
     fanout_start(f);
+    /* The other nodes get it once, in the order this connection sent it. */
+    if (env->backplane)
+        env->backplane->ops->publish(env->backplane->ctx, BACKPLANE_TOPIC, p + 1, p[0], p, len,
+                                     NULL);
 }
 
 static int pubsub_init_cmds(const struct msgd_module *self, char *err, size_t errlen)

@@ -21,6 +21,7 @@ struct pubsub;
 struct mailbox;
 struct ev_loop;
 struct codec_ctx;
+struct backplane;
 
 #define PIPELINE_PEER_LEN 128
 
@@ -83,6 +84,7 @@ struct pipeline_env {
     void *host;                        /* their first argument */
     struct ev_loop *loop;              /* the reactor's loop (NULL in unit tests) */
     struct codec_ctx *codec;           /* the reactor's (de)compression state (may be NULL) */
+    const struct backplane *backplane; /* the cluster link (backplane.h), or NULL */
 };
 
 /* Marks the calling thread as the one that runs env's pipelines (a reactor

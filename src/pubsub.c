@@ -12,6 +12,7 @@ struct pubsub_topic {
     uint32_t nsubs, cap;
     struct pubsub_subs **subs;
     uint8_t len;
+    bool announced;                    /* ps->watch was told it is held */
     uint8_t name[];
 };
 
@@ -29,6 +30,9 @@ void pubsub_init(struct pubsub *ps)
     ps->buckets = NULL;
     ps->nbuckets = 0;
     ps->ntopics = 0;
+    ps->watch = NULL;
+    ps->watch_arg = NULL;
+    ps->watch_kind = 0;
 }
 
 void pubsub_free(struct pubsub *ps)
@@ -107,6 +111,8 @@ static void topic_release(struct pubsub *ps, struct pubsub_topic *t)
 {
     if (t->nsubs > 0)
         return;
+    if (t->announced && ps->watch)
+        ps->watch(ps, t->name, t->len, false);
     struct pubsub_topic **pp = find_slot(ps, t->name, t->len, t->hash);
     if (pp && *pp == t)
         *pp = t->next;
@@ -156,6 +162,10 @@ int pubsub_subscribe(struct pubsub *ps, struct pubsub_subs **mine_p, struct pipe
         array_remove((void **)t->subs, &t->nsubs, mine);
         topic_release(ps, t);
         return -ENOMEM;
+    }
+    if (!t->announced && ps->watch) {
+        t->announced = true;
+        ps->watch(ps, t->name, t->len, true);
     }
     return 1;
 }

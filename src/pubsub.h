@@ -6,6 +6,7 @@
 #ifndef MSGD_PUBSUB_H
 #define MSGD_PUBSUB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,11 @@ struct pubsub {
     struct pubsub_topic **buckets;     /* hash table of topics, chained */
     uint32_t nbuckets;
     uint32_t ntopics;
+    /* Optional: told when a key gets its first subscriber here (held) and
+     * when it loses its last one (!held); set after pubsub_init. */
+    void (*watch)(const struct pubsub *ps, const uint8_t *key, size_t len, bool held);
+    void *watch_arg;
+    char watch_kind;
 };
 
 void pubsub_init(struct pubsub *ps);

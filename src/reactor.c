@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backplane.h"
 #include "codec.h"
 #include "log.h"
 #include "net.h"
@@ -100,6 +101,14 @@ static const struct pipeline_host_ops host_ops = {
     .describe = host_describe,
     .address = host_address,
 };
+
+/* A key of this reactor's topic or identity table got its first holder or
+ * lost its last: the cluster link hears of it. */
+static void watch_cb(const struct pubsub *ps, const uint8_t *key, size_t len, bool held)
+{
+    const struct backplane *bp = ps->watch_arg;
+    bp->ops->interest(bp->ctx, ps->watch_kind, key, len, held);
+}
 
 /* ---- connections ---- */
 
@@ -269,6 +278,12 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
     ev_init(&r->drain_timer, drain_deadline_cb);
     pubsub_init(&r->pubsub);
     pubsub_init(&r->identities);
+    if (r->backplane) { /* the cluster follows which keys this reactor holds */
+        r->pubsub.watch = r->identities.watch = watch_cb;
+        r->pubsub.watch_arg = r->identities.watch_arg = (void *)(uintptr_t)r->backplane;
+        r->pubsub.watch_kind = BACKPLANE_TOPIC;
+        r->identities.watch_kind = BACKPLANE_IDENTITY;
+    }
     r->index = index;
     conntab_init(&r->conns, index);
     r->live = &reg->live;
@@ -300,7 +315,7 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         .cfg = &r->cfg, .stats = &reg->reactors[index], .all = reg, .reactor = index,
         .pool = &r->pool, .pubsub = &r->pubsub, .identities = &r->identities, .nreactors = reg->nreactors,
         .boxes = r->boxes, .main_box = r->main_box, .ops = &host_ops, .host = r,
-        .loop = r->loop};
+        .loop = r->loop, .backplane = r->backplane};
     r->host.env.codec = codec_ctx_new(); /* NULL: this reactor compresses nothing */
     r->host.closed = conn_closed_cb;
     conn_host_init(&r->host, r->loop);

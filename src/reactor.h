@@ -31,6 +31,7 @@ struct reactor {
     struct pubsub identities;          /* identity -> its connections here; reactor thread only */
     struct mailbox *const *boxes;      /* set before start: every reactor's mailbox */
     struct mailbox *main_box;          /* set before start: the main thread's */
+    const struct backplane *backplane; /* set before start: the cluster link, or NULL */
     struct conntab conns;              /* reactor thread only */
     uint32_t holding;                  /* reactor thread only: connections a drain waits
                                         * for (those whose protocol does not serves_drain) */

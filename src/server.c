@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "cluster.h"
 #include "log.h"
 #include "module_host.h"
 #include "module_runtime.h"
@@ -51,6 +52,7 @@ struct server {
     ev_io main_mb_watcher;
     struct mailbox **boxes;            /* every reactor's mailbox, for fan-outs */
     struct reload_hub hub;             /* admin reloads owed an answer; main_mb's context */
+    struct cluster *cluster;           /* the Redis backplane link, or NULL */
 };
 
 /* Raises the soft descriptor limit to the hard one and lowers
@@ -356,8 +358,9 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
     s->status_frames = frames;
     s->status_at = now;
     char status[256];
-    snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s",
+    snprintf(status, sizeof status, "%llu connections, %.0f msg/s, %d reactors%s%s",
              (unsigned long long)stats_sum(&s->reg, STATS_CONN_CURRENT), rate, s->nreactors,
+             !s->cluster ? "" : cluster_is_up(s->cluster) ? ", cluster up" : ", cluster down",
              s->draining ? ", draining" : "");
     notify_status(status);
 }
@@ -417,6 +420,13 @@ static int start_reactors(struct server *s)
         log_error("out of memory");
         return -1;
     }
+    if (s->cfg.cluster_redis[0]) {
+        s->cluster = cluster_new(&s->cfg, &s->reg, s->nreactors, s->boxes, err, sizeof err);
+        if (!s->cluster) {
+            log_error("%s", err);
+            return -1;
+        }
+    }
     s->hub.boxes = s->boxes;
     s->hub.start = hub_start;
     double tick = watchdog_setup(s);
@@ -427,10 +437,15 @@ static int start_reactors(struct server *s)
         s->reactors[i].reloaded_async = &s->reloaded;
         s->reactors[i].boxes = s->boxes;
         s->reactors[i].main_box = &s->main_mb;
+        s->reactors[i].backplane = s->cluster ? cluster_backplane(s->cluster) : NULL;
         if (reactor_start(&s->reactors[i], i, &s->cfg, &s->reg, err, sizeof err) < 0) {
             log_error("%s", err);
             return -1;
         }
+    }
+    if (s->cluster && cluster_start(s->cluster) < 0) {
+        log_error("cluster: cannot start its thread");
+        return -1;
     }
     return 0;
 }
@@ -442,6 +457,10 @@ static void shutdown_all(struct server *s)
      * another reactor's mailbox until that one has left its loop. */
     for (int i = 0; s->reactors && i < s->nreactors; i++)
         reactor_halt(&s->reactors[i]);
+    /* No reactor posts to the cluster link any more; what it still posts to
+     * them is dropped when they are freed. */
+    cluster_free(s->cluster);
+    s->cluster = NULL;
     /* Modules' timers go while the reactors' loops still exist; a module's
      * threads stop (fini) before the mailboxes they may post to are freed. */
     module_runtime_stop();

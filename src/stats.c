@@ -97,6 +97,9 @@ int stats_format(const struct stats_registry *reg, struct buffer *b)
     put(&o, "closed_by_limit.max_connections %llu\n",
         (unsigned long long)atomic_load(&reg->closed_max_connections));
     put(&o, "accept_errors %llu\n", (unsigned long long)atomic_load(&reg->accept_errors));
+    for (int i = 0; reg->cluster && i < STATS_CLUSTER_COUNT; i++)
+        put(&o, "%s %llu\n", stats_cluster_name((enum stats_cluster_id)i),
+            (unsigned long long)atomic_load(&reg->cluster_v[i]));
     uint64_t sum[STATS_COUNT] = {0};
     for (int r = 0; r < reg->nreactors; r++)
         for (int i = 0; i < STATS_COUNT; i++)
@@ -123,6 +126,15 @@ int stats_format(const struct stats_registry *reg, struct buffer *b)
             put(&o, "reactor.%d.%s %llu\n", r, stat_names[i],
                 (unsigned long long)stats_get(&reg->reactors[r], (enum stats_id)i));
     return o.failed ? -ENOMEM : 0;
+}
+
+const char *stats_cluster_name(enum stats_cluster_id id)
+{
+    static const char *const names[STATS_CLUSTER_COUNT] = {
+        "cluster.up", "cluster.channels", "cluster.published", "cluster.received",
+        "cluster.dropped", "cluster.connects",
+    };
+    return (unsigned)id < STATS_CLUSTER_COUNT ? names[id] : "cluster.unknown";
 }
 
 uint64_t stats_sum(const struct stats_registry *reg, enum stats_id id)

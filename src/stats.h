@@ -6,6 +6,7 @@
 #define MSGD_STATS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -69,6 +70,17 @@ static inline uint64_t stats_get(const struct stats *s, enum stats_id id)
     return atomic_load_explicit(&s->v[id], (memory_order)memory_order_relaxed);
 }
 
+/* The cluster link's figures (cluster.c writes them on its thread). */
+enum stats_cluster_id {
+    STATS_CLUSTER_UP,           /* 1 while both Redis links are up (gauge) */
+    STATS_CLUSTER_CHANNELS,     /* Redis channels this node subscribes to (gauge) */
+    STATS_CLUSTER_PUBLISHED,    /* messages sent to the other nodes */
+    STATS_CLUSTER_RECEIVED,     /* messages from other nodes, fanned out here */
+    STATS_CLUSTER_DROPPED,      /* messages not sent: the backplane was down or full */
+    STATS_CLUSTER_CONNECTS,     /* connection attempts to Redis (first one included) */
+    STATS_CLUSTER_COUNT,
+};
+
 /* Everything STATS reports. Built by the main thread before any reactor
  * starts; its layout is read-only after that. */
 struct stats_registry {
@@ -79,7 +91,12 @@ struct stats_registry {
     _Atomic uint64_t accepted;        /* main thread writes */
     _Atomic uint64_t closed_max_connections; /* main thread writes */
     _Atomic uint64_t accept_errors;   /* main thread writes */
+    bool cluster;                     /* [cluster] is configured: report cluster_v */
+    _Atomic uint64_t cluster_v[STATS_CLUSTER_COUNT]; /* the cluster thread writes */
 };
+
+/* The STATS name of a cluster figure ("cluster.up"). */
+const char *stats_cluster_name(enum stats_cluster_id id);
 
 /* Allocates the registry's reactor blocks. Returns 0 or -ENOMEM. Main thread. */
 int stats_registry_init(struct stats_registry *reg, int nreactors);

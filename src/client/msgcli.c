@@ -23,7 +23,8 @@ static const char *prog = "msgcli";
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: msgcli [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN] [-t SECONDS] COMMAND [ARGS]\n"
+        "usage: msgcli [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN] [-t SECONDS]\n"
+        "              [--heartbeat SECONDS] [--dead-after SECONDS] [--attempts N] COMMAND [ARGS]\n"
         "\n"
         "commands:\n"
         "  ping             PING the server; prints PONG\n"
@@ -32,7 +33,9 @@ static void usage(FILE *f)
         "  delay MS TEXT    DELAY (a worker job); prints TEXT after MS milliseconds\n"
         "  sub TOPIC...     SUBSCRIBE; prints \"TOPIC MESSAGE\" for each message until\n"
         "                   interrupted (Ctrl-C); reconnects and resubscribes if the\n"
-        "                   server goes away\n"
+        "                   server goes away or is declared dead (see --dead-after);\n"
+        "                   exits 2 when the reconnect attempts run out or the new\n"
+        "                   connection does not answer\n"
         "  pub TOPIC TEXT   PUBLISH; prints how many subscribers it was queued to\n"
         "  send IDENTITY TEXT\n"
         "                   DIRECT to every connection of IDENTITY (this connection\n"
@@ -41,7 +44,8 @@ static void usage(FILE *f)
         "                   went to\n"
         "  listen           prints \"SENDER TEXT\" for each DELIVER to this connection's\n"
         "                   identity (needs -a TOKEN; SENDER is - when the sender had\n"
-        "                   none) until interrupted; reconnects like sub\n"
+        "                   none) until interrupted; reconnects like sub (each\n"
+        "                   connection's AUTH shows that the server answers)\n"
         "  raw CMD [HEX]    any command number (decimal or 0x hex) with a payload in hex\n"
         "                   digits; prints the reply's command word and payload in hex\n"
         "\n"
@@ -51,6 +55,14 @@ static void usage(FILE *f)
         "  -u unix:/path    connect to a unix socket instead\n"
         "  -a TOKEN         authenticate with TOKEN first\n"
         "  -t SECONDS       connect and reply timeout (default 5; decimals allowed)\n"
+        "  --heartbeat SECONDS\n"
+        "                   PING a server that has been silent this long (default 30;\n"
+        "                   0: never)\n"
+        "  --dead-after SECONDS\n"
+        "                   declare a server that sent nothing for this long dead, and\n"
+        "                   drop the connection (default 3 heartbeats; 0: never)\n"
+        "  --attempts N     connect attempts per reconnect of sub and listen, with\n"
+        "                   back-off and jitter (default 8)\n"
         "  --help           print this and exit\n"
         "\n"
         "exit status: 0 ok; 1 the server answered with an error (its code name and\n"
@@ -218,6 +230,7 @@ static void print_payload_line(const struct msgclient_reply *r)
 /* ---- sub, listen, send ------------------------------------------------------- */
 
 static volatile sig_atomic_t interrupted;
+static unsigned reconnect_attempts = 8;   /* --attempts */
 
 static void on_signal(int sig)
 {
@@ -274,8 +287,9 @@ static int print_next_push(struct msgclient *c, bool deliver)
     return rc;
 }
 
-/* What sub does after each connect: SUBSCRIBE to every topic. listen needs
- * nothing (AUTH gave the identity), and says it is ready. */
+/* What sub does after each connect: SUBSCRIBE to every topic (a silent
+ * server fails it: exit 2). listen needs nothing (AUTH, which a silent
+ * server fails too, gave the identity), and says it is ready. */
 static int after_connect(struct msgclient *c, bool deliver, char **topics, int ntopics)
 {
     if (!deliver)
@@ -302,15 +316,20 @@ static int cmd_pushes(struct msgclient *c, bool deliver, char **topics, int ntop
         return interrupted ? EXIT_OK : st;
     while (!interrupted) {
         int rc = print_next_push(c, deliver);
-        if (rc == 0 || rc == -ETIMEDOUT || rc == -EINTR)
+        /* -ETIMEDOUT with the connection open: no push within SUB_POLL_MS */
+        if (rc == 0 || (rc == -ETIMEDOUT && msgclient_connected(c)) || rc == -EINTR)
             continue;
-        if (rc == -ECONNRESET || rc == -ECONNABORTED || rc == -EPROTO || rc == -ENOTCONN) {
+        if (rc == -ECONNRESET || rc == -ECONNABORTED || rc == -EPROTO || rc == -ENOTCONN ||
+            rc == -ETIMEDOUT) {
             fprintf(stderr, "%s: %s; reconnecting\n", prog, msgclient_error(c));
             struct msgclient_reply r;
             memset(&r, 0, sizeof r);
             rc = msgclient_reconnect(c, &r);
             if (rc == -EINTR && interrupted)
                 break;
+            if (rc < 0 && rc != -EINTR)
+                fprintf(stderr, "%s: giving up after %u connect attempts\n", prog,
+                        reconnect_attempts);
             st = connect_status(c, rc, &r);
             msgclient_reply_free(&r);
             if (st != EXIT_OK)
@@ -369,8 +388,12 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *port = "7700", *unix_path = NULL, *token = NULL;
     double timeout_s = 5.0;
+    double heartbeat_s = 30.0, dead_after_s = -1.0;   /* -1: 3 heartbeats */
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'H'},
+        {"heartbeat", required_argument, NULL, 'K'},
+        {"dead-after", required_argument, NULL, 'D'},
+        {"attempts", required_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     signal(SIGPIPE, SIG_IGN);
@@ -388,6 +411,24 @@ int main(int argc, char **argv)
             timeout_s = strtod(optarg, &end);
             if (errno || *end || end == optarg || !(timeout_s > 0) || timeout_s > 86400)
                 return usage_error("-t wants seconds (> 0), not '%s'", optarg);
+            break;
+        }
+        case 'K':
+        case 'D': {
+            char *end;
+            errno = 0;
+            double v = strtod(optarg, &end);
+            if (errno || *end || end == optarg || !(v >= 0) || v > 86400)
+                return usage_error("--%s wants seconds (>= 0), not '%s'",
+                                   opt == 'K' ? "heartbeat" : "dead-after", optarg);
+            *(opt == 'K' ? &heartbeat_s : &dead_after_s) = v;
+            break;
+        }
+        case 'N': {
+            uint32_t n;
+            if (parse_u32(optarg, &n) < 0 || n < 1 || n > 1000000)
+                return usage_error("--attempts wants a count 1..1000000, not '%s'", optarg);
+            reconnect_attempts = n;
             break;
         }
         case 'H': usage(stdout); return EXIT_OK;
@@ -485,6 +526,15 @@ int main(int argc, char **argv)
     o.connect_timeout_ms = timeout_ms;
     o.timeout_ms = call_timeout_ms;
     o.reconnect = strcmp(cmd, "sub") == 0 || strcmp(cmd, "listen") == 0;
+    o.reconnect_attempts = reconnect_attempts;
+    if (dead_after_s < 0)
+        dead_after_s = 3 * heartbeat_s;
+    o.heartbeat_ms = (int)(heartbeat_s * 1000 + 0.5);
+    o.dead_after_ms = (int)(dead_after_s * 1000 + 0.5);
+    if (heartbeat_s > 0 && o.heartbeat_ms < 1)
+        o.heartbeat_ms = 1;
+    if (dead_after_s > 0 && o.dead_after_ms < 1)
+        o.dead_after_ms = 1;
     struct msgclient *c = msgclient_new(&o);
     if (!c) {
         fprintf(stderr, "%s: out of memory\n", prog);

@@ -28,6 +28,9 @@
 #define EAGER_WRITE 262144      /* send() tries a non-blocking write past this much output */
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_MAX_FRAME (256u * 1024 * 1024)
+#define DEFAULT_HEARTBEAT_MS 30000
+#define DEFAULT_DEAD_AFTER_MS 90000
+#define HEARTBEAT_PAYLOAD "hb"
 
 /* A queued reply, or the failure that stands in for one (result < 0). */
 struct msgclient_rnode {
@@ -60,6 +63,10 @@ struct msgclient {
     uint32_t goaway_ms;
     char goaway_reason[MSGCLIENT_TEXT_MAX];
     bool conn_error;                /* the connection-level error arrived */
+    int64_t last_rx_ms;             /* when the connection last received a byte */
+    uint64_t conn_bytes_in;         /* received on this connection */
+    bool hb_owed;                   /* our heartbeat PING awaits its reply */
+    size_t hb_ahead;                /* replies owed to requests sent before it */
     struct buffer in;
     struct buffer out;
     size_t pending;                 /* requests queued or sent with no reply read yet */
@@ -73,6 +80,8 @@ struct msgclient {
     uint64_t messages_dropped;
     uint64_t delivers_dropped;
     uint64_t reconnects;
+    uint64_t heartbeats;
+    uint64_t deaths;
     char err[MSGCLIENT_TEXT_MAX + 128];
 };
 
@@ -298,6 +307,8 @@ void msgclient_options_init(struct msgclient_options *o)
     o->backoff_max_ms = 5000;
     o->reconnect_attempts = 8;
     o->max_frame = DEFAULT_MAX_FRAME;
+    o->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
+    o->dead_after_ms = DEFAULT_DEAD_AFTER_MS;
 }
 
 struct msgclient *msgclient_new(const struct msgclient_options *o)
@@ -407,6 +418,8 @@ static void conn_lost(struct msgclient *c, int result)
     buffer_free(&c->in);
     buffer_free(&c->out);
     c->write_dead = false;
+    c->hb_owed = false;
+    c->hb_ahead = 0;
     while (c->pending > 0) {
         struct msgclient_rnode *n = calloc(1, sizeof *n);
         if (!n) {
@@ -453,6 +466,9 @@ uint64_t msgclient_frames_dropped(const struct msgclient *c) { return c->dropped
 uint64_t msgclient_messages_dropped(const struct msgclient *c) { return c->messages_dropped; }
 uint64_t msgclient_delivers_dropped(const struct msgclient *c) { return c->delivers_dropped; }
 uint64_t msgclient_reconnects(const struct msgclient *c) { return c->reconnects; }
+uint64_t msgclient_heartbeats_sent(const struct msgclient *c) { return c->heartbeats; }
+uint64_t msgclient_dead_declared(const struct msgclient *c) { return c->deaths; }
+uint64_t msgclient_conn_bytes_in(const struct msgclient *c) { return c->conn_bytes_in; }
 
 bool msgclient_going_away(const struct msgclient *c, uint32_t *ms_left, const char **reason)
 {
@@ -585,6 +601,8 @@ static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, siz
          * a request with command 0 (PROTOCOL.md rule 4): the connection goes
          * on, and UNKNOWN_COMMAND is never connection-level. */
         if (code == MSG_ERR_UNKNOWN_COMMAND && c->pending > 0) {
+            if (c->hb_owed && c->hb_ahead > 0)
+                c->hb_ahead--;
             c->pending--;
             return queue_reply(c, cmd, p, len);
         }
@@ -597,6 +615,15 @@ static int handle_frame(struct msgclient *c, uint32_t cmd, const uint8_t *p, siz
         return queue_reply(c, cmd, p, len);
     }
     if (cmd & MSG_FLAG_REPLY) {
+        if (c->hb_owed) {
+            /* replies come in request order: the heartbeat's is the one
+             * after those owed to the requests sent before it */
+            if (c->hb_ahead == 0) {
+                c->hb_owed = false;
+                return 0;
+            }
+            c->hb_ahead--;
+        }
         if (c->pending == 0) {
             c->dropped++;   /* a reply nobody asked for (or to our PING reply?) */
             return 0;
@@ -670,6 +697,8 @@ static int read_some(struct msgclient *c)
     int lost = 0;
     if (n > 0) {
         buffer_commit(&c->in, (size_t)n);
+        c->last_rx_ms = now_ms();
+        c->conn_bytes_in += (uint64_t)n;
     } else {
         lost = n == 0 ? -ECONNRESET : -errno;
         if (lost == -EPIPE || lost == -ENOTCONN)
@@ -695,17 +724,61 @@ static int read_some(struct msgclient *c)
     return 0;
 }
 
-/* One round: write what can go, wait for the socket until deadline, read.
- * Returns 0, -ETIMEDOUT, -EINTR, -ENOTCONN, or a loss from read_some. */
+/* The heartbeat before a wait: declares the server dead after dead_after_ms
+ * of silence (-ETIMEDOUT, the connection closed), or queues a PING after
+ * heartbeat_ms of it. Returns 0 or -ETIMEDOUT; *wake is lowered to when the
+ * heartbeat next needs to look. */
+static int heartbeat(struct msgclient *c, int64_t *wake)
+{
+    int hb = c->o.heartbeat_ms, dead = c->o.dead_after_ms;
+    if (hb <= 0 && dead <= 0)
+        return 0;
+    int64_t now = now_ms(), silent = now - c->last_rx_ms;
+    if (dead > 0 && silent >= dead) {
+        snprintf(c->err, sizeof c->err, "the server sent nothing for %lld ms (dead after %d ms): "
+                 "connection dropped", (long long)silent, dead);
+        c->deaths++;
+        conn_lost(c, -ETIMEDOUT);
+        return -ETIMEDOUT;
+    }
+    if (hb > 0 && silent >= hb && !c->hb_owed && !c->write_dead) {
+        uint8_t h[MSG_HEADER_LEN];
+        size_t pl = sizeof HEARTBEAT_PAYLOAD - 1;
+        msg_header_encode(h, MSG_CMD_PING, (uint32_t)pl);
+        if (buffer_append(&c->out, h, sizeof h) == 0 &&
+            buffer_append(&c->out, HEARTBEAT_PAYLOAD, pl) == 0) {
+            c->hb_owed = true;
+            c->hb_ahead = c->pending;
+            c->heartbeats++;
+        }
+    }
+    int64_t next = INT64_MAX;
+    if (hb > 0 && !c->hb_owed)
+        next = c->last_rx_ms + hb;
+    if (dead > 0 && c->last_rx_ms + dead < next)
+        next = c->last_rx_ms + dead;
+    if (next < *wake)
+        *wake = next;
+    return 0;
+}
+
+/* One round: write what can go, wait for the socket until deadline (or the
+ * heartbeat's next look), read. Returns 0, -ETIMEDOUT (the deadline passed,
+ * or the server was declared dead: then the connection is closed), -EINTR,
+ * -ENOTCONN, or a loss from read_some. */
 static int io_step(struct msgclient *c, int64_t deadline)
 {
     if (c->fd < 0)
         return -ENOTCONN;
+    int64_t wake = deadline;
+    int rc = heartbeat(c, &wake);
+    if (rc < 0)
+        return rc;
     write_some(c);
     struct pollfd pfd = {c->fd, POLLIN, 0};
     if (buffer_readable(&c->out) > 0 && !c->write_dead)
         pfd.events |= POLLOUT;
-    int n = poll(&pfd, 1, poll_wait(deadline));
+    int n = poll(&pfd, 1, poll_wait(wake));
     if (n < 0) {
         if (errno == EINTR)
             return -EINTR;
@@ -713,6 +786,8 @@ static int io_step(struct msgclient *c, int64_t deadline)
         return -errno;
     }
     if (n == 0) {
+        if (wake < deadline)
+            return 0;               /* the heartbeat's turn, not the caller's deadline */
         snprintf(c->err, sizeof c->err, "timed out");
         return -ETIMEDOUT;
     }
@@ -794,6 +869,10 @@ static void reset_conn_state(struct msgclient *c, int fd)
     c->goaway_ms = 0;
     c->goaway_reason[0] = '\0';
     c->conn_error = false;
+    c->last_rx_ms = now_ms();
+    c->conn_bytes_in = 0;
+    c->hb_owed = false;
+    c->hb_ahead = 0;
     buffer_free(&c->in);
     buffer_free(&c->out);
 }
@@ -839,7 +918,7 @@ static int auth_exchange(struct msgclient *c, struct msgclient_reply *reply)
     int64_t deadline = deadline_after(c->o.timeout_ms);
     while (c->pending > 0) {
         rc = io_step(c, deadline);
-        if (rc == -ETIMEDOUT || rc == -EINTR || rc == -ENOTCONN) {
+        if ((rc == -ETIMEDOUT && c->fd >= 0) || rc == -EINTR || rc == -ENOTCONN) {
             c->pending = 0;
             conn_lost(c, -ECONNRESET);
             prefix_err(c, "AUTH: ");
@@ -990,9 +1069,10 @@ int msgclient_recv(struct msgclient *c, struct msgclient_reply *reply)
             return -ENOMSG;
         }
         int rc = io_step(c, deadline);
-        if (rc == -ETIMEDOUT || rc == -EINTR || rc == -ENOTCONN)
+        if ((rc == -ETIMEDOUT && c->fd >= 0) || rc == -EINTR || rc == -ENOTCONN)
             return rc;
-        /* on a loss the owed requests are queued as failures: loop to them */
+        /* on a loss (a dead server included) the owed requests are queued as
+         * failures: loop to them */
     }
 }
 

@@ -1,10 +1,19 @@
 /* msgclient: a small blocking client of the msg protocol (PROTOCOL.md) built on
  * poll(2): connect with a timeout, optional AUTH, calls and pipelined
  * send/receive, transparent answers to server PINGs, MESSAGE and DELIVER pushes,
- * GOAWAY, DIRECT, and reconnection with exponential back-off and random jitter.
+ * GOAWAY, DIRECT, a heartbeat of its own that notices a dead server, and
+ * reconnection with exponential back-off and random jitter.
  *
  * A struct msgclient belongs to one thread at a time (the caller's): no
- * function here may be called on the same client from two threads at once.
+ * function here may be called on the same client from two threads at once,
+ * not even to wait on it from one thread while another sends. Every call
+ * does its I/O itself on the caller's thread (there is no thread inside), and
+ * the buffers, queues and counters have no lock, so sharing one handle would
+ * corrupt them. To have one thread wait for pushes while others make calls,
+ * give each its own struct msgclient (connections are cheap), or funnel the
+ * other threads' requests to the waiting thread through a queue of your own
+ * and let it call msgclient_send between its waits (short timeout_ms).
+ *
  * Functions return >= 0 on success and -errno on failure; a reply that is an
  * error reply is not a failure of the call: it returns MSGCLIENT_ERROR_REPLY
  * with the code and text in the struct msgclient_reply. */
@@ -47,6 +56,16 @@ struct msgclient_options {
     msgclient_deliver_fn on_deliver; /* NULL: DELIVERs queue for msgclient_recv_deliver */
     void *user;                    /* passed to on_message and on_deliver */
     uint64_t seed;                 /* jitter seed; 0: a random one */
+    /* The client's own heartbeat, active while a call waits on the socket:
+     * after heartbeat_ms with nothing received it sends a PING (its reply is
+     * swallowed); after dead_after_ms with nothing received at all it
+     * declares the server dead: the connection is closed, each request owed
+     * a reply fails with -ETIMEDOUT, and the waiting call returns -ETIMEDOUT
+     * with msgclient_connected() false. A reply comes after every reply
+     * before it (PROTOCOL.md rule 1), so dead_after_ms must exceed the
+     * slowest request. 0 turns either off. */
+    int heartbeat_ms;
+    int dead_after_ms;
 };
 
 /* One reply. payload is malloc'd (NULL when len is 0) and owned by the caller:
@@ -86,7 +105,9 @@ struct msgclient_deliver {
 struct msgclient;
 
 /* Fills o with the defaults: no address, no token, 5 s timeouts, no
- * reconnect, back-off 100 ms doubling to 5 s, 8 attempts, max_frame 256 MiB.
+ * reconnect, back-off 100 ms doubling to 5 s, 8 attempts, max_frame 256 MiB,
+ * heartbeat 30 s (the server's default heartbeat_interval; this client does
+ * not send HELLO, so it cannot learn the server's), dead after 90 s.
  * Thread-safe. */
 void msgclient_options_init(struct msgclient_options *o);
 
@@ -152,7 +173,9 @@ int msgclient_call(struct msgclient *c, uint32_t cmd, const void *payload, size_
 
 /* The next MESSAGE push (queued ones first), waiting up to timeout_ms (< 0:
  * no limit) while answering PINGs; replies that arrive meanwhile are queued
- * for msgclient_recv. Only when on_message is NULL. Returns 0, -ETIMEDOUT,
+ * for msgclient_recv. Only when on_message is NULL. Returns 0, -ETIMEDOUT
+ * (no push in time; or, with msgclient_connected() now false, the server
+ * was declared dead: see heartbeat_ms and dead_after_ms),
  * -EINTR, -ECONNRESET (lost; the connection is closed), -ECONNABORTED (the
  * server sent the connection-level error: msgclient_error() says which),
  * -EPROTO, -ENOTCONN or -EINVAL. The owning thread. */
@@ -212,6 +235,12 @@ uint64_t msgclient_frames_dropped(const struct msgclient *c);
 uint64_t msgclient_messages_dropped(const struct msgclient *c);
 uint64_t msgclient_delivers_dropped(const struct msgclient *c);
 uint64_t msgclient_reconnects(const struct msgclient *c);
+/* Heartbeat PINGs this client sent, and connections it declared dead. */
+uint64_t msgclient_heartbeats_sent(const struct msgclient *c);
+uint64_t msgclient_dead_declared(const struct msgclient *c);
+/* Bytes received on the current connection (or the last one, once it is
+ * gone): 0 means the server never said anything on it. */
+uint64_t msgclient_conn_bytes_in(const struct msgclient *c);
 
 /* The wait before reconnect attempt `attempt` (0 = the first): the step
  * cap = min(max_ms, initial_ms * 2^attempt), then a uniformly random value in

@@ -11,6 +11,8 @@
                                     lying about their size, and bombs
     tests/fuzz/corpus/http/         request heads: keep-alive, pipelined, every
                                     refusal (400, 413, 431, 505), HEAD, HTTP/1.0
+    tests/fuzz/corpus/proxy/        PROXY protocol v1 and v2 headers: every
+                                    family, LOCAL, UNKNOWN, TLVs, refusals
     tests/fuzz/<target>.dict        libFuzzer dictionaries
 
 Each corpus directory is emptied and rewritten, so running this again gives
@@ -233,6 +235,39 @@ def codec_corpus():
     }
 
 
+PROXY_V2_SIG = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
+
+
+def proxy_v2(ver_cmd, fam, addr):
+    return PROXY_V2_SIG + bytes([ver_cmd, fam]) + struct.pack(">H", len(addr)) + addr
+
+
+def proxy_corpus():
+    a4 = bytes([192, 0, 2, 1, 127, 0, 0, 1]) + struct.pack(">HH", 56324, 7700)
+    a6 = bytes(15) + b"\x01" + bytes(15) + b"\x01" + struct.pack(">HH", 1, 2)
+    tlv = b"\x04\x00\x04abcd"
+    return {
+        "v1_tcp4": b"PROXY TCP4 192.0.2.1 198.51.100.7 56324 7700\r\nMSGP",
+        "v1_tcp6": b"PROXY TCP6 2001:db8::1 ::1 1 65535\r\n",
+        "v1_unknown": b"PROXY UNKNOWN\r\n",
+        "v1_unknown_addrs": b"PROXY UNKNOWN ffff::1 ::2 3 4\r\n",
+        "v1_too_long": b"PROXY UNKNOWN " + b"x" * 120,
+        "v1_bad_port": b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 1\r\n",
+        "v1_lf_only": b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+        "v2_tcp4": proxy_v2(0x21, 0x11, a4) + b"MSGP",
+        "v2_tcp4_tlv": proxy_v2(0x21, 0x11, a4 + tlv),
+        "v2_tcp6": proxy_v2(0x21, 0x21, a6),
+        "v2_local": proxy_v2(0x20, 0x00, b""),
+        "v2_unspec": proxy_v2(0x21, 0x00, b"12345"),
+        "v2_unix": proxy_v2(0x21, 0x31, bytes(216)),
+        "v2_short_addr": proxy_v2(0x21, 0x11, a4[:11]),
+        "v2_bad_version": proxy_v2(0x11, 0x11, a4),
+        "v2_huge_len": PROXY_V2_SIG + b"\x21\x11\xff\xff",
+        "v2_dgram": proxy_v2(0x21, 0x12, a4),
+        "plain_msg": bytes.fromhex("4d534750000000010000000100000002" "6869"),
+    }
+
+
 RELOAD_FAILS = 16
 
 
@@ -327,7 +362,7 @@ def dicts():
 def main():
     for target, files in (("msg_stream", msg_corpus()), ("config", config_corpus()),
                           ("admin", admin_corpus()), ("codec", codec_corpus()),
-                          ("http", http_corpus())):
+                          ("http", http_corpus()), ("proxy", proxy_corpus())):
         d = os.path.join(HERE, "corpus", target)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)

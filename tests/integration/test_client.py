@@ -237,6 +237,28 @@ def pubsub_fake(sock, server):
         pass
 
 
+def answer_first_then_silent(first_cmd):
+    """The first connection gets its first_cmd (SUBSCRIBE or AUTH) answered,
+    then silence: no reply, no FIN, no RST; every later connection is
+    silent from the start. Notes "conn" per connection and "ping" for each
+    PING the client sends (its heartbeat)."""
+    def handler(sock, server):
+        first = "conn" not in server.notes
+        server.notes.append("conn")
+        if first:
+            cmd, payload = read_frame(sock)
+            if cmd != first_cmd:
+                raise AssertionError("expected %d, got %s" % (first_cmd, mp.describe(cmd, payload)))
+            sock.sendall(mp.encode(mp.reply_cmd(first_cmd)))
+        while True:
+            f = read_frame(sock)
+            if f is None:
+                return
+            if f[0] == mp.PING:
+                server.notes.append("ping")
+    return handler
+
+
 def deliver_payload(sender, message):
     return bytes([len(sender)]) + sender + message
 
@@ -551,6 +573,47 @@ class MsgcliFakeServerTests(ToolMixin, unittest.TestCase):
             self.assertEqual(MsgcliTests._read_line(proc.stdout, timeout()), want)
         self.assertIn("pong", srv.notes)
         self.assertEqual(stop_listen(self, proc), "")   # the malformed one printed nothing
+
+    def test_sub_declares_a_silent_server_dead_and_exits_2(self):
+        """A subscriber behind a failure that sends no FIN or RST does not
+        hang: the server answers SUBSCRIBE, then falls silent; sub's
+        heartbeat PING goes unanswered, it declares the server dead after
+        --dead-after, reconnects (the listener accepts but never answers),
+        the new SUBSCRIBE times out, and it exits 2."""
+        srv = FakeServer(answer_first_then_silent(mp.SUBSCRIBE), connections=2)
+        self.addCleanup(srv.stop)
+        t0 = time.monotonic()
+        r = self.cli("-t", "1", "--heartbeat", "0.1", "--dead-after", "0.5", "sub", "quiet",
+                     port=srv.port, wait=timeout(3))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertLess(time.monotonic() - t0, timeout(3))
+        self.assertIn("subscribed to quiet", r.stderr)
+        self.assertRegex(r.stderr, r"sent nothing for \d+ ms \(dead after 500 ms\).*reconnecting")
+        self.assertIn("SUBSCRIBE: timed out", r.stderr)
+        self.assertIn("ping", srv.notes)              # the heartbeat went out
+        self.assertEqual(srv.notes.count("conn"), 2)
+
+    def test_listen_gives_up_after_its_attempts_on_a_silent_server(self):
+        """listen: AUTH answered, then silence: declared dead, then each
+        reconnect's AUTH meets a listener that never answers; after
+        --attempts of them it exits 2 saying so."""
+        srv = FakeServer(answer_first_then_silent(mp.AUTH), connections=3)
+        self.addCleanup(srv.stop)
+        r = self.cli("-t", "0.4", "--heartbeat", "0.1", "--dead-after", "0.4", "--attempts", "2",
+                     "-a", "me", "listen", port=srv.port, wait=timeout(3))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertIn("listening", r.stderr)
+        self.assertIn("reconnecting", r.stderr)
+        self.assertIn("giving up after 2 connect attempts", r.stderr)
+        self.assertIn("AUTH", r.stderr)
+        self.assertEqual(srv.notes.count("conn"), 3)
+
+    def test_heartbeat_options_bad_usage(self):
+        for args in (["--heartbeat", "x", "ping"], ["--dead-after", "-1", "ping"],
+                     ["--attempts", "0", "sub", "t"], ["--heartbeat"]):
+            r = self.cli(*args)
+            self.assertEqual(r.returncode, 2, "%r: %r" % (args, r))
+            self.assertIn("usage", r.stderr.lower(), "%r: %r" % (args, r))
 
     def test_send_reply_of_the_wrong_size_exits_1(self):
         srv = FakeServer(direct_fake(bad_reply_index=0))

@@ -765,6 +765,28 @@ TEST(compression_keys)
     CHECK(strstr(err, "not a list of codecs") != NULL);
 }
 
+TEST(cluster_keys)
+{
+    struct config c;
+    char err[4096];
+    CHECK_EQ(load_text("[cluster]\nredis = unix:/run/redis.sock\nnode = a-1.x\npassword = p w!\n"
+                       "channel_prefix = app\nreconnect_max = 2s\n", &c, err, sizeof err), 0);
+    CHECK_STR(c.cluster_redis, "unix:/run/redis.sock");
+    CHECK_STR(c.cluster_node, "a-1.x");
+    CHECK_STR(c.cluster_password, "p w!");
+    CHECK_STR(c.cluster_prefix, "app");
+    CHECK_EQ(c.cluster_reconnect_ms, 2000);
+    CHECK_EQ(load_text("[cluster]\n", &c, err, sizeof err), 0);
+    CHECK_STR(c.cluster_redis, "");            /* no cluster */
+    CHECK_STR(c.cluster_prefix, "msgd");
+    CHECK_EQ(c.cluster_reconnect_ms, 5000);
+    CHECK_EQ(load_text("[cluster]\nredis = redis.example:6379\nnode = a b\n"
+                       "reconnect_max = 50ms\n", &c, err, sizeof err), 3);
+    CHECK(strstr(err, "'redis' in [cluster]: not an address") != NULL);
+    CHECK(strstr(err, "'node' in [cluster]: not a name") != NULL);
+    CHECK(strstr(err, "'reconnect_max' in [cluster]: out of range") != NULL);
+}
+
 TEST(failure_resets_to_defaults)
 {
     struct config c;

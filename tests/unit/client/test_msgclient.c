@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "client/msgclient.h"
 #include "msg.h"
@@ -1032,6 +1033,198 @@ TEST(auth_failure_is_an_error_reply)
     msgclient_free(c);
     join_fake(&f, t);
     close(f.listen_fd);
+}
+
+/* ---- the client's own heartbeat: a dead server, a quiet live one ---------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct msgclient *client_with_heartbeat(int *server_fd, int timeout_ms, int hb_ms,
+                                               int dead_ms)
+{
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.timeout_ms = timeout_ms;
+    o.heartbeat_ms = hb_ms;
+    o.dead_after_ms = dead_ms;
+    return client_on_pair_with(server_fd, &o);
+}
+
+/* Reads frames the client sent within WAIT_MS; true when one was cmd/payload. */
+static bool saw_frame(int fd, uint32_t want_cmd, const char *want)
+{
+    uint8_t buf[64];
+    uint32_t cmd;
+    for (int i = 0; i < 8; i++) {
+        long n = read_frame(fd, &cmd, buf, sizeof buf);
+        if (n < 0)
+            return false;
+        if (cmd == want_cmd && (size_t)n == strlen(want) && memcmp(buf, want, (size_t)n) == 0)
+            return true;
+    }
+    return false;
+}
+
+TEST(options_init_sets_the_heartbeat_defaults)
+{
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    CHECK_EQ(o.heartbeat_ms, 30000);
+    CHECK_EQ(o.dead_after_ms, 90000);
+}
+
+TEST(a_dead_server_fails_a_call_without_a_timeout)
+{
+    int sfd;
+    /* no reply timeout at all: only the heartbeat can end the wait */
+    struct msgclient *c = client_with_heartbeat(&sfd, -1, 40, 300);
+    struct msgclient_reply r;
+    memset(&r, 0, sizeof r);
+    int64_t t0 = mono_ms();
+    CHECK_EQ(msgclient_call(c, MSG_CMD_ECHO, "x", 1, &r), -ETIMEDOUT);
+    int64_t took = mono_ms() - t0;
+    CHECK(took >= 250);
+    CHECK(took < 300 + 2000);
+    CHECK(!msgclient_connected(c));
+    CHECK(strstr(msgclient_error(c), "sent nothing") != NULL);
+    CHECK_EQ(msgclient_dead_declared(c), 1);
+    CHECK_EQ(msgclient_heartbeats_sent(c), 1);
+    CHECK_EQ(msgclient_pending(c), 0);          /* the request failed once, not twice */
+    CHECK_EQ(msgclient_recv(c, &r), -ENOMSG);
+    CHECK_EQ(msgclient_conn_bytes_in(c), 0);
+    /* the server saw the ECHO, then the heartbeat PING */
+    CHECK(saw_frame(sfd, MSG_CMD_ECHO, "x"));
+    CHECK(saw_frame(sfd, MSG_CMD_PING, "hb"));
+    close(sfd);
+    msgclient_free(c);
+}
+
+TEST(a_dead_server_ends_a_subscriber_waiting_for_ever)
+{
+    int sfd;
+    struct msgclient *c = client_with_heartbeat(&sfd, 5000, 30, 200);
+    struct msgclient_message m;
+    int64_t t0 = mono_ms();
+    CHECK_EQ(msgclient_recv_message(c, &m, -1), -ETIMEDOUT);
+    CHECK(mono_ms() - t0 < 200 + 2000);
+    CHECK(!msgclient_connected(c));
+    CHECK_EQ(msgclient_recv_message(c, &m, -1), -ENOTCONN);
+    close(sfd);
+    msgclient_free(c);
+}
+
+/* Sends the three ECHO replies only after the heartbeat PING that follows
+ * them arrived, then answers every heartbeat PING until the client leaves
+ * (f->why counts them as "answered N"). */
+static void *quiet_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[64];
+    uint32_t cmd;
+    char echoes[3];
+    for (int i = 0; i < 3; i++) {
+        long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+        if (n != 1 || cmd != MSG_CMD_ECHO)
+            return fake_fail(f, "expected three ECHOs"), NULL;
+        echoes[i] = (char)buf[0];
+    }
+    long n = read_frame(f->fd, &cmd, buf, sizeof buf);
+    if (n != 2 || cmd != MSG_CMD_PING || memcmp(buf, "hb", 2) != 0)
+        return fake_fail(f, "expected the heartbeat PING after the ECHOs"), NULL;
+    for (int i = 0; i < 3; i++)
+        write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_ECHO, &echoes[i], 1);
+    write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_PING, "hb", 2);
+    /* then quiet: every heartbeat PING answered, nothing else */
+    for (;;) {
+        n = read_frame(f->fd, &cmd, buf, sizeof buf);
+        if (n == -EIO)
+            return NULL;                        /* the client closed */
+        if (n != 2 || cmd != MSG_CMD_PING)
+            return fake_fail(f, "expected another heartbeat PING"), NULL;
+        write_frame(f->fd, MSG_FLAG_REPLY | MSG_CMD_PING, buf, (size_t)n);
+    }
+}
+
+TEST(heartbeat_replies_are_swallowed_and_keep_a_quiet_server_alive)
+{
+    struct fake f;
+    struct msgclient *c = client_with_heartbeat(&f.fd, WAIT_MS, 40, 400);
+    pthread_t t;
+    run_fake(&f, quiet_server, &t);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "a", 1), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "b", 1), 0);
+    CHECK_EQ(msgclient_send(c, MSG_CMD_ECHO, "c", 1), 0);
+    for (int i = 0; i < 3; i++) {
+        struct msgclient_reply r;
+        CHECK_EQ(msgclient_recv(c, &r), 0);
+        CHECK_EQ(r.command, MSG_FLAG_REPLY | MSG_CMD_ECHO);
+        CHECK_EQ(r.len, 1);
+        CHECK_EQ(r.payload[0], "abc"[i]);
+        msgclient_reply_free(&r);
+    }
+    /* waiting for pushes three times dead_after: heartbeats go out, each is
+     * answered, and the connection lives on */
+    struct msgclient_message m;
+    int64_t t0 = mono_ms();
+    while (mono_ms() - t0 < 3 * 400)
+        CHECK_EQ(msgclient_recv_message(c, &m, 50), -ETIMEDOUT);
+    CHECK(msgclient_connected(c));
+    CHECK(msgclient_heartbeats_sent(c) >= 5);
+    CHECK_EQ(msgclient_dead_declared(c), 0);
+    CHECK_EQ(msgclient_pending(c), 0);
+    CHECK_EQ(msgclient_frames_dropped(c), 0);
+    msgclient_free(c);                          /* the fake sees EOF and ends */
+    join_fake(&f, t);
+    close(f.fd);
+}
+
+TEST(heartbeat_off_waits_for_the_caller_timeout_only)
+{
+    int sfd;
+    struct msgclient *c = client_with_heartbeat(&sfd, 300, 0, 0);
+    struct msgclient_reply r;
+    CHECK_EQ(msgclient_call(c, MSG_CMD_PING, NULL, 0, &r), -ETIMEDOUT);
+    CHECK(msgclient_connected(c));               /* a caller's timeout keeps it */
+    CHECK_EQ(msgclient_heartbeats_sent(c), 0);
+    close(sfd);
+    msgclient_free(c);
+}
+
+/* A listener that accepts and never answers: connect succeeds, AUTH fails
+ * by the heartbeat's dead_after; a reconnect attempt that meets it again
+ * fails the same way, and the attempts run out. */
+TEST(reconnect_to_a_server_that_accepts_and_never_answers_gives_up)
+{
+    int port;
+    int lfd = listen_loopback(&port);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct msgclient_options o;
+    msgclient_options_init(&o);
+    o.addr = addr;
+    o.token = "tok";
+    o.timeout_ms = -1;
+    o.heartbeat_ms = 30;
+    o.dead_after_ms = 150;
+    o.reconnect = true;
+    o.reconnect_attempts = 3;
+    o.backoff_initial_ms = 5;
+    o.backoff_max_ms = 10;
+    struct msgclient *c = msgclient_new(&o);
+    int64_t t0 = mono_ms();
+    CHECK_EQ(msgclient_reconnect(c, NULL), -ETIMEDOUT);
+    CHECK(mono_ms() - t0 < 3 * 150 + 3000);
+    CHECK(!msgclient_connected(c));
+    CHECK_EQ(msgclient_dead_declared(c), 3);
+    CHECK(strstr(msgclient_error(c), "AUTH") != NULL);
+    CHECK_EQ(msgclient_pending(c), 0);
+    msgclient_free(c);
+    close(lfd);          /* the three connections wait in its backlog */
 }
 
 int main(int argc, char **argv)
