@@ -55,6 +55,10 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 .PHONY: all run test tsan check unit integration deps install uninstall clean
 .DEFAULT_GOAL := all
 
+# TLS (src/tls.c, tls_listen) is OpenSSL 3.
+PKG_CFLAGS += $(shell pkg-config --cflags openssl 2>/dev/null)
+PKG_LIBS += $(shell pkg-config --libs openssl 2>/dev/null)
+
 # Further parts of the build (client tools, fuzzing, benchmarks) live in
 # mk/*.mk. Each may add to these:
 EXTRA_BINS :=        # built by `all` and installed to $(PREFIX)/bin

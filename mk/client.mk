@@ -4,7 +4,9 @@
 # become the default goal.
 
 CLIENT_BASE_OBJS := $(BUILD)/obj/msg.o $(BUILD)/obj/buffer.o $(BUILD)/obj/net.o
-CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(CLIENT_BASE_OBJS)
+CLIENT_LIB_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgclient_tls.o \
+                   $(CLIENT_BASE_OBJS)
+CLIENT_TLS_LIBS = $(shell pkg-config --libs openssl 2>/dev/null)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
                $(BUILD)/obj/client/msgbench.o
 CLIENT_UNIT_BINS := $(BUILD)/tests/test_msgclient $(BUILD)/tests/test_msgclient_daemon
@@ -16,13 +18,13 @@ $(BUILD)/obj/client/%.o: src/client/%.c | $(BUILD)/obj/client
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/msgcli: $(BUILD)/obj/client/msgcli.o $(CLIENT_LIB_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_TLS_LIBS)
 
 $(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_LIB_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread $(CLIENT_TLS_LIBS)
 
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread $(CLIENT_TLS_LIBS)
 
 # The library against the real daemon (tests/unit/client/daemon.c starts
 # $(BUILD)/msgd, or MSGD_BIN). connect() is wrapped so the test can see the
@@ -35,7 +37,7 @@ $(CLIENT_TEST_DAEMON_OBJ): tests/unit/client/daemon.c | $(BUILD)/obj/tests
 $(BUILD)/tests/test_msgclient_daemon: tests/unit/client/test_msgclient_daemon.c \
 		$(CLIENT_TEST_DAEMON_OBJ) $(CLIENT_LIB_OBJS) $(BUILD)/msgd | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -Itests/unit/client -o $@ $< $(CLIENT_TEST_DAEMON_OBJ) \
-	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -Wl,--wrap=connect -pthread
+	  $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -Wl,--wrap=connect -pthread $(CLIENT_TLS_LIBS)
 
 $(BUILD)/obj/client $(BUILD)/obj/tests:
 	mkdir -p $@

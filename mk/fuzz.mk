@@ -20,7 +20,7 @@ FUZZ_TARGETS ?= msg_stream config admin codec http proxy
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) -Isrc \
                    $(shell pkg-config --cflags inih hiredis 2>/dev/null)
-FUZZ_LIBS ?= -lev $(shell pkg-config --libs inih libsystemd libzstd zlib hiredis 2>/dev/null) -pthread
+FUZZ_LIBS ?= -lev $(shell pkg-config --libs inih libsystemd libzstd zlib hiredis openssl 2>/dev/null) -pthread
 
 # Every src/ file but main.c, in one archive: each target pulls in only the
 # objects it needs, so new src/ dependencies are picked up without edits here.

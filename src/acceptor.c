@@ -16,20 +16,23 @@
 #include "proto_echo.h"
 #include "proto_http.h"
 #include "proto_msg.h"
+#include "tls.h"
 
 #define ACCEPT_PER_CB 64          /* accepts per callback, so the loop stays fair */
 #define ACCEPT_RETRY_S 0.1        /* pause after EMFILE/ENFILE */
 
 /* The protocol table: a config section's listeners speak that protocol. */
 static const struct {
-    const char *section;
+    const char *section;               /* the section, or the STATUS name */
     const struct proto *proto;
     size_t offset;
+    int tls;                           /* inside TLS */
 } listen_table[] = {
-    {"msg", &proto_msg, offsetof(struct config, msg_listen)},
-    {"echo", &proto_echo, offsetof(struct config, echo_listen)},
-    {"admin", &proto_admin, offsetof(struct config, admin_listen)},
-    {"http", &proto_http, offsetof(struct config, http_listen)},
+    {"msg", &proto_msg, offsetof(struct config, msg_listen), 0},
+    {"echo", &proto_echo, offsetof(struct config, echo_listen), 0},
+    {"admin", &proto_admin, offsetof(struct config, admin_listen), 0},
+    {"http", &proto_http, offsetof(struct config, http_listen), 0},
+    {"tls", &proto_msg, offsetof(struct config, tls_listen), 1},
 };
 #define NPROTO (sizeof listen_table / sizeof listen_table[0])
 
@@ -44,6 +47,7 @@ static struct listener *listener_add(struct acceptor *a, int fd, size_t p, int a
     struct listener *l = &a->ls[a->nls++];
     l->fd = fd;
     l->proto = listen_table[p].proto;
+    l->tls = listen_table[p].tls;
     l->owner = a;
     l->adopted = adopted;
     net_local_name(fd, l->name, sizeof l->name);
@@ -131,10 +135,11 @@ int acceptor_passed_warnings(const struct config *cfg, const char *path, char *o
         if (out && used + 1 < outlen) {
             int w = snprintf(out + used, outlen - used,
                              "%s: warning: socket activation: systemd passed %s for [%s], which "
-                             "msgd uses instead of [%s] listen = %s; change the socket unit "
+                             "msgd uses instead of [%s] %s = %s; change the socket unit "
                              "(ListenStream=) to move the listener\n",
-                             path, addr, listen_table[p].section, listen_table[p].section,
-                             cl->n ? conf : "(empty)");
+                             path, addr, listen_table[p].section,
+                             listen_table[p].tls ? "msg" : listen_table[p].section,
+                             listen_table[p].tls ? "tls_listen" : "listen", cl->n ? conf : "(empty)");
             if (w > 0)
                 used += (size_t)w < outlen - used ? (size_t)w : outlen - used - 1;
         }
@@ -296,7 +301,14 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         atomic_fetch_add_explicit(&a->reg->accepted, 1, memory_order_relaxed);
         struct reactor *r = &a->reactors[a->next++ % (unsigned)a->nreactors];
-        if (reactor_post_conn(r, fd, l->proto) < 0 && l->proto->counted)
+        struct ssl_ctx_st *tls = l->tls ? tls_ctx_ref(a->tls_ctx) : NULL;
+        if (l->tls && !tls) { /* cannot happen: server.c sets it before accepting */
+            close(fd);
+            if (l->proto->counted)
+                atomic_fetch_sub_explicit(&a->reg->live, 1, memory_order_relaxed);
+            continue;
+        }
+        if (reactor_post_conn(r, fd, l->proto, tls) < 0 && l->proto->counted)
             atomic_fetch_sub_explicit(&a->reg->live, 1, memory_order_relaxed);
     }
 }
@@ -354,6 +366,20 @@ void acceptor_shut(struct acceptor *a)
     }
 }
 
+int acceptor_has_tls(const struct acceptor *a)
+{
+    for (int i = 0; i < a->nls; i++)
+        if (a->ls[i].tls)
+            return 1;
+    return 0;
+}
+
+void acceptor_set_tls(struct acceptor *a, struct ssl_ctx_st *ctx)
+{
+    tls_ctx_unref(a->tls_ctx);
+    a->tls_ctx = ctx;
+}
+
 void acceptor_close(struct acceptor *a)
 {
     for (int i = 0; i < a->nls; i++)
@@ -361,6 +387,7 @@ void acceptor_close(struct acceptor *a)
     free(a->ls);
     a->ls = NULL;
     a->nls = 0;
+    acceptor_set_tls(a, NULL);
 }
 
 void acceptor_describe(const struct acceptor *a, char *out, size_t outlen)
@@ -370,7 +397,7 @@ void acceptor_describe(const struct acceptor *a, char *out, size_t outlen)
     for (size_t p = 0; p < NPROTO; p++) {
         int first = 1;
         for (int i = 0; i < a->nls; i++) {
-            if (a->ls[i].proto != listen_table[p].proto)
+            if (a->ls[i].proto != listen_table[p].proto || a->ls[i].tls != listen_table[p].tls)
                 continue;
             int n = first ? snprintf(out + len, outlen - len, "%s%s=%s", len ? " " : "",
                                      listen_table[p].section, a->ls[i].name)

@@ -16,12 +16,14 @@
 #include "stats.h"
 
 struct acceptor;
+struct ssl_ctx_st;
 
 struct listener {
     int fd;
     const struct proto *proto;
     char name[NET_NAME_LEN];           /* the bound address, real port included */
     int adopted;                       /* passed by systemd (socket activation) */
+    int tls;                           /* its connections run inside TLS (tls_listen) */
     ev_io watcher;
     struct acceptor *owner;
 };
@@ -40,9 +42,18 @@ struct acceptor {
                                         * through it (http) accept */
     ev_timer resume_timer;
     struct log_ratelimit rl_fd, rl_max;
+    struct ssl_ctx_st *tls_ctx;        /* the TLS context new connections get, or NULL */
 };
 
-/* Opens every listener of cfg (msg, echo, admin, http). Sockets passed by
+/* Whether any listener runs TLS (its connections need acceptor_set_tls). */
+int acceptor_has_tls(const struct acceptor *a);
+
+/* Gives the TLS listeners' new connections ctx (a reference taken over);
+ * drops the reference to the previous one, which connections already open
+ * keep using. */
+void acceptor_set_tls(struct acceptor *a, struct ssl_ctx_st *ctx);
+
+/* Opens every listener of cfg (msg, echo, admin, http, tls). Sockets passed by
  * systemd (LISTEN_FDS) are adopted first, matched by FileDescriptorName=
  * ("msg", "echo", "admin", "http") or else by configured address; a protocol that got a
  * passed socket binds none of its configured addresses. Returns 0, or -errno
@@ -75,7 +86,7 @@ void acceptor_shut(struct acceptor *a);
 /* Closes the listening sockets (and unlinks unix socket paths). */
 void acceptor_close(struct acceptor *a);
 
-/* Writes "msg=ADDR[,ADDR] echo=ADDR admin=ADDR http=ADDR" for the open
+/* Writes "msg=ADDR[,ADDR] echo=ADDR admin=ADDR http=ADDR tls=ADDR" for the open
  * listeners. */
 void acceptor_describe(const struct acceptor *a, char *out, size_t outlen);
 

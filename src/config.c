@@ -202,6 +202,7 @@ void config_defaults(struct config *c)
         .log_level = CONFIG_LOG_INFO,
         .delay_command = false,
         .stall_command = false,
+        .tls_min_version = 12,
     };
 }
 
@@ -267,6 +268,7 @@ enum key_kind {
     KEY_NAME,     /* char[64]: up to 63 of A-Z a-z 0-9 _ . - (empty = default) */
     KEY_SECRET,   /* char[128]: any printable text */
     KEY_ADDR,     /* char[CONFIG_ADDR_LEN]: one address, or empty */
+    KEY_TLSVER,   /* int: "1.2" -> 12, "1.3" -> 13 */
 };
 
 struct key_def {
@@ -301,6 +303,11 @@ static const struct key_def keys[] = {
     KEY("admin", "idle_timeout", KEY_OVERRIDE, admin_idle_ms, 100, 24 * MS_HOUR, true),
     KEY("http", "listen", KEY_LISTEN, http_listen, 0, 0, false),
     KEY("http", "idle_timeout", KEY_OVERRIDE, http_idle_ms, 100, 24 * MS_HOUR, true),
+    KEY("msg", "tls_listen", KEY_LISTEN, tls_listen, 0, 0, false),
+    KEY("tls", "cert", KEY_PATH, tls_cert, 0, 0, false),
+    KEY("tls", "key", KEY_PATH, tls_key, 0, 0, false),
+    KEY("tls", "ca", KEY_PATH, tls_ca, 0, 0, false),
+    KEY("tls", "min_version", KEY_TLSVER, tls_min_version, 0, 0, false),
     KEY("timeouts", "heartbeat_interval", KEY_DURATION, heartbeat_ms, 100, MS_HOUR, true),
     KEY("timeouts", "idle_timeout", KEY_DURATION, idle_ms, 100, 24 * MS_HOUR, true),
     KEY("timeouts", "drain_timeout", KEY_DURATION, drain_ms, 0, 10 * MS_MINUTE, false),
@@ -325,7 +332,7 @@ static const struct key_def keys[] = {
 
 static const char *const sections[] = {
     "server", "msg", "echo", "admin", "http", "timeouts", "limits", "auth", "log", "diagnostics", "modules",
-    "cluster",
+    "tls", "cluster",
 };
 
 #define SECTION_NONE (-1)    /* before the first [section] */
@@ -657,13 +664,13 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
         struct listen_split ls = {.out.n = 0};
         rc = split_list(value, listen_item, &ls);
         if (rc == -E2BIG) {
-            report(ld, line, "bad value for 'listen' in [%s]: more than %d addresses",
-                   k->section, CONFIG_MAX_ADDRS);
+            report(ld, line, "bad value for '%s' in [%s]: more than %d addresses",
+                   k->name, k->section, CONFIG_MAX_ADDRS);
             return false;
         }
         if (rc < 0) {
-            report(ld, line, "bad value '%s' for 'listen' in [%s]: not an address "
-                   "(" NET_ADDR_FORMS ")", ls.bad, k->section);
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not an address "
+                   "(" NET_ADDR_FORMS ")", ls.bad, k->name, k->section);
             return false;
         }
         *(struct config_listen *)field = ls.out;
@@ -675,6 +682,14 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
                    "(zstd, deflate; each at most once)", value, k->name, k->section);
             return false;
         }
+        return true;
+    case KEY_TLSVER:
+        if (strcmp(value, "1.2") != 0 && strcmp(value, "1.3") != 0) {
+            report(ld, line, "bad value '%s' for '%s' in [%s]: not 1.2 or 1.3", value, k->name,
+                   k->section);
+            return false;
+        }
+        *(int *)field = value[2] == '3' ? 13 : 12;
         return true;
     case KEY_MODULES: {
         struct module_split ms = {.c = ld->c};
@@ -955,6 +970,8 @@ static void check_cross(struct load *ld)
             ld->c->compress_min = c->max_frame; /* the default follows a small max_frame */
         }
     }
+    if (c->tls_listen.n > 0 && (!c->tls_cert[0] || !c->tls_key[0]))
+        report(ld, 0, "tls_listen needs [tls] cert and key");
     uint64_t need = c->out_high_water + c->max_frame + FRAME_OVERHEAD;
     if (!ld->bad[KEY_INDEX(out_hard_limit)] && !ld->bad[KEY_INDEX(out_high_water)] &&
         !ld->bad[KEY_INDEX(max_frame)] && c->out_hard_limit < need) {

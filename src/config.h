@@ -57,6 +57,12 @@ struct config {
     struct config_listen echo_listen;
     struct config_listen admin_listen;
     struct config_listen http_listen; /* empty (off) by default */
+    struct config_listen tls_listen;  /* [msg] tls_listen: msg inside TLS; empty = off */
+    /* [tls] (files read by tls.c; relative: to the config's folder) */
+    char tls_cert[CONFIG_PATH_LEN];   /* PEM certificate chain */
+    char tls_key[CONFIG_PATH_LEN];    /* PEM private key */
+    char tls_ca[CONFIG_PATH_LEN];     /* PEM CA bundle; set = client certificates required */
+    int tls_min_version;              /* 12 or 13 */
     /* [timeouts] */
     uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
     uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */

@@ -1,6 +1,7 @@
-/* conn: one connection's I/O. Reads with readv into the input buffer plus a
- * stack buffer, feeds whole frames to the protocol, writes the output with
- * back-pressure, and gives each connection a bounded turn. Reactor thread only. */
+/* conn: one connection's I/O. Reads with readv (or through TLS) into the
+ * input buffer plus a stack buffer, feeds whole frames to the protocol, writes
+ * the output with back-pressure, and gives each connection a bounded turn.
+ * Reactor thread only. */
 #include "conn.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include "config.h"
 #include "feed.h"
 #include "stats.h"
+#include "tls.h"
 
 #define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
@@ -29,13 +31,33 @@ static void settle(struct conn *c);
 
 /* ---- watcher and backlog bookkeeping ---- */
 
+/* Whether c reads: not paused, not at the peer's end, not closing. */
+static bool reads(const struct conn *c)
+{
+    return !(c->state & (CONN_PAUSED | CONN_PEER_EOF)) && !(c->pl.flags & PIPELINE_CLOSE);
+}
+
+/* The events TLS waits for beyond the usual ones (the handshake's, or a
+ * read that must write first, or a write that must read first). */
+static int tls_events(const struct conn *c)
+{
+    int w = tls_conn_want(c->tls);
+    return (w & TLS_WANT_READ ? EV_READ : 0) | (w & TLS_WANT_WRITE ? EV_WRITE : 0);
+}
+
 static void update_events(struct conn *c)
 {
     int want = 0;
-    if (!(c->state & (CONN_PAUSED | CONN_PEER_EOF)) && !(c->pl.flags & PIPELINE_CLOSE))
-        want |= EV_READ;
-    if (buffer_readable(&c->pl.out) > 0)
-        want |= EV_WRITE;
+    if (c->tls && !tls_conn_ready(c->tls)) {
+        want = tls_events(c);
+    } else {
+        if (reads(c))
+            want |= EV_READ;
+        if (buffer_readable(&c->pl.out) > 0)
+            want |= EV_WRITE;
+        if (c->tls)
+            want |= tls_events(c);
+    }
     if (want == c->events)
         return;
     struct ev_loop *loop = c->host->loop;
@@ -151,8 +173,9 @@ static void process_buffered(struct conn *c)
 
 /* One read: into the input buffer's free room (only when it already holds a
  * partial frame) and a 64 KiB stack buffer, so one syscall can bring many
- * frames, and an idle connection's input buffer stays unallocated. */
-static void on_readable(struct conn *c)
+ * frames, and an idle connection's input buffer stays unallocated. Returns 0
+ * when nothing was there to read (c untouched), else 1 (c settled or closed). */
+static int on_readable(struct conn *c)
 {
     uint8_t extra[CONN_READ_EXTRA];
     struct iovec iov[2];
@@ -162,24 +185,24 @@ static void on_readable(struct conn *c)
     if (buffered) {
         if (buffer_pool_reserve(&c->host->bufs, &c->in, CONN_READ_MIN) < 0) {
             conn_close(c);
-            return;
+            return 1;
         }
         room = buffer_writable(&c->in);
         iov[iovcnt++] = (struct iovec){buffer_tail(&c->in), room};
     }
     iov[iovcnt++] = (struct iovec){extra, sizeof extra};
-    ssize_t n = readv(c->fd, iov, iovcnt);
+    ssize_t n = c->tls ? tls_conn_readv(c->tls, iov, iovcnt) : readv(c->fd, iov, iovcnt);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
+            return 0;
         stats_add(c->host->env.stats, STATS_CLOSED_RESET, 1);
         conn_close(c);
-        return;
+        return 1;
     }
     if (n == 0) {
         c->state |= CONN_PEER_EOF;
         settle(c);
-        return;
+        return 1;
     }
     c->bytes_in += (uint64_t)n;
     stats_add(c->host->env.stats, STATS_BYTES_IN, (uint64_t)n);
@@ -190,7 +213,7 @@ static void on_readable(struct conn *c)
         if ((size_t)n > first &&
             buffer_pool_append(&c->host->bufs, &c->in, extra, (size_t)n - first) < 0) {
             conn_close(c);
-            return;
+            return 1;
         }
         process_buffered(c);
     } else {
@@ -198,11 +221,12 @@ static void on_readable(struct conn *c)
         if (used < (size_t)n && !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
             if (buffer_pool_append(&c->host->bufs, &c->in, extra + used, (size_t)n - used) < 0) {
                 conn_close(c);
-                return;
+                return 1;
             }
         }
     }
     settle(c);
+    return 1;
 }
 
 /* ---- output ---- */
@@ -212,9 +236,12 @@ static void on_readable(struct conn *c)
 static int flush(struct conn *c)
 {
     struct buffer *out = &c->pl.out;
+    if (c->tls && !tls_conn_ready(c->tls))
+        return 0; /* output waits for the handshake */
     while (buffer_readable(out) > 0) {
         size_t len = buffer_readable(out);
-        ssize_t w = send(c->fd, buffer_peek(out), len, MSG_NOSIGNAL);
+        ssize_t w = c->tls ? tls_conn_send(c->tls, buffer_peek(out), len)
+                           : send(c->fd, buffer_peek(out), len, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -227,8 +254,9 @@ static int flush(struct conn *c)
         c->bytes_out += (uint64_t)w;
         stats_add(c->host->env.stats, STATS_BYTES_OUT, (uint64_t)w);
         buffer_consume(out, (size_t)w);
-        if ((size_t)w < len)
-            break; /* the socket is full; EV_WRITE says when it has room */
+        if ((size_t)w < len && !c->tls)
+            break; /* the socket is full; EV_WRITE says when it has room (TLS
+                    * takes a record at a time: it says EAGAIN when full) */
     }
     return 0;
 }
@@ -255,6 +283,8 @@ static int linger_drain(struct conn *c)
  * too or the linger time (timer.h) passes. */
 static void close_gracefully(struct conn *c)
 {
+    if (c->tls)
+        tls_conn_shutdown(c->tls); /* close_notify before the FIN */
     shutdown(c->fd, SHUT_WR);
     release_buffers(c);
     if (linger_drain(c)) {
@@ -315,6 +345,8 @@ static void settle(struct conn *c)
         close_gracefully(c); /* rule 6: closed as soon as it owes nothing */
         return;
     }
+    if (c->tls && tls_conn_pending(c->tls) && reads(c))
+        c->state |= CONN_MORE; /* TLS holds input the socket will not announce */
     bool more = (c->state & CONN_MORE) && !(c->state & CONN_PAUSED) &&
                 !(pl->flags & PIPELINE_CLOSE);
     if (more)
@@ -350,6 +382,29 @@ void conn_kick(struct conn *c)
     settle(c);
 }
 
+/* One step of the TLS handshake; once it is done, the input that came with
+ * its last flight is read. */
+static void handshake(struct conn *c)
+{
+    struct stats *st = c->host->env.stats;
+    int rc = tls_conn_handshake(c->tls);
+    if (rc < 0) {
+        stats_add(st, rc == -TLS_FAIL_CERT      ? STATS_TLS_FAILED_CERT
+                      : rc == -TLS_FAIL_ABORTED ? STATS_TLS_FAILED_ABORTED
+                                                : STATS_TLS_FAILED_PROTOCOL, 1);
+        conn_close(c);
+        return;
+    }
+    update_events(c);
+    if (rc == 0)
+        return;
+    stats_add(st, STATS_TLS_HANDSHAKES, 1);
+    if (tls_conn_resumed(c->tls))
+        stats_add(st, STATS_TLS_RESUMED, 1);
+    if (!on_readable(c))
+        settle(c); /* output queued meanwhile (a drain's GOAWAY) */
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -359,9 +414,16 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             conn_close(c);
         return;
     }
-    if (revents & EV_READ)
-        on_readable(c); /* it settles, which flushes too */
-    else if (revents & EV_WRITE)
+    if (c->tls && !tls_conn_ready(c->tls)) {
+        handshake(c);
+        return;
+    }
+    /* A TLS read that had to write first goes on once the socket takes it. */
+    bool read_now = (revents & EV_READ) ||
+                    (c->tls && (tls_conn_want(c->tls) & TLS_WANT_WRITE) && (revents & EV_WRITE));
+    if (read_now && on_readable(c))
+        return; /* it settled, which flushes too */
+    if (revents & EV_WRITE)
         settle(c);
 }
 
@@ -374,8 +436,13 @@ static void backlog_check_cb(struct ev_loop *loop, ev_check *w, int revents)
     struct conn *last = h->backlog_tail;
     for (struct conn *c; last && (c = backlog_pop(h)) != NULL;) {
         bool was_last = c == last;
-        process_buffered(c);
-        settle(c);
+        /* TLS input left behind by a read that filled its buffers is read
+         * now; otherwise (or when it was not there after all) the frames
+         * already buffered get their turn. */
+        if (!(c->tls && tls_conn_pending(c->tls) && reads(c) && on_readable(c))) {
+            process_buffered(c);
+            settle(c);
+        }
         if (was_last)
             break;
     }
@@ -400,7 +467,7 @@ static void heartbeat_cb(struct timer *t, struct timer_entry *e)
 {
     (void)t;
     struct conn *c = CONN_OF_ENTRY(e);
-    if (c->pl.flags & PIPELINE_CLOSE)
+    if ((c->pl.flags & PIPELINE_CLOSE) || (c->tls && !tls_conn_ready(c->tls)))
         return;
     c->pl.proto->heartbeat(&c->pl);
     stats_add(c->host->env.stats, STATS_HEARTBEATS, 1);
@@ -420,6 +487,11 @@ static void idle_cb(struct timer *t, struct timer_entry *e)
 {
     struct conn *c = CONN_OF_ENTRY(e);
     timer_remove(t, e);
+    if (c->tls && !tls_conn_ready(c->tls)) {
+        stats_add(c->host->env.stats, STATS_TLS_FAILED_TIMEOUT, 1);
+        conn_close(c); /* a stalled handshake: nothing to say in the protocol */
+        return;
+    }
     stats_add(c->host->env.stats, STATS_CLOSED_IDLE, 1);
     if (c->pl.proto->idle)
         c->pl.proto->idle(&c->pl);
@@ -518,6 +590,13 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
     return c;
 }
 
+void conn_start_tls(struct conn *c, struct tls_conn *tls)
+{
+    c->tls = tls;
+    c->pl.secure = true;
+    update_events(c);
+}
+
 void conn_close(struct conn *c)
 {
     struct conn_host *h = c->host;
@@ -526,6 +605,7 @@ void conn_close(struct conn *c)
     if (c->state & CONN_IN_BACKLOG)
         backlog_remove(c);
     timer_remove(c->timer, &c->te);
+    tls_conn_free(c->tls);
     close(c->fd);
     c->pl.flags |= PIPELINE_GONE;
     if (c->pl.proto->free)

@@ -13,6 +13,7 @@
 #include "timer.h"
 
 struct conn;
+struct tls_conn;
 
 #define CONN_TIMERS 5
 
@@ -66,6 +67,7 @@ struct conn {
     size_t drain_mark;           /* input bytes read before the GOAWAY, still unprocessed */
     ev_tstamp created;
     uint64_t bytes_in, bytes_out;
+    struct tls_conn *tls;        /* the TLS transport, or NULL: plain reads and writes */
 };
 
 /* Sets up host's watchers on loop; h->env must be set (its cfg gives the
@@ -83,6 +85,11 @@ void conn_host_stop(struct conn_host *h);
  * starts reading. Returns the connection, or NULL (fd closed) when out of
  * memory. */
 struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, uint64_t id);
+
+/* Puts c (just opened, nothing read or written yet) inside TLS, taking tls
+ * (tls.h, made for c's fd) over: the handshake runs first, bounded by the
+ * idle timeout, then the protocol sees the plaintext. */
+void conn_start_tls(struct conn *c, struct tls_conn *tls);
 
 /* Closes the socket at once, calls host->closed, frees the connection. */
 void conn_close(struct conn *c);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "server.h"
 #include "thread.h"
+#include "tls.h"
 #include "version.h"
 
 
@@ -85,6 +86,18 @@ int main(int argc, char **argv)
     }
     char warnings[4096];
     int nwarn = config_warnings(&cfg, path, warnings, sizeof warnings);
+    if (check_only && cfg.tls_listen.n > 0) { /* the certificate and key must load */
+        char terr[1024];
+        struct ssl_ctx_st *tls = tls_ctx_new(&cfg, path, terr, sizeof terr);
+        if (!tls) {
+            char line[1100];
+            snprintf(line, sizeof line, "%s\n", terr);
+            log_plain(LOG_ERROR, line);
+            config_free(&cfg);
+            return 1;
+        }
+        tls_ctx_unref(tls);
+    }
     size_t used = strlen(warnings);
     nwarn += acceptor_passed_warnings(&cfg, path, warnings + used, sizeof warnings - used);
     if (check_only) {

@@ -53,6 +53,14 @@ static const char *const stat_help[STATS_ERRORS] = {
     [STATS_COMPRESSIONS] = "Payloads run through a compressor (HELLO's codec), whether the "
                            "result was kept or the payload went out plain.",
     [STATS_DECOMPRESSIONS] = "COMPRESSED requests decompressed.",
+    [STATS_TLS_HANDSHAKES] = "TLS handshakes completed on tls_listen, resumed ones included.",
+    [STATS_TLS_RESUMED] = "TLS handshakes that resumed an earlier session.",
+    [STATS_TLS_FAILED_PROTOCOL] = "TLS handshakes failed on the protocol: not TLS (plaintext), "
+                                  "a version below min_version, a bad message.",
+    [STATS_TLS_FAILED_CERT] = "TLS handshakes failed because the client certificate was missing "
+                              "or not signed by [tls] ca.",
+    [STATS_TLS_FAILED_ABORTED] = "TLS handshakes the peer closed or reset halfway.",
+    [STATS_TLS_FAILED_TIMEOUT] = "TLS handshakes not done within idle_timeout.",
 };
 
 static bool stat_is_gauge(int i)

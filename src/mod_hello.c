@@ -89,6 +89,8 @@ static void cmd_hello(msgd_req *req, const uint8_t *p, size_t len)
     char features[512] = "auth,pubsub,direct";
     if (chosen != CODEC_NONE)
         strcat(features, ",compress");
+    if (pl->secure)
+        strcat(features, ",tls");
     const struct backplane *bp = pl->env->backplane;
     if (bp && bp->ops->up(bp->ctx))
         strcat(features, ",cluster");

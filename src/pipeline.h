@@ -169,6 +169,7 @@ struct pipeline {
                                   * (set per batch by conn, chained by proto_msg) */
     bool read_before_drain;      /* the frame being handled was read before the
                                   * GOAWAY: answered as usual (rule 6) */
+    bool secure;                 /* the connection runs inside TLS */
 };
 
 /* Queues n bytes of encoded reply in request order: straight to out when no

@@ -174,3 +174,77 @@ int proxy_format(const struct sockaddr_storage *a, char *out, size_t outlen)
     }
     return w < 0 || (size_t)w >= outlen ? -ENOSPC : 0;
 }
+
+int proxy_cidr_parse(const char *s, struct proxy_cidr *out)
+{
+    char buf[64];
+    size_t n = strlen(s);
+    if (n == 0 || n >= sizeof buf)
+        return -EINVAL;
+    memcpy(buf, s, n + 1);
+    char *slash = strchr(buf, '/');
+    int bits = -1;
+    if (slash) {
+        *slash = '\0';
+        const char *b = slash + 1;
+        if (!*b || strlen(b) > 3)
+            return -EINVAL;
+        bits = 0;
+        for (; *b; b++) {
+            if (*b < '0' || *b > '9')
+                return -EINVAL;
+            bits = bits * 10 + (*b - '0');
+        }
+    }
+    char *ip = buf;
+    size_t il = strlen(ip);
+    if (il >= 2 && ip[0] == '[' && ip[il - 1] == ']') {
+        ip[il - 1] = '\0';
+        ip++;
+    }
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, ip, out->addr) == 1) {
+        out->family = AF_INET;
+        if (bits > 32)
+            return -EINVAL;
+        out->bits = (uint8_t)(bits < 0 ? 32 : bits);
+    } else if (inet_pton(AF_INET6, ip, out->addr) == 1) {
+        out->family = AF_INET6;
+        if (bits > 128)
+            return -EINVAL;
+        out->bits = (uint8_t)(bits < 0 ? 128 : bits);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static bool prefix_equal(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+    if (memcmp(a, b, whole) != 0)
+        return false;
+    if (!rest)
+        return true;
+    uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+    return (a[whole] & mask) == (b[whole] & mask);
+}
+
+bool proxy_cidr_match(const struct proxy_cidr *c, const struct sockaddr_storage *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    const uint8_t *ip;
+    int family = a->ss_family;
+    if (family == AF_INET) {
+        ip = (const uint8_t *)&((const struct sockaddr_in *)a)->sin_addr;
+    } else if (family == AF_INET6) {
+        ip = (const uint8_t *)&((const struct sockaddr_in6 *)a)->sin6_addr;
+        if (c->family == AF_INET && memcmp(ip, mapped, 12) == 0) {
+            ip += 12;
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    return family == c->family && prefix_equal(ip, c->addr, c->bits);
+}

@@ -29,6 +29,21 @@ struct proxy_header {
  * PROXY_V2_MAX. The result never exceeds n. Thread-safe. */
 long proxy_parse(const uint8_t *p, size_t n, struct proxy_header *h);
 
+/* An address block of proxy_from: an IPv4 or IPv6 address and a prefix. */
+struct proxy_cidr {
+    int family;                 /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    uint8_t bits;               /* 0..32 or 0..128 */
+};
+
+/* Parses "ADDR" or "ADDR/BITS" (IPv4 or IPv6, brackets allowed around an
+ * IPv6 address). Returns 0 or -EINVAL. Thread-safe. */
+int proxy_cidr_parse(const char *s, struct proxy_cidr *out);
+
+/* Whether a (an IPv4 or IPv6 socket address; an IPv4-mapped IPv6 one counts
+ * as IPv4) is inside c. */
+bool proxy_cidr_match(const struct proxy_cidr *c, const struct sockaddr_storage *a);
+
 /* Writes an address as msgd shows peers ("1.2.3.4:5", "[::1]:5"). Returns
  * 0, or -EAFNOSUPPORT for another family, or -ENOSPC. */
 int proxy_format(const struct sockaddr_storage *a, char *out, size_t outlen);

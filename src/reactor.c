@@ -16,11 +16,13 @@
 #include "log.h"
 #include "net.h"
 #include "thread.h"
+#include "tls.h"
 
 struct reactor_conn_msg {
     struct mailbox_item item;
     int fd;
     const struct proto *proto;
+    struct ssl_ctx_st *tls;            /* a reference to the TLS context, or NULL */
     _Atomic uint64_t *live;            /* the counted-connection gauge, for a drop */
 };
 
@@ -143,6 +145,7 @@ static void conn_msg_drop(struct mailbox_item *it)
 {
     struct reactor_conn_msg *m = (struct reactor_conn_msg *)it;
     close(m->fd);
+    tls_ctx_unref(m->tls);
     if (m->proto->counted)
         atomic_fetch_sub_explicit(m->live, 1, memory_order_relaxed);
     free(m);
@@ -161,8 +164,21 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
         return;
     }
     net_set_nodelay(m->fd);
+    struct tls_conn *tls = NULL;
+    if (m->tls) {
+        tls = tls_conn_new(m->tls, m->fd); /* its session holds its own reference */
+        tls_ctx_unref(m->tls);
+        m->tls = NULL;
+        if (!tls) {
+            log_warn("reactor %d: out of memory for a TLS connection, closing it", r->index);
+            conntab_release(&r->conns, id);
+            conn_msg_drop(it);
+            return;
+        }
+    }
     struct conn *c = conn_open(&r->host, m->fd, m->proto, id);
     if (!c) {
+        tls_conn_free(tls);
         conntab_release(&r->conns, id);
         m->fd = -1; /* conn_open closed it */
         if (m->proto->counted)
@@ -175,6 +191,8 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
         r->holding++;
     stats_add(r->host.env.stats, STATS_CONN_CURRENT, 1);
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
+    if (tls)
+        conn_start_tls(c, tls);
     free(m);
     if (c->pl.proto->open)
         c->pl.proto->open(&c->pl);
@@ -351,13 +369,16 @@ fail_cfg:
     return rc;
 }
 
-int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto)
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
+                      struct ssl_ctx_st *tls)
 {
     struct reactor_conn_msg *m = malloc(sizeof *m);
     if (!m) {
         close(fd);
+        tls_ctx_unref(tls);
         return -ENOMEM;
     }
+    m->tls = tls;
     m->item.run = conn_msg_run;
     m->item.drop = conn_msg_drop;
     m->fd = fd;

@@ -55,9 +55,14 @@ struct reactor {
 int reactor_start(struct reactor *r, int index, const struct config *cfg,
                   struct stats_registry *reg, char *err, size_t errlen);
 
-/* Hands an accepted fd to the reactor. On failure (out of memory) the fd is
- * closed and -ENOMEM returned. Thread-safe. */
-int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto);
+struct ssl_ctx_st;
+
+/* Hands an accepted fd to the reactor, with a reference to the TLS context
+ * its connection runs inside (taken over; NULL: plain). On failure (out of
+ * memory) the fd is closed, the reference dropped and -ENOMEM returned.
+ * Thread-safe. */
+int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
+                      struct ssl_ctx_st *tls);
 
 struct reactor_config_msg;
 

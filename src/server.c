@@ -20,6 +20,7 @@
 #include "reactor.h"
 #include "reload.h"
 #include "stats.h"
+#include "tls.h"
 
 #include <systemd/sd-daemon.h>
 
@@ -276,6 +277,7 @@ static void reload(struct server *s)
     needs_restart("[echo] listen", listen_differs(&cur->echo_listen, &next.echo_listen));
     needs_restart("[admin] listen", listen_differs(&cur->admin_listen, &next.admin_listen));
     needs_restart("[http] listen", listen_differs(&cur->http_listen, &next.http_listen));
+    needs_restart("[msg] tls_listen", listen_differs(&cur->tls_listen, &next.tls_listen));
     needs_restart("[server] reactors", cur->reactors != next.reactors);
     needs_restart("[server] workers", cur->workers != next.workers);
     needs_restart("[server] backlog", cur->backlog != next.backlog);
@@ -285,17 +287,34 @@ static void reload(struct server *s)
     next.echo_listen = cur->echo_listen;
     next.admin_listen = cur->admin_listen;
     next.http_listen = cur->http_listen;
+    next.tls_listen = cur->tls_listen;
     next.reactors = cur->reactors;
     next.workers = cur->workers;
     next.backlog = cur->backlog;
     memcpy(next.user, cur->user, sizeof next.user);
+    /* The certificates are read again for new connections; open ones keep
+     * theirs. A file that fails keeps everything as it was. */
+    struct ssl_ctx_st *tls = NULL;
+    if (acceptor_has_tls(&s->acceptor) && !(tls = tls_ctx_new(&next, s->path, err, sizeof err))) {
+        char first[600];
+        snprintf(first, sizeof first, "ERR reload failed: %.500s", err);
+        log_error("reload: %s", err);
+        log_error("reload failed: running configuration kept");
+        notify_reloaded("reload failed; running configuration kept");
+        answer_reload_waiters(s, first);
+        config_free(&next);
+        return;
+    }
     if (post_config_all(s, &next, s->reload_gen + 1) < 0) {
         log_error("reload: out of memory: running configuration kept");
         notify_reloaded("reload failed; running configuration kept");
         answer_reload_waiters(s, "ERR reload failed: out of memory");
+        tls_ctx_unref(tls);
         config_free(&next);
         return;
     }
+    if (tls)
+        acceptor_set_tls(&s->acceptor, tls);
     s->reload_gen++;
     log_set_level((enum log_level)next.log_level);
     s->max_conns = fit_fd_limit(next.max_connections, s->nreactors);
@@ -510,7 +529,21 @@ int server_run(const struct config *cfg_in, const char *path)
         return 1;
     }
     for (int i = 0; i < s.acceptor.nls; i++)
-        log_info("listening on %s (%s)", s.acceptor.ls[i].name, s.acceptor.ls[i].proto->name);
+        log_info("listening on %s (%s%s)", s.acceptor.ls[i].name, s.acceptor.ls[i].proto->name,
+                 s.acceptor.ls[i].tls ? " inside TLS" : "");
+    /* Certificates and keys are read before privileges drop. */
+    if (acceptor_has_tls(&s.acceptor)) {
+        char terr[1024];
+        struct ssl_ctx_st *tls = tls_ctx_new(cfg, path, terr, sizeof terr);
+        if (!tls) {
+            log_error("%s", terr);
+            acceptor_close(&s.acceptor);
+            notify_failed(EINVAL, terr);
+            config_free(&s.cfg);
+            return 1;
+        }
+        acceptor_set_tls(&s.acceptor, tls);
+    }
     if (drop_privileges(cfg, &s.acceptor) < 0 || stats_registry_init(&s.reg, s.nreactors) < 0) {
         acceptor_close(&s.acceptor);
         notify_failed(EPERM, "start failed");

@@ -36,6 +36,12 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_MODULE_PUSHES_DROPPED] = "module_pushes_dropped",
     [STATS_COMPRESSIONS] = "compressions",
     [STATS_DECOMPRESSIONS] = "decompressions",
+    [STATS_TLS_HANDSHAKES] = "tls_handshakes",
+    [STATS_TLS_RESUMED] = "tls_resumed",
+    [STATS_TLS_FAILED_PROTOCOL] = "tls_failed.protocol",
+    [STATS_TLS_FAILED_CERT] = "tls_failed.certificate",
+    [STATS_TLS_FAILED_ABORTED] = "tls_failed.aborted",
+    [STATS_TLS_FAILED_TIMEOUT] = "tls_failed.timeout",
 };
 
 int stats_registry_init(struct stats_registry *reg, int nreactors)

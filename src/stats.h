@@ -42,6 +42,12 @@ enum stats_id {
     STATS_MODULE_PUSHES_DROPPED, /* module pushes (msgd_send) whose connection had gone or was full */
     STATS_COMPRESSIONS,         /* payloads run through a compressor (kept or not) */
     STATS_DECOMPRESSIONS,       /* COMPRESSED requests decompressed */
+    STATS_TLS_HANDSHAKES,       /* TLS handshakes completed (resumed ones included) */
+    STATS_TLS_RESUMED,          /* of those, sessions resumed */
+    STATS_TLS_FAILED_PROTOCOL,  /* handshakes failed: not TLS, a version below min_version... */
+    STATS_TLS_FAILED_CERT,      /* handshakes failed: client certificate missing or untrusted */
+    STATS_TLS_FAILED_ABORTED,   /* handshakes the peer closed or reset halfway */
+    STATS_TLS_FAILED_TIMEOUT,   /* handshakes not done within idle_timeout */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };

@@ -24,7 +24,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: msgcli [-h HOST] [-p PORT] [-u unix:/path] [-a TOKEN] [-t SECONDS]\n"
-        "              [--heartbeat SECONDS] [--dead-after SECONDS] [--attempts N] COMMAND [ARGS]\n"
+        "              [--heartbeat SECONDS] [--dead-after SECONDS] [--attempts N]\n"
+        "              [--tls] [--cacert FILE] [--cert FILE --key FILE] COMMAND [ARGS]\n"
         "\n"
         "commands:\n"
         "  ping             PING the server; prints PONG\n"
@@ -63,6 +64,11 @@ static void usage(FILE *f)
         "                   drop the connection (default 3 heartbeats; 0: never)\n"
         "  --attempts N     connect attempts per reconnect of sub and listen, with\n"
         "                   back-off and jitter (default 8)\n"
+        "  --tls            speak TLS (checking the server's certificate against the\n"
+        "                   system's CAs and HOST)\n"
+        "  --cacert FILE    check it against the CAs in FILE instead (implies --tls)\n"
+        "  --cert FILE --key FILE\n"
+        "                   present this client certificate (implies --tls)\n"
         "  --help           print this and exit\n"
         "\n"
         "exit status: 0 ok; 1 the server answered with an error (its code name and\n"
@@ -389,7 +395,13 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *port = "7700", *unix_path = NULL, *token = NULL;
     double timeout_s = 5.0;
     double heartbeat_s = 30.0, dead_after_s = -1.0;   /* -1: 3 heartbeats */
+    bool tls = false;
+    const char *cafile = NULL, *certfile = NULL, *keyfile = NULL;
     static const struct option longopts[] = {
+        {"tls", no_argument, NULL, 'T'},
+        {"cacert", required_argument, NULL, 'C'},
+        {"cert", required_argument, NULL, 'E'},
+        {"key", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'H'},
         {"heartbeat", required_argument, NULL, 'K'},
         {"dead-after", required_argument, NULL, 'D'},
@@ -431,6 +443,10 @@ int main(int argc, char **argv)
             reconnect_attempts = n;
             break;
         }
+        case 'T': tls = true; break;
+        case 'C': cafile = optarg; break;
+        case 'E': certfile = optarg; break;
+        case 'Y': keyfile = optarg; break;
         case 'H': usage(stdout); return EXIT_OK;
         case ':':
             if (optopt && optopt < 256)
@@ -527,6 +543,12 @@ int main(int argc, char **argv)
     o.timeout_ms = call_timeout_ms;
     o.reconnect = strcmp(cmd, "sub") == 0 || strcmp(cmd, "listen") == 0;
     o.reconnect_attempts = reconnect_attempts;
+    if ((certfile != NULL) != (keyfile != NULL))
+        return usage_error("%s", "--cert and --key go together");
+    o.tls = tls || cafile || certfile;
+    o.tls_cafile = cafile;
+    o.tls_certfile = certfile;
+    o.tls_keyfile = keyfile;
     if (dead_after_s < 0)
         dead_after_s = 3 * heartbeat_s;
     o.heartbeat_ms = (int)(heartbeat_s * 1000 + 0.5);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "buffer.h"
+#include "client/msgclient_tls.h"
 #include "msg.h"
 #include "net.h"
 
@@ -58,6 +59,9 @@ struct msgclient {
     char *addr;
     char *token;
     int fd;                         /* -1: not connected */
+    struct ssl_ctx_st *tls_ctx;     /* o.tls: the context (NULL: it failed, see tls_err) */
+    struct ssl_st *tls;             /* the connection's TLS session, or NULL */
+    char tls_err[200];
     bool write_dead;                /* a write failed: output is discarded */
     bool goaway;
     uint32_t goaway_ms;
@@ -328,6 +332,10 @@ struct msgclient *msgclient_new(const struct msgclient_options *o)
     }
     c->o.addr = c->addr;
     c->o.token = c->token;
+    if (o->tls)
+        c->tls_ctx = msgclient_tls_ctx_new(o->tls_cafile, o->tls_certfile, o->tls_keyfile,
+                                           c->tls_err, sizeof c->tls_err);
+    c->o.tls_cafile = c->o.tls_certfile = c->o.tls_keyfile = NULL; /* not kept */
     if (c->o.reconnect_attempts == 0)
         c->o.reconnect_attempts = 1;
     if (c->o.max_frame == 0)
@@ -412,6 +420,8 @@ static void drop_queues(struct msgclient *c)
  * place in the reply queue. */
 static void conn_lost(struct msgclient *c, int result)
 {
+    msgclient_tls_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -446,6 +456,8 @@ void msgclient_free(struct msgclient *c)
 {
     if (!c)
         return;
+    msgclient_tls_free(c->tls);
+    msgclient_tls_ctx_free(c->tls_ctx);
     if (c->fd >= 0)
         close(c->fd);
     buffer_free(&c->in);
@@ -666,7 +678,8 @@ static int process_input(struct msgclient *c)
 static void write_some(struct msgclient *c)
 {
     while (buffer_readable(&c->out) > 0 && !c->write_dead) {
-        ssize_t n = send(c->fd, buffer_peek(&c->out), buffer_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = c->tls ? msgclient_tls_send(c->tls, buffer_peek(&c->out), buffer_readable(&c->out))
+                           : send(c->fd, buffer_peek(&c->out), buffer_readable(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
             buffer_consume(&c->out, (size_t)n);
             continue;
@@ -691,7 +704,8 @@ static int read_some(struct msgclient *c)
         conn_lost(c, rc);
         return rc;
     }
-    ssize_t n = recv(c->fd, buffer_tail(&c->in), buffer_writable(&c->in), 0);
+    ssize_t n = c->tls ? msgclient_tls_recv(c->tls, buffer_tail(&c->in), buffer_writable(&c->in))
+                       : recv(c->fd, buffer_tail(&c->in), buffer_writable(&c->in), 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     int lost = 0;
@@ -775,6 +789,8 @@ static int io_step(struct msgclient *c, int64_t deadline)
     if (rc < 0)
         return rc;
     write_some(c);
+    if (c->tls && msgclient_tls_pending(c->tls))
+        return read_some(c); /* decrypted already: poll would not say so */
     struct pollfd pfd = {c->fd, POLLIN, 0};
     if (buffer_readable(&c->out) > 0 && !c->write_dead)
         pfd.events |= POLLOUT;
@@ -946,10 +962,31 @@ int msgclient_connect(struct msgclient *c, struct msgclient_reply *reply)
 {
     if (c->fd >= 0)
         conn_lost(c, -ECONNRESET);
+    if (c->o.tls && !c->tls_ctx) {
+        snprintf(c->err, sizeof c->err, "%s", c->tls_err);
+        return -EINVAL;
+    }
     int fd = connect_addr(c);
     if (fd < 0)
         return fd;
     reset_conn_state(c, fd);
+    if (c->o.tls) {
+        /* The certificate must match the host of addr ("HOST:PORT", "[V6]:PORT"). */
+        char host[256];
+        const char *colon = strrchr(c->o.addr, ':');
+        size_t hl = colon ? (size_t)(colon - c->o.addr) : strlen(c->o.addr);
+        const char *h = c->o.addr;
+        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
+            h++, hl -= 2;
+        snprintf(host, sizeof host, "%.*s", (int)hl, h);
+        c->tls = msgclient_tls_handshake(c->tls_ctx, fd, host,
+                                         deadline_after(c->o.connect_timeout_ms), NULL, c->err,
+                                         sizeof c->err);
+        if (!c->tls) {
+            conn_lost(c, -ECONNRESET);
+            return -EPROTO;
+        }
+    }
     if (!c->o.token)
         return 0;
     return auth_exchange(c, reply);

@@ -66,6 +66,12 @@ struct msgclient_options {
      * slowest request. 0 turns either off. */
     int heartbeat_ms;
     int dead_after_ms;
+    /* TLS (msgclient_tls.h): the server's certificate is checked against
+     * tls_cafile (NULL: the system's CAs) and the host of addr; a client
+     * certificate and key are sent when both are set. The files are read
+     * by msgclient_new. */
+    bool tls;
+    const char *tls_cafile, *tls_certfile, *tls_keyfile;
 };
 
 /* One reply. payload is malloc'd (NULL when len is 0) and owned by the caller:

@@ -6,6 +6,7 @@
 #include "proxy.h"
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 
 static const uint8_t sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
@@ -147,6 +148,52 @@ TEST(v2_refusals)
     buf[5] = 'x';
     CHECK_EQ(proxy_parse(buf, 6, &h), -EPROTO);
     CHECK_EQ(proxy_parse(buf, 5, &h), 0);
+}
+
+static struct sockaddr_storage sa(const char *ip)
+{
+    struct sockaddr_storage a;
+    memset(&a, 0, sizeof a);
+    if (strchr(ip, ':')) {
+        a.ss_family = AF_INET6;
+        inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)&a)->sin6_addr);
+    } else {
+        a.ss_family = AF_INET;
+        inet_pton(AF_INET, ip, &((struct sockaddr_in *)&a)->sin_addr);
+    }
+    return a;
+}
+
+TEST(cidr_blocks)
+{
+    struct proxy_cidr c;
+    struct sockaddr_storage a;
+    CHECK_EQ(proxy_cidr_parse("127.0.0.1", &c), 0);
+    a = sa("127.0.0.1");
+    CHECK(proxy_cidr_match(&c, &a));
+    a = sa("127.0.0.2");
+    CHECK(!proxy_cidr_match(&c, &a));
+    a = sa("::ffff:127.0.0.1"); /* an IPv4 client on a dual-stack socket */
+    CHECK(proxy_cidr_match(&c, &a));
+    CHECK_EQ(proxy_cidr_parse("10.1.0.0/15", &c), 0);
+    a = sa("10.0.255.255");
+    CHECK(proxy_cidr_match(&c, &a));
+    a = sa("10.2.0.0");
+    CHECK(!proxy_cidr_match(&c, &a));
+    CHECK_EQ(proxy_cidr_parse("0.0.0.0/0", &c), 0);
+    a = sa("203.0.113.9");
+    CHECK(proxy_cidr_match(&c, &a));
+    a = sa("::1");
+    CHECK(!proxy_cidr_match(&c, &a)); /* families do not mix */
+    CHECK_EQ(proxy_cidr_parse("[fd00::]/8", &c), 0);
+    a = sa("fdff::1");
+    CHECK(proxy_cidr_match(&c, &a));
+    a = sa("fe00::1");
+    CHECK(!proxy_cidr_match(&c, &a));
+    static const char *const bad[] = {"", "1.2.3.4/33", "::1/129", "1.2.3", "1.2.3.4/", "x/8",
+                                      "1.2.3.4/8/8", "1.2.3.4/-1", "example.com"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_EQ(proxy_cidr_parse(bad[i], &c), -EINVAL);
 }
 
 int main(int argc, char **argv) { return test_main(argc, argv); }

@@ -1,0 +1,305 @@
+/* tls: the OpenSSL server context of [tls] and the per-connection transport
+ * (handshake, reads, writes, close_notify) with OpenSSL's WANT_READ and
+ * WANT_WRITE kept for the reactor's ev_io events. */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+
+#define TLS_SESSION_CACHE 20480       /* server-side sessions kept for resumption */
+
+struct tls_conn {
+    SSL *ssl;
+    bool ready;                       /* the handshake is done */
+    bool more;                        /* the last read stopped with its buffers full */
+    int want;                         /* TLS_WANT_* of the last call that could not go on */
+};
+
+/* ---- the context ---- */
+
+/* ALPN: msgp/1 when the client offers it; a client that offers only other
+ * protocols still gets a connection, without ALPN. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char ours[] = "\x06" TLS_ALPN;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof ours - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* OpenSSL's reason for the last failure, and the queue emptied. */
+static const char *ssl_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(buf, len, "%s", r ? r : "unknown OpenSSL error");
+    ERR_clear_error();
+    return buf;
+}
+
+/* Checks that file can be opened for reading, for a plain error before
+ * OpenSSL's. Returns 0 or -1 with err set. */
+static int readable(const char *cfgpath, const char *key, const char *file, char *err,
+                    size_t errlen)
+{
+    FILE *f = fopen(file, "re");
+    if (f) {
+        fclose(f);
+        return 0;
+    }
+    char eb[128];
+    snprintf(err, errlen, "%s: [tls] %s %s: %s", cfgpath, key, file,
+             strerror_r(errno, eb, sizeof eb));
+    return -1;
+}
+
+struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, char *err,
+                               size_t errlen)
+{
+    char cert[512], key[512], ca[512], why[256];
+    if (!cfg->tls_cert[0] || !cfg->tls_key[0]) {
+        snprintf(err, errlen, "%s: [tls] cert and key are needed for tls_listen", cfgpath);
+        return NULL;
+    }
+    if (config_resolve_path(cfgpath, cfg->tls_cert, cert, sizeof cert) < 0 ||
+        config_resolve_path(cfgpath, cfg->tls_key, key, sizeof key) < 0 ||
+        config_resolve_path(cfgpath, cfg->tls_ca[0] ? cfg->tls_ca : "", ca, sizeof ca) < 0) {
+        snprintf(err, errlen, "%s: [tls] a path is too long", cfgpath);
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "%s: [tls]: %s", cfgpath, ssl_reason(why, sizeof why));
+        return NULL;
+    }
+    if (readable(cfgpath, "cert", cert, err, errlen) < 0)
+        goto fail;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        snprintf(err, errlen, "%s: [tls] cert %s: %s", cfgpath, cert, ssl_reason(why, sizeof why));
+        goto fail;
+    }
+    if (readable(cfgpath, "key", key, err, errlen) < 0)
+        goto fail;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "%s: [tls] key %s: %s", cfgpath, key, ssl_reason(why, sizeof why));
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "%s: [tls] key %s does not match cert %s: %s", cfgpath, key, cert,
+                 ssl_reason(why, sizeof why));
+        goto fail;
+    }
+    if (cfg->tls_ca[0]) {
+        if (readable(cfgpath, "ca", ca, err, errlen) < 0)
+            goto fail;
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+        if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1 || !names) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            snprintf(err, errlen, "%s: [tls] ca %s: %s", cfgpath, ca, ssl_reason(why, sizeof why));
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names); /* takes names over */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version == 13 ? TLS1_3_VERSION
+                                                                  : TLS1_2_VERSION);
+    uint64_t opts = SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
+                    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION;
+    const char *ktls = getenv("MSGD_TLS_KTLS");
+    if (ktls && strcmp(ktls, "1") == 0)
+        opts |= SSL_OP_ENABLE_KTLS;
+    SSL_CTX_set_options(ctx, opts);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    /* Resumption: a session cache for TLS 1.2 ids, tickets for 1.2 and 1.3. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"msgd", 4);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return NULL;
+}
+
+struct ssl_ctx_st *tls_ctx_ref(struct ssl_ctx_st *ctx)
+{
+    if (ctx)
+        SSL_CTX_up_ref(ctx);
+    return ctx;
+}
+
+void tls_ctx_unref(struct ssl_ctx_st *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+/* ---- one connection ---- */
+
+struct tls_conn *tls_conn_new(struct ssl_ctx_st *ctx, int fd)
+{
+    struct tls_conn *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->ssl = SSL_new(ctx);
+    if (!t->ssl || SSL_set_fd(t->ssl, fd) != 1) {
+        SSL_free(t->ssl);
+        free(t);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_accept_state(t->ssl);
+    t->want = TLS_WANT_READ;
+    return t;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+    if (!t)
+        return;
+    SSL_free(t->ssl);
+    free(t);
+}
+
+/* Sorts a failed handshake, logging OpenSSL's reason at debug. */
+static int classify(struct tls_conn *t, int e)
+{
+    unsigned long err = ERR_peek_last_error();
+    int reason = ERR_GET_REASON(err);
+    int kind = TLS_FAIL_PROTOCOL;
+    if (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL ||
+        reason == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        kind = TLS_FAIL_ABORTED;
+    else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED ||
+             reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
+             reason == SSL_R_NO_CERTIFICATES_RETURNED)
+        kind = TLS_FAIL_CERT;
+    if (log_enabled(LOG_DEBUG)) {
+        char why[256];
+        long vr = SSL_get_verify_result(t->ssl);
+        log_debug("tls handshake failed: %s%s%s", err ? ssl_reason(why, sizeof why)
+                                                      : e == SSL_ERROR_SYSCALL ? "connection closed or reset"
+                                                                               : "closed",
+                  kind == TLS_FAIL_CERT && vr != X509_V_OK ? ": " : "",
+                  kind == TLS_FAIL_CERT && vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+    }
+    ERR_clear_error();
+    return -kind;
+}
+
+int tls_conn_handshake(struct tls_conn *t)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->ready = true;
+        t->want = 0;
+        return 1;
+    }
+    int e = SSL_get_error(t->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) {
+        t->want = TLS_WANT_READ;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        t->want = TLS_WANT_WRITE;
+        return 0;
+    }
+    return classify(t, e);
+}
+
+bool tls_conn_ready(const struct tls_conn *t) { return t->ready; }
+
+bool tls_conn_resumed(const struct tls_conn *t) { return SSL_session_reused(t->ssl) == 1; }
+
+bool tls_conn_pending(const struct tls_conn *t) { return t->more; }
+
+int tls_conn_want(const struct tls_conn *t) { return t->want; }
+
+ssize_t tls_conn_readv(struct tls_conn *t, const struct iovec *iov, int iovcnt)
+{
+    size_t total = 0;
+    t->more = false;
+    t->want &= ~TLS_WANT_WRITE;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t off = 0;
+        while (off < iov[i].iov_len) {
+            size_t got = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(t->ssl, (char *)iov[i].iov_base + off, iov[i].iov_len - off, &got) == 1) {
+                off += got;
+                total += got;
+                /* Nothing buffered: the socket announces what comes next,
+                 * so spare the read that would only say EAGAIN. */
+                if (!SSL_has_pending(t->ssl))
+                    return (ssize_t)total;
+                continue;
+            }
+            int e = SSL_get_error(t->ssl, 0);
+            if (total > 0) {
+                ERR_clear_error(); /* an end or an error shows again on the next read */
+                if (e == SSL_ERROR_WANT_WRITE)
+                    t->want = TLS_WANT_WRITE;
+                return (ssize_t)total;
+            }
+            if (e == SSL_ERROR_ZERO_RETURN)
+                return 0;
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                if (e == SSL_ERROR_WANT_WRITE) /* reading waits for EV_READ anyway */
+                    t->want |= TLS_WANT_WRITE;
+                errno = EAGAIN;
+                return -1;
+            }
+            ERR_clear_error();
+            errno = ECONNRESET;
+            return -1;
+        }
+    }
+    t->more = true;
+    return (ssize_t)total;
+}
+
+ssize_t tls_conn_send(struct tls_conn *t, const void *p, size_t n)
+{
+    size_t w = 0;
+    t->want &= ~TLS_WANT_READ;
+    ERR_clear_error();
+    if (SSL_write_ex(t->ssl, p, n, &w) == 1)
+        return (ssize_t)w;
+    int e = SSL_get_error(t->ssl, 0);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        if (e == SSL_ERROR_WANT_READ) /* writing waits for EV_WRITE anyway */
+            t->want |= TLS_WANT_READ;
+        errno = EAGAIN;
+        return -1;
+    }
+    ERR_clear_error();
+    errno = EPIPE;
+    return -1;
+}
+
+void tls_conn_shutdown(struct tls_conn *t)
+{
+    if (!t->ready)
+        return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
+}

@@ -1,0 +1,462 @@
+"""TLS listeners (CONFIG.md `tls_listen`, `[tls]`; issue 13 "TLS"), checked
+with Python's ssl module and the `openssl` command as real clients: a
+handshake and PING, HELLO's `tls` feature, min_version 1.2 and 1.3, client
+certificates (good, missing, from the wrong CA), ALPN msgp/1 and session
+resumption seen by `openssl s_client`, a certificate reloaded on SIGHUP (and
+a reload that fails keeping the running one), `msgd -t` naming a bad
+certificate or key file, large and pipelined payloads with back-pressure, and
+the bad input: plaintext to a TLS port, a handshake that stops halfway, 1,000
+handshakes opened and dropped, each closed and counted while the other
+connections go on.
+
+The CA, the certificates and their keys are made at run time with the
+`openssl` command in a temp dir (no private key is committed)."""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import msgproto as mp
+from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
+
+PKI = tempfile.mkdtemp(prefix="msgd-it-tls-pki-")
+SERIAL_1 = 0x1001
+SERIAL_2 = 0x2002
+
+
+def path(name):
+    return os.path.join(PKI, name)
+
+
+def openssl(*args):
+    r = subprocess.run(["openssl"] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout(2))
+    if r.returncode != 0:
+        raise AssertionError("openssl %s: %s" % (" ".join(args), r.stderr))
+    return r.stdout
+
+
+def make_ca(name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", path(name + ".key"), "-out", path(name + ".pem"), "-days", "2",
+            "-subj", "/CN=msgd test " + name)
+
+
+def make_cert(name, ca, serial, ext):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", path(name + ".key"), "-out", path(name + ".csr"), "-subj", "/CN=" + name)
+    with open(path(name + ".ext"), "w") as f:
+        f.write(ext + "\n")
+    openssl("x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"),
+            "-CAkey", path(ca + ".key"), "-set_serial", str(serial), "-days", "2",
+            "-out", path(name + ".pem"), "-extfile", path(name + ".ext"))
+
+
+def setUpModule():
+    if not shutil.which("openssl"):
+        raise unittest.SkipTest("the openssl command is needed (scripts/deps.sh)")
+    make_ca("ca")
+    make_ca("otherca")
+    server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    make_cert("server", "ca", SERIAL_1, server_ext)
+    make_cert("server2", "ca", SERIAL_2, server_ext)
+    make_cert("client", "ca", 0x3003, "extendedKeyUsage=clientAuth")
+    make_cert("stranger", "otherca", 0x4004, "extendedKeyUsage=clientAuth")
+    with open(path("garbage.pem"), "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+
+
+def tearDownModule():
+    shutil.rmtree(PKI, ignore_errors=True)
+
+
+TLS_CONFIG = {
+    "msg": {"tls_listen": "127.0.0.1:0"},
+    "tls": {"cert": path("server.pem"), "key": path("server.key")},
+}
+
+
+def client_context(cert=None, minimum=None, maximum=None, alpn=("msgp/1",)):
+    ctx = ssl.create_default_context(cafile=path("ca.pem"))
+    if cert:
+        ctx.load_cert_chain(path(cert + ".pem"), path(cert + ".key"))
+    if minimum:
+        ctx.minimum_version = minimum
+    if maximum:
+        ctx.maximum_version = maximum
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+class TlsClient(mp.Client):
+    """mp.Client over TLS (the handshake done in the constructor)."""
+
+    def __init__(self, port, ctx=None, wait=None, rcvbuf=None):
+        self.timeout = timeout() if wait is None else wait
+        self.answer_pings = False
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(self.timeout)
+        try:
+            raw.connect((HOST, port))
+        except BaseException:
+            raw.close()
+            raise
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = (ctx or client_context()).wrap_socket(raw, server_hostname="localhost")
+        except BaseException:
+            raw.close()
+            raise
+        self.reader = mp.FrameReader()
+        self.eof = False
+        self.closed = False
+        self.server_pings = 0
+
+    def _recv_some(self, deadline, what):
+        # Plaintext already decrypted by the ssl module is not seen by select.
+        if self.sock.pending():
+            return self.sock.recv(262144)
+        try:
+            return super()._recv_some(deadline, what)
+        except ssl.SSLError as e:
+            raise mp.ConnectionClosed("TLS error while waiting for %s: %s" % (what, e))
+
+
+def client_hello():
+    """The bytes of a real ClientHello (nothing sent anywhere)."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_context().wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+class TlsTestBase(MsgdTestCase):
+    shared_daemon = False
+
+    def tls(self, d, **kw):
+        c = TlsClient(d.port("tls"), **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def assert_ping(self, c, payload=b"tls"):
+        self.assert_frame(c.call(mp.PING, payload), mp.reply_cmd(mp.PING), payload)
+
+    def counters(self, d):
+        with d.client() as c:
+            return self.stats(c)
+
+    def wait_counter(self, d, name, at_least, keepalive=None):
+        """Polls STATS until counter name reaches at_least; keepalive (a
+        client) is PINGed at each poll, so idle_timeout spares it."""
+        last = {}
+
+        def check():
+            if keepalive is not None:
+                self.assert_ping(keepalive)
+            last["v"] = self.counters(d).get(name, 0)
+            return last["v"] >= at_least
+        try:
+            wait_until(check, timeout(2), "%s >= %d" % (name, at_least))
+        except AssertionError as e:
+            raise AssertionError("%s; last %s=%r" % (e, name, last.get("v")))
+
+    def assert_refused(self, d, ctx, what):
+        """The handshake fails, or the first read after it does (TLS 1.3
+        clients learn of a refused certificate only then)."""
+        try:
+            c = self.tls(d, ctx=ctx)
+            c.send_frame(mp.PING, b"x")
+            got = c.recv_frame()
+        except (ssl.SSLError, mp.ConnectionClosed, ConnectionError):
+            return
+        self.fail("%s: expected a refused handshake, got %s" % (what, mp.describe(*got)))
+
+
+class TestTls(TlsTestBase):
+    shared_daemon = True
+    config = TLS_CONFIG
+
+    def test_handshake_ping_alpn_hello(self):
+        c = self.tls(self.daemon)
+        self.assertEqual(c.sock.version(), "TLSv1.3")
+        self.assertEqual(c.sock.selected_alpn_protocol(), "msgp/1")
+        self.assert_ping(c)
+        cmd, payload = c.call(mp.HELLO, b"client=test_tls\n")
+        self.assertEqual(cmd, mp.reply_cmd(mp.HELLO), mp.describe(cmd, payload))
+        features = dict(l.partition("=")[::2] for l in payload.decode().splitlines())["features"]
+        self.assertIn("tls", features.split(","))
+        plain = self.connect()
+        cmd, payload = plain.call(mp.HELLO, b"client=test_tls\n")
+        features = dict(l.partition("=")[::2] for l in payload.decode().splitlines())["features"]
+        self.assertNotIn("tls", features.split(","), "a plain connection is not TLS")
+        self.assertGreaterEqual(self.stats(plain)["tls_handshakes"], 1)
+
+    def test_tls12_and_no_alpn(self):
+        c = self.tls(self.daemon, ctx=client_context(maximum=ssl.TLSVersion.TLSv1_2, alpn=()))
+        self.assertEqual(c.sock.version(), "TLSv1.2")
+        self.assertIsNone(c.sock.selected_alpn_protocol())
+        self.assert_ping(c)
+
+    def test_large_pipelined_and_back_pressure(self):
+        """Frames larger than a TLS record, many in one write, and a reader
+        that reads nothing until the server has paused it."""
+        c = self.tls(self.daemon)
+        payloads = [bytes([i]) * (60000 - i) for i in range(40)]
+        c.send_raw(b"".join(mp.encode(mp.ECHO, p) for p in payloads))
+        for p in payloads:
+            self.assert_frame(c.recv_frame(), mp.reply_cmd(mp.ECHO), p)
+
+    def test_back_pressure(self):
+        """9.6 MB of replies (more than the kernel's largest send buffer)
+        against output_high_water 64K, to a reader with a small receive
+        window; sent from a thread, since the paused server stops taking
+        them."""
+        d = self.start_daemon(dict(TLS_CONFIG, limits={
+            "output_high_water": "64K", "output_low_water": "16K", "output_hard_limit": "1M"}))
+        payloads = [bytes([i]) * (60000 - i) for i in range(160)]
+        slow = self.tls(d, rcvbuf=16384)
+        before = self.counters(d)["read_pauses"]
+        data = b"".join(mp.encode(mp.ECHO, p) for p in payloads)
+        sender = threading.Thread(target=slow.send_raw, args=(data,), daemon=True)
+        sender.start()
+        self.addCleanup(sender.join, timeout(2))
+        wait_until(lambda: self.counters(d)["read_pauses"] > before, timeout(2),
+                   "the server pausing the TLS reader")
+        for p in payloads:
+            self.assert_frame(slow.recv_frame(), mp.reply_cmd(mp.ECHO), p)
+        sender.join(timeout(2))
+        self.assertFalse(sender.is_alive())
+        self.assert_ping(slow)
+
+    def s_client(self, args, sess_out=None):
+        """Runs openssl s_client; with sess_out, until it has written the
+        session there (TLS 1.3 sends its ticket after the handshake), then
+        ends its input so it quits. Returns its output."""
+        proc = subprocess.Popen(["openssl", "s_client"] + args +
+                                (["-sess_out", sess_out] if sess_out else []),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            if sess_out:
+                wait_until(lambda: proc.poll() is not None or (
+                    os.path.exists(sess_out) and b"END SSL SESSION" in open(sess_out, "rb").read()),
+                    timeout(2), "s_client writing its session")
+            out, _ = proc.communicate(b"", timeout(2))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return out.decode(errors="replace")
+
+    def test_openssl_s_client_alpn_and_resumption(self):
+        port = self.daemon.port("tls")
+        base = self.counters(self.daemon)["tls_resumed"]
+        for version in ("-tls1_3", "-tls1_2"):
+            sess = path("sess%s.pem" % version)
+            common = ["openssl", "s_client", version, "-connect", "%s:%d" % (HOST, port),
+                      "-CAfile", path("ca.pem"), "-verify_return_error", "-alpn", "msgp/1"]
+            if os.path.exists(sess):
+                os.unlink(sess)
+            out = self.s_client(common[2:], sess_out=sess)
+            self.assertIn("ALPN protocol: msgp/1", out, out[-2000:])
+            self.assertIn("Verify return code: 0 (ok)", out)
+            out = self.s_client(common[2:] + ["-sess_in", sess])
+            self.assertIn("Reused, TLSv1.%s" % version[-1], out, out[-2000:])
+        self.assertGreaterEqual(self.counters(self.daemon)["tls_resumed"], base + 2)
+
+
+class TestTlsVersions(TlsTestBase):
+    def test_min_version_13(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], min_version="1.3")))
+        self.assert_ping(self.tls(d))
+        with self.assertRaises(ssl.SSLError):
+            TlsClient(d.port("tls"), ctx=client_context(maximum=ssl.TLSVersion.TLSv1_2)).close()
+        self.wait_counter(d, "tls_failed.protocol", 1)
+        self.assert_ping(self.tls(d))
+
+
+class TestClientCertificates(TlsTestBase):
+    def test_required_client_certificates(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        good = self.tls(d, ctx=client_context(cert="client"))
+        self.assert_ping(good)
+        self.assert_refused(d, client_context(), "no client certificate")
+        self.wait_counter(d, "tls_failed.certificate", 1)
+        self.assert_refused(d, client_context(cert="stranger"), "a certificate of another CA")
+        self.wait_counter(d, "tls_failed.certificate", 2)
+        self.assert_ping(good, b"still here")
+        self.assert_ping(self.tls(d, ctx=client_context(cert="client")))
+
+
+class TestReload(TlsTestBase):
+    def serial(self, d):
+        c = TlsClient(d.port("tls"))
+        try:
+            return int(c.sock.getpeercert()["serialNumber"], 16)
+        finally:
+            c.close()
+
+    def test_sighup_reads_the_certificate_again(self):
+        d = self.start_daemon(TLS_CONFIG)
+        self.assertEqual(self.serial(d), SERIAL_1)
+        old = self.tls(d)
+        d.config["tls"] = {"cert": path("server2.pem"), "key": path("server2.key")}
+        d.write_config()
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.serial(d) == SERIAL_2, timeout(2), "the new certificate's serial")
+        self.assert_ping(old, b"opened before the reload")
+        # A reload whose key cannot be read keeps the running certificate.
+        d.config["tls"] = {"cert": path("server.pem"), "key": path("missing.key")}
+        d.write_config()
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: "missing.key" in d.read_log(), timeout(2), "the failed reload's log")
+        self.assertEqual(self.serial(d), SERIAL_2)
+        self.assert_ping(old)
+
+
+class TestMsgcli(TlsTestBase):
+    """msgcli --tls, --cacert, --cert/--key (CONFIG.md "msgcli and msgbench")."""
+
+    def msgcli(self, d, *args):
+        exe = os.path.join(os.path.dirname(MSGD_BIN), "msgcli")
+        return subprocess.run([exe, "-p", str(d.port("tls"))] + list(args),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout(2))
+
+    def test_msgcli_over_tls(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        r = self.msgcli(d, "--tls", "--cacert", path("ca.pem"), "--cert", path("client.pem"),
+                        "--key", path("client.key"), "echo", "over tls")
+        self.assertEqual((r.returncode, r.stdout), (0, "over tls\n"), r.stderr)
+        r = self.msgcli(d, "-h", "localhost", "--cacert", path("ca.pem"), "--cert",
+                        path("client.pem"), "--key", path("client.key"), "raw", "6",
+                        b"client=msgcli\n".hex())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b",tls".hex(), r.stdout.replace(" ", "").lower(), "HELLO's features")
+        # No client certificate: refused (2, with a reason).
+        r = self.msgcli(d, "--tls", "--cacert", path("ca.pem"), "ping")
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        # A server certificate msgcli cannot check: refused before any request.
+        r = self.msgcli(d, "--tls", "--cacert", path("otherca.pem"), "--cert", path("client.pem"),
+                        "--key", path("client.key"), "ping")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("certificate", r.stderr)
+
+
+class TestCheckConfig(unittest.TestCase):
+    def check(self, tls):
+        cfg = os.path.join(PKI, "check.ini")
+        with open(cfg, "w") as f:
+            f.write("[msg]\nlisten = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n[admin]\nlisten =\n"
+                    "[tls]\n" + "".join("%s = %s\n" % kv for kv in tls.items()))
+        return check_config(cfg)
+
+    def test_good(self):
+        rc, err = self.check({"cert": path("server.pem"), "key": path("server.key"),
+                              "ca": path("ca.pem"), "min_version": "1.3"})
+        self.assertEqual(rc, 0, err)
+
+    def test_bad_files_are_named(self):
+        cases = [
+            ({"cert": path("garbage.pem"), "key": path("server.key")}, "cert", "garbage.pem"),
+            ({"cert": path("nothere.pem"), "key": path("server.key")}, "cert", "nothere.pem"),
+            ({"cert": path("server.pem"), "key": path("garbage.pem")}, "key", "garbage.pem"),
+            ({"cert": path("server.pem"), "key": path("server2.key")}, "key", "server2.key"),
+            ({"cert": path("server.pem"), "key": path("server.key"), "ca": path("garbage.pem")},
+             "ca", "garbage.pem"),
+        ]
+        for tls, key, name in cases:
+            rc, err = self.check(tls)
+            self.assertEqual(rc, 1, "%s: %s" % (tls, err))
+            self.assertIn("[tls] %s " % key, err)
+            self.assertIn(name, err)
+
+    def test_keys_checked(self):
+        rc, err = self.check({"cert": path("server.pem"), "key": path("server.key"),
+                              "min_version": "1.1"})
+        self.assertEqual(rc, 1)
+        self.assertIn("min_version", err)
+        rc, err = self.check({"cert": path("server.pem")})
+        self.assertEqual(rc, 1)
+        self.assertIn("tls_listen needs [tls] cert and key", err)
+
+
+class TestBadInput(TlsTestBase):
+    def test_plaintext_half_handshakes_and_churn(self):
+        d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
+                                                         "idle_timeout": "1s"}))
+        port = d.port("tls")
+        bystander = self.tls(d)
+        self.assert_ping(bystander)  # the server's side of its handshake is done too
+        base = self.counters(d)
+        # Plaintext msg frames sent to the TLS port.
+        with socket.create_connection((HOST, port), timeout=timeout()) as s:
+            s.sendall(mp.encode(mp.PING, b"plain"))
+            s.settimeout(timeout())
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except ConnectionResetError:
+                pass
+            self.assertNotIn(b"MSGP", data, "a plaintext reply on the TLS port")
+        self.wait_counter(d, "tls_failed.protocol", base["tls_failed.protocol"] + 1, bystander)
+        # Handshakes that stop halfway: half a ClientHello, and a whole one
+        # whose sender then never answers. Both end at idle_timeout.
+        hello = client_hello()
+        stalled = []
+        for part in (hello[:len(hello) // 2], hello):
+            s = socket.create_connection((HOST, port), timeout=timeout())
+            self.addCleanup(s.close)
+            s.sendall(part)
+            stalled.append(s)
+        self.wait_counter(d, "tls_failed.timeout", base["tls_failed.timeout"] + 2, bystander)
+        for s in stalled:
+            s.settimeout(timeout())
+            try:
+                while s.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        self.assert_ping(bystander, b"after the stalls")
+        # 1,000 handshakes opened and dropped, some before a byte, some after
+        # the ClientHello, some with a reset.
+        n = 1000
+        deadline = time.monotonic() + timeout(6)
+        for i in range(n):
+            self.assertLess(time.monotonic(), deadline, "opening %d connections" % n)
+            s = socket.create_connection((HOST, port), timeout=timeout())
+            if i % 3:
+                s.sendall(hello)
+            if i % 3 == 2:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+            if i % 100 == 0:
+                self.assert_ping(bystander, b"%d" % i)
+        self.wait_counter(d, "tls_failed.aborted", base["tls_failed.aborted"] + n, bystander)
+        with d.client() as c:
+            self.wait_connections(c, base["connections_current"], "after the churn")
+        after = self.counters(d)
+        self.assertEqual(after["tls_failed.aborted"], base["tls_failed.aborted"] + n)
+        self.assertEqual(after["tls_handshakes"], base["tls_handshakes"])
+        self.assert_ping(bystander, b"after the churn")
+        self.assert_ping(self.tls(d), b"a new one")
+
+
+if __name__ == "__main__":
+    unittest.main()
