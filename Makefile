@@ -6,7 +6,13 @@ PREFIX ?= /usr/local
 MSGD_VERSION := $(shell sed -n 's/^\#define MSGD_VERSION "\(.*\)"/\1/p' src/version.h)
 DESTDIR ?=
 SYSCONFDIR ?= /etc
-UNITDIR ?= /lib/systemd/system
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+# The systemd system unit directory, as systemd's pkg-config file says
+# (CONFIG.md "Files installed"); UNITDIR=... still overrides it.
+UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system)
+MANPAGES := man/msgd.8 man/msgd.ini.5 man/msgcli.1 man/msgbench.1
 
 CC ?= cc
 BUILD ?= build
@@ -66,6 +72,15 @@ $(BUILD)/msgd: $(OBJS) src/module.syms
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -Wl,--dynamic-list=src/module.syms -o $@ $(OBJS) $(LIBS)
 
+# The default -c is $(SYSCONFDIR)/msgd/msgd.ini, like the unit's and the
+# install's: main.o is rebuilt whenever SYSCONFDIR changes.
+$(BUILD)/obj/main.o: ALL_CFLAGS += -DMSGD_SYSCONFDIR='"$(SYSCONFDIR)"'
+$(BUILD)/obj/main.o: $(BUILD)/sysconfdir
+$(BUILD)/sysconfdir: FORCE | $(BUILD)/obj
+	@echo '$(SYSCONFDIR)' | cmp -s - $@ || echo '$(SYSCONFDIR)' > $@
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/obj/%.o: src/%.c | $(BUILD)/obj
 	@echo "  CC      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -80,7 +95,9 @@ $(BUILD)/obj $(BUILD)/tests:
 deps:
 	@bash scripts/deps.sh
 
-run: deps
+# Running needs only the build and run group (no clang, no test tools).
+run:
+	@bash scripts/deps.sh run
 	$(MAKE) all
 	./$(BUILD)/msgd -c conf/msgd.ini
 
@@ -109,17 +126,28 @@ tsan: deps
 	$(MAKE) check BUILD=build-tsan SAN=tsan CC=gcc
 	@bash tests/total.sh build-tsan/results
 
+# CONFIG.md "Files installed". PREFIX, DESTDIR, SYSCONFDIR, UNITDIR (and
+# BINDIR, SBINDIR, MANDIR) may be set on the command line.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/msgd $(EXTRA_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BUILD)/msgd $(DESTDIR)$(SBINDIR)/msgd
+	install -m 0755 $(EXTRA_BINS) $(DESTDIR)$(BINDIR)/
 	install -d $(DESTDIR)$(SYSCONFDIR)/msgd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini"; \
 	else install -m 0644 conf/msgd.ini $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini; fi
 	install -d $(DESTDIR)$(UNITDIR)
-	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/msgd.service.in > $(DESTDIR)$(UNITDIR)/msgd.service
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	  systemd/msgd.service.in > $(DESTDIR)$(UNITDIR)/msgd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/msgd.service
 	install -m 0644 systemd/msgd.socket $(DESTDIR)$(UNITDIR)/msgd.socket
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	@for m in $(MANPAGES); do \
+	  sec=$${m##*.}; \
+	  sed -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@VERSION@|$(MSGD_VERSION)|g' $$m \
+	    > $(DESTDIR)$(MANDIR)/man$$sec/$${m#man/} && \
+	  chmod 0644 $(DESTDIR)$(MANDIR)/man$$sec/$${m#man/} || exit 1; \
+	done
 	install -d $(DESTDIR)$(PREFIX)/include/msgd $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0644 src/module.h $(DESTDIR)$(PREFIX)/include/msgd/module.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(MSGD_VERSION)|g' conf/msgd.pc.in \
@@ -127,8 +155,9 @@ install: all
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/msgd.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/msgd $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(EXTRA_BINS)))
+	rm -f $(DESTDIR)$(SBINDIR)/msgd $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(EXTRA_BINS)))
 	rm -f $(DESTDIR)$(UNITDIR)/msgd.service $(DESTDIR)$(UNITDIR)/msgd.socket
+	rm -f $(foreach m,$(MANPAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
 	rm -f $(DESTDIR)$(PREFIX)/include/msgd/module.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/msgd.pc
 	-rmdir $(DESTDIR)$(PREFIX)/include/msgd 2>/dev/null
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/msgd/msgd.ini in place (remove it by hand if unwanted)"

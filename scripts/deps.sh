@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
 # Installs what msgd needs on Debian 12, with apt-get. Idempotent: only the
-# missing packages are installed. Uses sudo when not root.
+# missing packages are installed. Uses sudo when not root. Groups add up;
+# every group includes `run`.
 #
-#   scripts/deps.sh            build, run and `make test` (includes clang and
-#                              libclang-rt-14-dev for the libFuzzer smoke runs,
-#                              and prometheus: promtool and a real Prometheus
-#                              for tests/integration/test_http.py; pip,
-#                              setuptools and wheel for the offline `pip
-#                              install` test of clients/python; hiredis and
-#                              redis-server for the cluster backplane)
-#   scripts/deps.sh bench      also what `make bench` measures against
-#   scripts/deps.sh valgrind   also valgrind (`make valgrind`)
+#   scripts/deps.sh run        build and run msgd (`make run`), and the tools
+#                              the README's examples use (python3, nc, xxd);
+#                              no clang, no test tools
+#   scripts/deps.sh            run + test: what `make test` needs (the same as
+#   scripts/deps.sh test       `make deps`), including clang and
+#                              libclang-rt-14-dev for the libFuzzer runs, and
+#                              prometheus (promtool and a real Prometheus for
+#                              tests/integration/test_http.py), pip,
+#                              setuptools and wheel (the offline `pip install`
+#                              test of clients/python) and redis-server (the
+#                              cluster backplane)
+#   scripts/deps.sh bench      run + test + what `make bench` measures against
+#   scripts/deps.sh valgrind   run + test + valgrind (`make valgrind`)
 #   scripts/deps.sh all        everything
 set -euo pipefail
 
-base=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev python3 systemd
-      util-linux procps clang libclang-rt-14-dev libzstd-dev zlib1g-dev python3-zstandard
-      prometheus python3-pip python3-setuptools python3-wheel libhiredis-dev redis-server
-      libssl-dev openssl)
+run=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev libzstd-dev zlib1g-dev
+     libhiredis-dev libssl-dev python3 netcat-openbsd xxd)
+test=(python3 systemd util-linux procps clang libclang-rt-14-dev python3-zstandard prometheus
+      python3-pip python3-setuptools python3-wheel redis-server openssl)
 bench=(redis-server redis-tools iperf3 strace haproxy)
 valgrind=(valgrind)
 
-pkgs=("${base[@]}")
+[ $# -eq 0 ] && set -- test
+pkgs=("${run[@]}")
 for group in "$@"; do
     case "$group" in
-    bench) pkgs+=("${bench[@]}") ;;
-    valgrind) pkgs+=("${valgrind[@]}") ;;
-    all) pkgs+=("${bench[@]}" "${valgrind[@]}") ;;
-    *) echo "deps.sh: unknown group '$group' (bench, valgrind, all)" >&2; exit 2 ;;
+    run) ;;
+    test) pkgs+=("${test[@]}") ;;
+    bench) pkgs+=("${test[@]}" "${bench[@]}") ;;
+    valgrind) pkgs+=("${test[@]}" "${valgrind[@]}") ;;
+    all) pkgs+=("${test[@]}" "${bench[@]}" "${valgrind[@]}") ;;
+    *) echo "deps.sh: unknown group '$group' (run, test, bench, valgrind, all)" >&2; exit 2 ;;
     esac
 done
 

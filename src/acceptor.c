@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <systemd/sd-daemon.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,79 @@ static int match_passed(const struct config *cfg, int fd, const char *name)
         }
     }
     return -1;
+}
+
+/* Whether the bound address have is one of cl's addresses; a configured
+ * port 0 (the kernel's choice) matches any port on that host. */
+static int passed_is_configured(const struct config_listen *cl,
+                                const struct sockaddr_storage *have, socklen_t hlen)
+{
+    for (int i = 0; i < cl->n; i++) {
+        struct sockaddr_storage want;
+        socklen_t wlen;
+        if (net_parse_addr(cl->addr[i], &want, &wlen) < 0 || want.ss_family != have->ss_family)
+            continue;
+        if (want.ss_family == AF_INET) {
+            const struct sockaddr_in *w = (const void *)&want, *h = (const void *)have;
+            if (w->sin_addr.s_addr == h->sin_addr.s_addr &&
+                (w->sin_port == 0 || w->sin_port == h->sin_port))
+                return 1;
+        } else if (want.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *w = (const void *)&want, *h = (const void *)have;
+            if (memcmp(&w->sin6_addr, &h->sin6_addr, sizeof w->sin6_addr) == 0 &&
+                (w->sin6_port == 0 || w->sin6_port == h->sin6_port))
+                return 1;
+        } else if (wlen == hlen && memcmp(&want, have, wlen) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int acceptor_passed_warnings(const struct config *cfg, const char *path, char *out, size_t outlen)
+{
+    if (out && outlen)
+        out[0] = '\0';
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(0, &names);
+    int nwarn = 0;
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = SD_LISTEN_FDS_START + i;
+        const char *name = names && names[i] && strcmp(names[i], "unknown") != 0 ? names[i] : NULL;
+        struct sockaddr_storage have;
+        socklen_t hlen = sizeof have;
+        int p;
+        /* Sockets that are not listening streams, or match nothing, fail the
+         * start with their own error. */
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+            (p = match_passed(cfg, fd, name)) < 0 ||
+            getsockname(fd, (struct sockaddr *)&have, &hlen) < 0 ||
+            passed_is_configured(listen_of(cfg, (size_t)p), &have, hlen))
+            continue;
+        const struct config_listen *cl = listen_of(cfg, (size_t)p);
+        char addr[NET_NAME_LEN], conf[512] = "";
+        net_format((struct sockaddr *)&have, hlen, addr, sizeof addr);
+        for (int k = 0, len = 0; k < cl->n && len >= 0 && (size_t)len < sizeof conf; k++)
+            len += snprintf(conf + len, sizeof conf - (size_t)len, "%s%s", k ? "," : "", cl->addr[k]);
+        nwarn++;
+        if (out && used + 1 < outlen) {
+            int w = snprintf(out + used, outlen - used,
+                             "%s: warning: socket activation: systemd passed %s for [%s], which "
+                             "msgd uses instead of [%s] %s = %s; change the socket unit "
+                             "(ListenStream=) to move the listener\n",
+                             path, addr, listen_table[p].section,
+                             listen_table[p].tls ? "msg" : listen_table[p].section,
+                             listen_table[p].tls ? "tls_listen" : "listen", cl->n ? conf : "(empty)");
+            if (w > 0)
+                used += (size_t)w < outlen - used ? (size_t)w : outlen - used - 1;
+        }
+    }
+    if (names)
+        for (int i = 0; i < n; i++)
+            free(names[i]);
+    free(names);
+    return nwarn;
 }
 
 /* Adopts the sockets systemd passed (LISTEN_FDS). Sets covered[p] for each
@@ -271,8 +345,9 @@ static void listener_close(struct listener *l)
 {
     if (l->fd < 0)
         return;
-    if (!l->adopted && strncmp(l->name, "unix:", 5) == 0)
-        unlink(l->name + 5);
+    if (!l->adopted && strncmp(l->name, "unix:", 5) == 0 && unlink(l->name + 5) < 0 &&
+        errno != ENOENT)
+        log_warn("%s: cannot remove the socket file: %s", l->name, strerror(errno));
     close(l->fd);
     l->fd = -1;
 }

@@ -60,6 +60,14 @@ void acceptor_set_tls(struct acceptor *a, struct ssl_ctx_st *ctx);
  * with the reason in err (nothing left open). */
 int acceptor_open(struct acceptor *a, const struct config *cfg, char *err, size_t errlen);
 
+/* Appends one line "PATH: warning: ..." for each socket systemd passed
+ * (LISTEN_FDS) that a listener would use although it is not one of that
+ * listener's configured addresses: socket activation overrides `listen`
+ * (CONFIG.md "Socket activation"). Leaves the sockets and the environment
+ * as they are, so it serves `msgd -t` and the start alike. Returns how many.
+ * Main thread. */
+int acceptor_passed_warnings(const struct config *cfg, const char *path, char *out, size_t outlen);
+
 /* Starts accepting on loop, handing connections to the reactors. */
 void acceptor_start(struct acceptor *a, struct ev_loop *loop, struct reactor *reactors,
                     int nreactors, struct stats_registry *reg, uint64_t max_connections);

@@ -188,6 +188,11 @@ void config_defaults(struct config *c)
         .heartbeat_ms = 30 * MS_SECOND,
         .idle_ms = 90 * MS_SECOND,
         .drain_ms = 5 * MS_SECOND,
+        .msg_heartbeat_ms = CONFIG_INHERIT,
+        .msg_idle_ms = CONFIG_INHERIT,
+        .echo_idle_ms = CONFIG_INHERIT,
+        .admin_idle_ms = CONFIG_INHERIT,
+        .http_idle_ms = CONFIG_INHERIT,
         .out_high_water = 1 * MIB,
         .out_low_water = 256 * KIB,
         .out_hard_limit = 16 * MIB,
@@ -250,6 +255,7 @@ enum key_kind {
     KEY_INT,      /* int, whole number in min..max */
     KEY_U32,      /* uint32_t, whole number in min..max */
     KEY_DURATION, /* uint64_t ms in min..max, or 0 when zero_ok */
+    KEY_OVERRIDE, /* a KEY_DURATION, or empty: CONFIG_INHERIT (a per-listener timeout) */
     KEY_SIZE,     /* uint64_t bytes in min..max */
     KEY_BOOL,
     KEY_LEVEL,
@@ -289,9 +295,14 @@ static const struct key_def keys[] = {
     KEY("msg", "compress", KEY_CODECS, compress, 0, 0, false),
     KEY("msg", "compress_min", KEY_SIZE, compress_min, 64, 256 * MIB, false),
     KEY("msg", "compress_level", KEY_INT, compress_level, 1, 19, false),
+    KEY("msg", "heartbeat_interval", KEY_OVERRIDE, msg_heartbeat_ms, 100, MS_HOUR, true),
+    KEY("msg", "idle_timeout", KEY_OVERRIDE, msg_idle_ms, 100, 24 * MS_HOUR, true),
     KEY("echo", "listen", KEY_LISTEN, echo_listen, 0, 0, false),
+    KEY("echo", "idle_timeout", KEY_OVERRIDE, echo_idle_ms, 100, 24 * MS_HOUR, true),
     KEY("admin", "listen", KEY_LISTEN, admin_listen, 0, 0, false),
+    KEY("admin", "idle_timeout", KEY_OVERRIDE, admin_idle_ms, 100, 24 * MS_HOUR, true),
     KEY("http", "listen", KEY_LISTEN, http_listen, 0, 0, false),
+    KEY("http", "idle_timeout", KEY_OVERRIDE, http_idle_ms, 100, 24 * MS_HOUR, true),
     KEY("msg", "tls_listen", KEY_LISTEN, tls_listen, 0, 0, false),
     KEY("tls", "cert", KEY_PATH, tls_cert, 0, 0, false),
     KEY("tls", "key", KEY_PATH, tls_key, 0, 0, false),
@@ -412,7 +423,7 @@ static void fmt_size(char *buf, size_t len, uint64_t n)
 static void fmt_range(char *buf, size_t len, const struct key_def *k)
 {
     char lo[32], hi[32];
-    if (k->kind == KEY_DURATION) {
+    if (k->kind == KEY_DURATION || k->kind == KEY_OVERRIDE) {
         fmt_ms(lo, sizeof lo, k->min);
         fmt_ms(hi, sizeof hi, k->max);
     } else if (k->kind == KEY_SIZE) {
@@ -554,12 +565,18 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
     uint64_t v = 0;
     int rc;
     switch (k->kind) {
+    case KEY_OVERRIDE:
+        if (*value == '\0') {
+            *(uint64_t *)field = CONFIG_INHERIT;
+            return true;
+        }
+        /* fall through */
     case KEY_INT:
     case KEY_U32:
     case KEY_DURATION:
     case KEY_SIZE: {
         const char *what;
-        if (k->kind == KEY_DURATION) {
+        if (k->kind == KEY_DURATION || k->kind == KEY_OVERRIDE) {
             rc = config_parse_duration_ms(value, &v);
             what = "not a duration (e.g. 500ms, 30s, 1.5m, 1h)";
         } else if (k->kind == KEY_SIZE) {
@@ -573,7 +590,8 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
             report(ld, line, "bad value '%s' for '%s' in [%s]: %s", value, k->name, k->section, what);
             return false;
         }
-        bool zero = v == 0 && !(k->kind == KEY_DURATION && has_nonzero_digit(value));
+        bool zero = v == 0 && !((k->kind == KEY_DURATION || k->kind == KEY_OVERRIDE) &&
+                                has_nonzero_digit(value));
         if ((v < k->min || v > k->max) && !(k->zero_ok && zero)) {
             fmt_range(range, sizeof range, k);
             report(ld, line, "bad value '%s' for '%s' in [%s]: out of range %s",
@@ -924,6 +942,18 @@ static void check_cross(struct load *ld)
         fmt_ms(b, sizeof b, c->heartbeat_ms);
         report(ld, 0, "idle_timeout (%s) must be greater than heartbeat_interval (%s)", a, b);
     }
+    uint64_t hb, idle;
+    config_listener_timeouts(c, "msg", &hb, &idle);
+    if ((c->msg_heartbeat_ms != CONFIG_INHERIT || c->msg_idle_ms != CONFIG_INHERIT) &&
+        !ld->bad[KEY_INDEX(heartbeat_ms)] && !ld->bad[KEY_INDEX(idle_ms)] &&
+        !ld->bad[KEY_INDEX(msg_heartbeat_ms)] && !ld->bad[KEY_INDEX(msg_idle_ms)] &&
+        idle != 0 && hb != 0 && idle <= hb) {
+        fmt_ms(a, sizeof a, idle);
+        fmt_ms(b, sizeof b, hb);
+        report(ld, 0, "idle_timeout of [msg] (%s%s) must be greater than its heartbeat_interval "
+               "(%s%s)", a, c->msg_idle_ms == CONFIG_INHERIT ? ", from [timeouts]" : "", b,
+               c->msg_heartbeat_ms == CONFIG_INHERIT ? ", from [timeouts]" : "");
+    }
     if (!ld->bad[KEY_INDEX(out_low_water)] && !ld->bad[KEY_INDEX(out_high_water)] &&
         c->out_low_water >= c->out_high_water) {
         fmt_size(a, sizeof a, c->out_low_water);
@@ -949,6 +979,24 @@ static void check_cross(struct load *ld)
         report(ld, 0, "output_hard_limit (%s) must be at least output_high_water + max_frame + %d (%llu)",
                a, FRAME_OVERHEAD, (unsigned long long)need);
     }
+}
+
+void config_listener_timeouts(const struct config *c, const char *section,
+                              uint64_t *heartbeat_ms, uint64_t *idle_ms)
+{
+    uint64_t hb = CONFIG_INHERIT, idle = CONFIG_INHERIT;
+    if (strcmp(section, "msg") == 0) {
+        hb = c->msg_heartbeat_ms;
+        idle = c->msg_idle_ms;
+    } else if (strcmp(section, "echo") == 0) {
+        idle = c->echo_idle_ms;
+    } else if (strcmp(section, "admin") == 0) {
+        idle = c->admin_idle_ms;
+    } else if (strcmp(section, "http") == 0) {
+        idle = c->http_idle_ms;
+    }
+    *heartbeat_ms = hb == CONFIG_INHERIT ? c->heartbeat_ms : hb;
+    *idle_ms = idle == CONFIG_INHERIT ? c->idle_ms : idle;
 }
 
 /* Without a module to load, a section msgd does not know is an error. */

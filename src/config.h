@@ -12,7 +12,10 @@
 #define CONFIG_MAX_ADDRS 16        /* addresses per listener */
 #define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
 #define CONFIG_MAX_LINE 190        /* longer lines are an error (inih cuts at 200) */
-#define CONFIG_DEFAULT_PATH "/etc/msgd/msgd.ini"
+#ifndef MSGD_SYSCONFDIR
+#define MSGD_SYSCONFDIR "/etc"     /* the Makefile's SYSCONFDIR, for main.c */
+#endif
+#define CONFIG_DEFAULT_PATH MSGD_SYSCONFDIR "/msgd/msgd.ini"
 #define CONFIG_IDENTITY_MAX 255    /* bytes of an identity ([auth] tokens IDENTITY:TOKEN) */
 #define CONFIG_MAX_MODULES 8       /* paths in [modules] load */
 #define CONFIG_PATH_LEN 256        /* longest path, with its NUL */
@@ -64,6 +67,11 @@ struct config {
     uint64_t heartbeat_ms;     /* 0 = off, else 100..3600000 */
     uint64_t idle_ms;          /* 0 = off, else > heartbeat_ms */
     uint64_t drain_ms;         /* 0..600000 */
+    /* Per-listener overrides of [timeouts]: [msg] heartbeat_interval and
+     * idle_timeout, [echo]/[admin]/[http] idle_timeout. CONFIG_INHERIT (the
+     * default, an empty value) = [timeouts]'s. Read through
+     * config_listener_timeouts(). */
+    uint64_t msg_heartbeat_ms, msg_idle_ms, echo_idle_ms, admin_idle_ms, http_idle_ms;
     /* [limits] */
     uint64_t out_high_water;
     uint64_t out_low_water;    /* < out_high_water */
@@ -113,6 +121,15 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen);
  * since admin has no authentication) to out (truncated to outlen). Returns
  * how many. Thread-safe. */
 int config_warnings(const struct config *c, const char *path, char *out, size_t outlen);
+
+#define CONFIG_INHERIT UINT64_MAX  /* a per-listener timeout left to [timeouts] */
+
+/* The heartbeat interval and idle timeout in ms (0 = off) of connections on
+ * the listeners of section ("msg", "echo", "admin", "http"): the section's
+ * own keys where set, else [timeouts]. Heartbeats are sent on msg only. Any
+ * other section gets [timeouts]. Thread-safe. */
+void config_listener_timeouts(const struct config *c, const char *section,
+                              uint64_t *heartbeat_ms, uint64_t *idle_ms);
 
 /* Writes path name, relative to the folder of the configuration file at
  * cfgpath unless it is absolute, into out. Returns 0 or -ENAMETOOLONG. */

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -205,7 +206,7 @@ static int on_readable(struct conn *c)
     }
     c->bytes_in += (uint64_t)n;
     stats_add(c->host->env.stats, STATS_BYTES_IN, (uint64_t)n);
-    timer_activity(&c->host->timer, &c->te);
+    timer_activity(c->timer, &c->te);
     if (buffered) {
         size_t first = (size_t)n < room ? (size_t)n : room;
         buffer_commit(&c->in, first);
@@ -294,7 +295,7 @@ static void close_gracefully(struct conn *c)
     c->pl.flags |= PIPELINE_CLOSE; /* no more pushes (MESSAGE) either */
     if (c->state & CONN_IN_BACKLOG)
         backlog_remove(c);
-    timer_linger(&c->host->timer, &c->te);
+    timer_linger(c->timer, &c->te);
     if (c->events != EV_READ) {
         if (c->events)
             ev_io_stop(c->host->loop, &c->io);
@@ -501,19 +502,47 @@ static void idle_cb(struct timer *t, struct timer_entry *e)
 
 static ev_tstamp ms_to_s(uint64_t ms) { return (ev_tstamp)ms / 1000.0; }
 
+/* The listener sections with their own timeouts (CONFIG.md): timers[i]
+ * serves the protocol named timer_sections[i]; the last timer, any other. */
+static const char *const timer_sections[CONN_TIMERS - 1] = {"msg", "echo", "admin", "http"};
+
+static struct timer *timer_for(struct conn_host *h, const struct proto *proto)
+{
+    for (int i = 0; i < CONN_TIMERS - 1; i++)
+        if (proto->name && strcmp(proto->name, timer_sections[i]) == 0)
+            return &h->timers[i];
+    return &h->timers[CONN_TIMERS - 1];
+}
+
+/* timers[i]'s heartbeat and idle intervals in seconds. */
+static void timer_intervals(const struct conn_host *h, int i, ev_tstamp *hb, ev_tstamp *idle)
+{
+    uint64_t hb_ms, idle_ms;
+    config_listener_timeouts(h->env.cfg, i < CONN_TIMERS - 1 ? timer_sections[i] : "",
+                             &hb_ms, &idle_ms);
+    *hb = ms_to_s(hb_ms);
+    *idle = ms_to_s(idle_ms);
+}
+
 void conn_host_reload(struct conn_host *h)
 {
-    timer_set_intervals(&h->timer, ms_to_s(h->env.cfg->heartbeat_ms),
-                        ms_to_s(h->env.cfg->idle_ms));
+    for (int i = 0; i < CONN_TIMERS; i++) {
+        ev_tstamp hb, idle;
+        timer_intervals(h, i, &hb, &idle);
+        timer_set_intervals(&h->timers[i], hb, idle);
+    }
 }
 
 /* ---- lifetime ---- */
 
 void conn_host_init(struct conn_host *h, struct ev_loop *loop)
 {
-    timer_init(&h->timer, loop, ms_to_s(h->env.cfg->heartbeat_ms), ms_to_s(h->env.cfg->idle_ms),
-               heartbeat_cb, idle_cb);
-    h->timer.on_linger = linger_cb;
+    for (int i = 0; i < CONN_TIMERS; i++) {
+        ev_tstamp hb, idle;
+        timer_intervals(h, i, &hb, &idle);
+        timer_init(&h->timers[i], loop, hb, idle, heartbeat_cb, idle_cb);
+        h->timers[i].on_linger = linger_cb;
+    }
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
     buffer_pool_init(&h->bufs, CONN_POOL_BYTES, CONN_POOL_ITEM);
@@ -532,7 +561,8 @@ void conn_host_stop(struct conn_host *h)
 {
     buffer_pool_free(&h->bufs);
     ev_timer_stop(h->loop, &h->bufs_trim);
-    timer_stop(&h->timer);
+    for (int i = 0; i < CONN_TIMERS; i++)
+        timer_stop(&h->timers[i]);
     ev_check_stop(h->loop, &h->backlog_check);
     ev_idle_stop(h->loop, &h->backlog_idle);
 }
@@ -555,7 +585,8 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
     c->io.data = c;
     ev_io_start(h->loop, &c->io);
     c->events = EV_READ;
-    timer_add(&h->timer, &c->te, proto->heartbeat != NULL);
+    c->timer = timer_for(h, proto);
+    timer_add(c->timer, &c->te, proto->heartbeat != NULL);
     return c;
 }
 
@@ -573,7 +604,7 @@ void conn_close(struct conn *c)
         ev_io_stop(h->loop, &c->io);
     if (c->state & CONN_IN_BACKLOG)
         backlog_remove(c);
-    timer_remove(&h->timer, &c->te);
+    timer_remove(c->timer, &c->te);
     tls_conn_free(c->tls);
     close(c->fd);
     c->pl.flags |= PIPELINE_GONE;

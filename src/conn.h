@@ -15,6 +15,8 @@
 struct conn;
 struct tls_conn;
 
+#define CONN_TIMERS 5
+
 /* The part of a reactor that its connections share. Owned by the reactor
  * thread; conn.c runs the backlog (connections whose input still holds whole
  * frames after their turn) from an ev_check watcher, with an ev_idle watcher
@@ -26,7 +28,10 @@ struct conn_host {
     struct conn *backlog_tail;
     ev_check backlog_check;
     ev_idle backlog_idle;
-    struct timer timer;                /* heartbeats and idle timeouts */
+    /* Heartbeats and idle timeouts: one timer per listener section with
+     * its own timeouts (msg, echo, admin, http), and a last one on
+     * [timeouts] alone for any other protocol (conn.c timer_sections). */
+    struct timer timers[CONN_TIMERS];
     /* Emptied buffers for reuse (env.bufs points here). A connection gives
      * its input and output buffers back as soon as they are empty, so an
      * idle connection holds no buffer memory, and one whose output drains
@@ -57,6 +62,7 @@ struct conn {
     struct buffer in;            /* unprocessed input (empty most of the time) */
     struct pipeline pl;          /* protocol state and output */
     struct timer_entry te;       /* heartbeat and idle deadlines */
+    struct timer *timer;         /* the one of host->timers te is on */
     struct conn *backlog_next;
     size_t drain_mark;           /* input bytes read before the GOAWAY, still unprocessed */
     ev_tstamp created;
@@ -68,7 +74,8 @@ struct conn {
  * heartbeat and idle intervals). Reactor thread, before any connection. */
 void conn_host_init(struct conn_host *h, struct ev_loop *loop);
 
-/* Applies h->env.cfg's heartbeat and idle intervals to every connection. */
+/* Applies h->env.cfg's heartbeat and idle intervals (each listener's own,
+ * else [timeouts]) to every connection. */
 void conn_host_reload(struct conn_host *h);
 
 /* Stops host's watchers. Every connection must be closed first. */

@@ -32,14 +32,19 @@ static pthread_t log_thread;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int level_prio[] = {3, 4, 6, 7};
 
-void log_init(enum log_level level)
+int log_stderr_is_journal(void)
 {
-    atomic_store(&log_level_now, level);
     const char *js = getenv("JOURNAL_STREAM");
     struct stat st;
     unsigned long long dev, ino;
-    log_journal = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
-                  (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+    return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+           (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_init(enum log_level level)
+{
+    atomic_store(&log_level_now, level);
+    log_journal = log_stderr_is_journal();
 }
 
 void log_set_level(enum log_level level) { atomic_store(&log_level_now, level); }
@@ -61,6 +66,23 @@ static void write_all(const char *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
+    }
+}
+
+void log_plain(enum log_level level, const char *text)
+{
+    if (!log_stderr_is_journal()) {
+        write_all(text, strlen(text));
+        return;
+    }
+    char prio[8];
+    int plen = snprintf(prio, sizeof prio, "<%d>", level_prio[level]);
+    while (*text) {
+        size_t n = strcspn(text, "\n");
+        write_all(prio, (size_t)plen);
+        write_all(text, n);
+        write_all("\n", 1);
+        text += n + (text[n] == '\n');
     }
 }
 
@@ -186,6 +208,8 @@ int log_start_thread(void)
      * handler in this thread, and under ThreadSanitizer (which defers a
      * handler to the thread's next intercepted call) wait for the next line. */
     int rc = thread_start(&log_thread, log_main, NULL);
+    if (rc == 0)
+        thread_name(log_thread, "msgd-log");
     if (rc != 0) {
         pthread_mutex_lock(&log_mu);
         log_threaded = false;

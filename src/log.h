@@ -14,6 +14,17 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
  * Main thread, before any other thread starts. */
 void log_init(enum log_level level);
 
+/* Whether stderr is the journal: $JOURNAL_STREAM names stderr's
+ * device:inode (what systemd sets for StandardError=journal). Any thread. */
+int log_stderr_is_journal(void);
+
+/* Writes text (one or more lines) to stderr unchanged but for a "<N>"
+ * syslog priority for level before each line when stderr is the journal:
+ * for what msgd prints before the logger starts (configuration errors) and
+ * for `msgd -t`, so `journalctl -p` sees their priority. Main thread, while
+ * no log thread runs. */
+void log_plain(enum log_level level, const char *text);
+
 /* Starts the log thread; until then (and after log_stop) lines are written
  * directly. Returns 0 or -errno. Main thread only. */
 int log_start_thread(void);

@@ -4,11 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acceptor.h"
 #include "mod_builtin.h"
 #include "module_load.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "thread.h"
 #include "tls.h"
 #include "version.h"
 
@@ -27,6 +29,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    thread_name(pthread_self(), "msgd-main");
     const char *path = CONFIG_DEFAULT_PATH;
     int check_only = 0;
     static const struct option longopts[] = {
@@ -55,42 +58,53 @@ int main(int argc, char **argv)
     struct config cfg;
     char *err = calloc(1, ERR_TEXT_MAX);
     if (!err) {
-        fprintf(stderr, "msgd: out of memory\n");
+        log_plain(LOG_ERROR, "msgd: out of memory\n");
         return 1;
     }
+    /* Until log_init, what goes to stderr goes through log_plain: under
+     * systemd it carries the journal priority (<3> errors, <4> warnings). */
     int problems = config_load(path, &cfg, err, ERR_TEXT_MAX);
     if (problems != 0) {
-        fputs(err, stderr);
+        log_plain(LOG_ERROR, err);
         free(err);
         return 1;
     }
     /* The commands: msgd's own modules, then the loaded ones (in -t too, so
      * a bad module, key or command number fails the check). */
     problems = mod_builtin_add(err, ERR_TEXT_MAX) < 0 ? 1 : 0;
-    if (problems)
-        fprintf(stderr, "msgd: the built-in commands: %s\n", err);
-    else if ((problems = module_load_all(&cfg, path, err, ERR_TEXT_MAX)) != 0)
-        fputs(err, stderr);
+    if (problems) {
+        char line[512];
+        snprintf(line, sizeof line, "msgd: the built-in commands: %.400s\n", err);
+        log_plain(LOG_ERROR, line);
+    } else if ((problems = module_load_all(&cfg, path, err, ERR_TEXT_MAX)) != 0) {
+        log_plain(LOG_ERROR, err);
+    }
     free(err);
     if (problems) {
         config_free(&cfg);
         return 1;
     }
-    char warnings[2048];
+    char warnings[4096];
     int nwarn = config_warnings(&cfg, path, warnings, sizeof warnings);
     if (check_only && cfg.tls_listen.n > 0) { /* the certificate and key must load */
         char terr[1024];
         struct ssl_ctx_st *tls = tls_ctx_new(&cfg, path, terr, sizeof terr);
         if (!tls) {
-            fprintf(stderr, "%s\n", terr);
+            char line[1100];
+            snprintf(line, sizeof line, "%s\n", terr);
+            log_plain(LOG_ERROR, line);
             config_free(&cfg);
             return 1;
         }
         tls_ctx_unref(tls);
     }
+    size_t used = strlen(warnings);
+    nwarn += acceptor_passed_warnings(&cfg, path, warnings + used, sizeof warnings - used);
     if (check_only) {
-        fputs(warnings, stderr);
-        fprintf(stderr, "%s: ok\n", path);
+        char ok[4200];
+        log_plain(LOG_WARN, warnings);
+        snprintf(ok, sizeof ok, "%s: ok\n", path);
+        log_plain(LOG_INFO, ok);
         config_free(&cfg);
         return 0;
     }

@@ -75,9 +75,11 @@ static void cmd_hello(msgd_req *req, const uint8_t *p, size_t len)
     at = put(out, at, cap, "compress_min", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)cfg->max_frame);
     at = put(out, at, cap, "max_frame", num);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)cfg->heartbeat_ms);
+    uint64_t heartbeat_ms, idle_ms; /* this connection's: [msg]'s own, else [timeouts] */
+    config_listener_timeouts(cfg, "msg", &heartbeat_ms, &idle_ms);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)heartbeat_ms);
     at = put(out, at, cap, "heartbeat_ms", num);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)cfg->idle_ms);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)idle_ms);
     at = put(out, at, cap, "idle_ms", num);
     if (cfg->cluster_node[0])
         snprintf(node, sizeof node, "%s", cfg->cluster_node);

@@ -343,6 +343,11 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
         ev_timer_start(r->loop, &r->tick_timer);
 
     rc = thread_start(&r->thread, reactor_main, r); /* signals stay with main */
+    if (rc == 0) {
+        thread_name(r->thread, "msgd-r%d", index);
+        for (int w = 0; w < r->pool.nthreads; w++)
+            thread_name(r->pool.threads[w], "msgd-r%d-w%d", index, w);
+    }
     if (rc != 0) {
         snprintf(err, errlen, "reactor %d: pthread_create: %s", index, strerror(rc));
         rc = -rc;

@@ -79,8 +79,45 @@ static uint64_t fit_fd_limit(uint64_t want, int nreactors)
     return want;
 }
 
+/* The unix sockets msgd bound itself (not those systemd passed) go to the
+ * user msgd drops to, so that its group can reach them (mode 0660) and it
+ * can remove them at stop. Returns 0 or -1 (logged). */
+static int chown_unix_listeners(const struct acceptor *a, const struct passwd *pw)
+{
+    for (int i = 0; i < a->nls; i++) {
+        const struct listener *l = &a->ls[i];
+        if (l->adopted || strncmp(l->name, "unix:", 5) != 0)
+            continue;
+        if (chown(l->name + 5, pw->pw_uid, pw->pw_gid) < 0) {
+            log_error("%s: chown to user %s: %s", l->name, pw->pw_name, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* After dropping: a unix socket whose directory the user cannot write is
+ * left behind at stop (the next start replaces it); say so now. */
+static void check_unix_cleanup(const struct acceptor *a, const char *user)
+{
+    for (int i = 0; i < a->nls; i++) {
+        const struct listener *l = &a->ls[i];
+        if (l->adopted || strncmp(l->name, "unix:", 5) != 0)
+            continue;
+        char dir[NET_NAME_LEN];
+        snprintf(dir, sizeof dir, "%s", l->name + 5);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            slash[slash == dir] = '\0'; /* "/x.sock" keeps "/" */
+        if (access(dir, W_OK | X_OK) < 0)
+            log_warn("%s: user %s cannot write %s, so the socket will be left behind at stop "
+                     "(the next start replaces it); give the user a directory such as "
+                     "RuntimeDirectory=msgd's /run/msgd", l->name, user, dir);
+    }
+}
+
 /* Drops root for cfg->user after binding. Returns 0 or -1 (logged). */
-static int drop_privileges(const struct config *cfg)
+static int drop_privileges(const struct config *cfg, const struct acceptor *a)
 {
     if (geteuid() != 0)
         return 0;
@@ -94,12 +131,15 @@ static int drop_privileges(const struct config *cfg)
         log_error("[server] user %s: %s", cfg->user, errno ? strerror(errno) : "no such user");
         return -1;
     }
+    if (chown_unix_listeners(a, pw) < 0)
+        return -1;
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
         log_error("dropping to user %s: %s", cfg->user, strerror(errno));
         return -1;
     }
     log_info("dropped privileges to user %s (uid %u)", cfg->user, (unsigned)pw->pw_uid);
+    check_unix_cleanup(a, cfg->user);
     return 0;
 }
 
@@ -504,7 +544,7 @@ int server_run(const struct config *cfg_in, const char *path)
         }
         acceptor_set_tls(&s.acceptor, tls);
     }
-    if (drop_privileges(cfg) < 0 || stats_registry_init(&s.reg, s.nreactors) < 0) {
+    if (drop_privileges(cfg, &s.acceptor) < 0 || stats_registry_init(&s.reg, s.nreactors) < 0) {
         acceptor_close(&s.acceptor);
         notify_failed(EPERM, "start failed");
         config_free(&s.cfg);

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
 import unittest
 
@@ -122,6 +123,70 @@ class ConfigCheckTests(unittest.TestCase):
         self.assertEqual(rc, 1, err)
         self.assertIn("%s: " % path, err)
         self.assertNotIn("%s: ok" % path, err)
+
+    def test_listener_timeouts(self):
+        """[msg] heartbeat_interval/idle_timeout and [echo]/[admin]/[http]
+        idle_timeout override [timeouts]; empty inherits; [msg]'s pair must
+        agree like [timeouts]'s, counting an inherited value."""
+        good = self.write("lt.ini", "[msg]\nheartbeat_interval = 10s\nidle_timeout = 0\n"
+                          "[echo]\nidle_timeout = 5m\n[admin]\nidle_timeout =\n"
+                          "[http]\nidle_timeout = 2s\n")
+        rc, err = self.check(good)
+        self.assertEqual(rc, 0, err)
+        bad = self.write("lt-bad.ini", "[msg]\nidle_timeout = 20s\n")
+        err = self.assert_bad(bad, "%s: idle_timeout of [msg] (20s) must be greater than its "
+                              "heartbeat_interval (30s, from [timeouts])" % bad)
+        self.assertNotIn(":1:", err)
+        bad = self.write("lt-bad2.ini", "[echo]\nidle_timeout = 50ms\n[msg]\nheartbeat_interval = x\n")
+        err = self.assert_bad(bad, "%s:2: bad value '50ms' for 'idle_timeout' in [echo]: out of "
+                              "range 0 or 100ms..24h" % bad)
+        self.assertIn("%s:4: bad value 'x' for 'heartbeat_interval' in [msg]" % bad, err)
+
+    def run_as_journal(self, args):
+        """Runs msgd with args, its stderr a file that JOURNAL_STREAM names
+        (device:inode), as systemd's StandardError=journal does ->
+        (rc, stderr lines)."""
+        err_path = os.path.join(self.tmp, "journal-stream.log")
+        with open(err_path, "wb") as f:
+            st = os.fstat(f.fileno())
+            env = harness._clean_env()
+            env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+            r = subprocess.run([harness.MSGD_BIN] + list(args), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=f, env=env, timeout=timeout(2))
+        with open(err_path, errors="replace") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(harness.find_markers("\n".join(lines)), [], lines)
+        return r.returncode, lines
+
+    def test_journal_priorities_before_the_logger_and_in_check(self):
+        """Bug 3 of issue 14: under systemd (JOURNAL_STREAM is stderr) the
+        errors printed before the logger starts, and `msgd -t`'s lines from
+        ExecStartPre, carry <3> (error), <4> (warning) or <6> ("ok"), so
+        `journalctl -p warning` shows why msgd did not start."""
+        bad = self.write("bad.ini", "[server]\nworkers = 1\nreactors = 999\nbacklog = x\n")
+        for args in (["-t", "-c", bad], ["-c", bad]):
+            rc, lines = self.run_as_journal(args)
+            self.assertEqual(rc, 1, lines)
+            self.assertGreaterEqual(len(lines), 2, lines)
+            for line in lines:
+                self.assertTrue(line.startswith("<3>%s:" % bad), (args, lines))
+        rc, lines = self.run_as_journal(["-t", "-c", os.path.join(self.tmp, "missing.ini")])
+        self.assertEqual(rc, 1, lines)
+        self.assertTrue(lines and all(l.startswith("<3>") for l in lines), lines)
+        wide = self.write("wide.ini", "[admin]\nlisten = 0.0.0.0:0\n[msg]\nlisten = 127.0.0.1:0\n")
+        rc, lines = self.run_as_journal(["-t", "-c", wide])
+        self.assertEqual(rc, 0, lines)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].startswith("<4>%s: warning: [admin] listen" % wide), lines)
+        self.assertEqual(lines[1], "<6>%s: ok" % wide)
+        # Not the journal (JOURNAL_STREAM names another file): no prefix.
+        other = self.write("other", "")
+        st = os.stat(other)
+        env = harness._clean_env()
+        env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+        r = harness.run_msgd(["-t", "-c", bad], env=env)
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith("%s:" % bad), r.stderr)
 
     def test_start_with_bad_file_exits_1(self):
         d = harness.Daemon(name="badstart")

@@ -322,8 +322,9 @@ class DrainTests(MsgdTestCase):
 class SocketActivationTests(MsgdTestCase):
     shared_daemon = False
 
-    def spawn_activated(self, sock, names, cfg):
-        """Starts msgd with sock passed as fd 3 the way systemd does it."""
+    def spawn_activated(self, sock, names, cfg, args=()):
+        """Starts msgd (with args) with sock passed as fd 3 the way systemd
+        does it."""
         tmp = tempfile.mkdtemp(prefix="msgd-it-sa-")
         self.addCleanup(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, "msgd.ini")
@@ -341,7 +342,8 @@ class SocketActivationTests(MsgdTestCase):
             os.dup2(fd, 3)
             os.set_inheritable(3, True)
         # LISTEN_PID must be msgd's own pid: sh sets it, then execs msgd in place.
-        proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', MSGD_BIN, "-c", path],
+        proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', MSGD_BIN, "-c", path]
+                                + list(args),
                                 env=env, preexec_fn=to_fd3, pass_fds=(fd,),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(tmp, "stderr.log"), "wb"))
@@ -376,6 +378,46 @@ class SocketActivationTests(MsgdTestCase):
             self.assertEqual(c.call(mp.PING, b"sa"), (mp.REPLY | mp.PING, b"sa"))
         proc.send_signal(signal.SIGTERM)
         self.assertEqual(proc.wait(timeout(1)), 0)
+        # A configured port 0 (any port) on the passed host is no override.
+        self.assertNotIn("socket activation", open(log).read())
+
+    def test_passed_socket_that_overrides_listen_is_warned(self):
+        """Bug 4 of issue 14: the operator set [msg] listen to another
+        address than the socket unit's; msgd serves the passed socket, and
+        says so at start and in `msgd -t` (which sees passed sockets only
+        when LISTEN_FDS is set)."""
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.addCleanup(lsock.close)
+        port = lsock.getsockname()[1]
+        other = socket.socket()  # a port that is surely not the passed one
+        other.bind(("127.0.0.1", 0))
+        self.addCleanup(other.close)
+        configured = "127.0.0.1:%d" % other.getsockname()[1]
+        cfg = {"msg": {"listen": configured}, "echo": {"listen": ""}}
+        warning = ("warning: socket activation: systemd passed 127.0.0.1:%d for [msg], which msgd "
+                   "uses instead of [msg] listen = %s" % (port, configured))
+        proc, notify, log = self.spawn_activated(lsock, "msg", cfg, ["-t"])
+        self.assertEqual(proc.wait(timeout(1)), 0, open(log).read())
+        text = open(log).read()
+        self.assertIn(warning, text)
+        self.assertIn(": ok", text)
+        proc, notify, log = self.spawn_activated(lsock, "msg", cfg)
+        status = self.wait_notify(notify, proc, "READY=1")
+        self.assertIsNotNone(status, open(log).read())
+        self.assertIn("msg=127.0.0.1:%d" % port, status)
+        text = open(log).read()
+        self.assertIn(warning, text)
+        self.assertIn("[warn]", text.split("socket activation")[0].splitlines()[-1])
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout(1)), 0)
+        # Without LISTEN_FDS, -t has nothing to compare: no warning.
+        path = os.path.join(os.path.dirname(log), "msgd.ini")
+        r = subprocess.run([MSGD_BIN, "-t", "-c", path], env=_clean_env(), capture_output=True,
+                           text=True, timeout=timeout(1))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("socket activation", r.stderr)
 
     def test_adopts_unnamed_socket_by_address(self):
         lsock = socket.socket()
@@ -474,10 +516,132 @@ class PrivilegeTests(MsgdTestCase):
         c = self.connect(daemon=d)
         self.assert_frame(c.call(mp.PING, b"u"), mp.REPLY | mp.PING, b"u")
 
+    def test_unix_sockets_belong_to_the_user_and_are_removed_at_stop(self):
+        """Bug 2 of issue 14: after dropping to [server] user, the unix
+        sockets msgd bound are that user's (mode 0660, the user's group), so
+        it can remove them at stop, here from a sticky directory like /tmp;
+        a socket in a directory the user cannot write is warned about at
+        start as one that will be left behind."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        d = Daemon(name="dropunix")
+        d.open_notify = True  # also opens d.tmp (0711) to nobody
+        sticky = os.path.join(d.tmp, "sticky")
+        closed = os.path.join(d.tmp, "closed")
+        os.mkdir(sticky)
+        os.chmod(sticky, 0o1777)
+        os.mkdir(closed)
+        os.chmod(closed, 0o755)
+        admin_path = os.path.join(sticky, "admin.sock")
+        echo_path = os.path.join(closed, "echo.sock")
+        d.config = merge_config(d.config, {"server": {"user": "nobody"},
+                                           "admin": {"listen": "unix:" + admin_path},
+                                           "echo": {"listen": "unix:" + echo_path}})
+        self._daemons.append(d)
+        d.start()
+        st = os.stat(admin_path)
+        self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid))
+        self.assertEqual(st.st_mode & 0o777, 0o660)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as a:
+            a.settimeout(timeout(1))
+            a.connect(admin_path)
+            a.sendall(b"stats\n")
+            got = b""
+            while b"END" not in got:
+                chunk = a.recv(65536)
+                self.assertTrue(chunk, got)
+                got += chunk
+        log = d.read_log()
+        self.assertIn("unix:%s: user nobody cannot write %s, so the socket will be left behind"
+                      % (echo_path, closed), log)
+        self.assertNotIn("cannot write %s," % sticky, log)
+        d.stop()
+        self.assertFalse(os.path.exists(admin_path), "the admin socket was left behind")
+        self.assertIn("unix:%s: cannot remove the socket file" % echo_path, d.read_log())
+        self.assertEqual(d.finish(), [])
+
     def test_root_without_user_warns(self):
         d = self.start_daemon()
         warned = "running as root: set [server] user" in d.read_log()
         self.assertEqual(warned, os.geteuid() == 0, d.log_tail())
+
+
+class ThreadNameTests(MsgdTestCase):
+    """Issue 14: every thread is named, so `top -H`, `ps -L` and perf tell
+    them apart: msgd-main, msgd-rN (reactor N), msgd-rN-wM (its worker M),
+    msgd-log."""
+    shared_daemon = False
+
+    def test_thread_names(self):
+        d = self.start_daemon({"server": {"reactors": "2", "workers": "2"}})
+        def names():
+            out = []
+            for tid in os.listdir("/proc/%d/task" % d.pid):
+                try:
+                    with open("/proc/%d/task/%s/comm" % (d.pid, tid)) as f:
+                        out.append(f.read().strip())
+                except FileNotFoundError:
+                    pass
+            return sorted(out)
+        want = sorted(["msgd-main", "msgd-log", "msgd-r0", "msgd-r1", "msgd-r0-w0",
+                       "msgd-r0-w1", "msgd-r1-w0", "msgd-r1-w1"])
+        wait_until(lambda: names() == want, what="the thread names %r (have %r)" % (want, names()))
+        with open("/proc/%d/comm" % d.pid) as f:
+            self.assertEqual(f.read().strip(), "msgd-main")
+
+
+class ReadmeFirstScreenTests(MsgdTestCase):
+    """Issue 14: the README's examples work as pasted (with the ports of a
+    test daemon in place of 7700 and 7701), and `deps.sh run`, what `make
+    run` installs, has what they use and nothing of the test tools."""
+    shared_daemon = False
+
+    def blocks(self, lang):
+        import re
+        with open(os.path.join(REPO, "README.md")) as f:
+            text = f.read()
+        talk = text.split("## Talking to it", 1)[1].split("\n## ", 1)[0]
+        return re.findall(r"```%s\n(.*?)```" % lang, talk, re.S)
+
+    def test_examples_run_as_pasted(self):
+        d = self.start_daemon({"admin": {"listen": "127.0.0.1:0"}})
+        ports = {"7700": str(d.port("msg")), "7701": str(d.port("admin"))}
+        def local(code):
+            for a, b in ports.items():
+                code = code.replace(a, b)
+            return code
+        py = self.blocks("python")
+        sh = self.blocks("sh")
+        self.assertEqual((len(py), len(sh)), (1, 1))
+        r = subprocess.run(["python3", "-c", local(py[0])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "4d534750000000018000000100000002" + "6869")
+        lines = [l for l in sh[0].splitlines() if l.strip()]
+        self.assertIn("xxd", lines[0])
+        r = subprocess.run(["sh", "-c", local(lines[0])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("4d53 4750 0000 0001 8000 0001 0000 0002", r.stdout)
+        self.assertIn("MSGP", r.stdout)
+        r = subprocess.run(["sh", "-c", local(lines[1])], capture_output=True, text=True,
+                           timeout=timeout(4))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1], "END", r.stdout)
+
+    def test_run_group_has_what_the_readme_uses(self):
+        r = subprocess.run(["bash", "-c", 'source <(sed -n "/^run=(/,/)/p" "$0"); echo "${run[@]}"',
+                            os.path.join(REPO, "scripts", "deps.sh")],
+                           capture_output=True, text=True, timeout=timeout(2))
+        run = r.stdout.split()
+        for pkg in ("netcat-openbsd", "xxd", "python3", "libev-dev", "gcc"):
+            self.assertIn(pkg, run)
+        for pkg in ("clang", "libclang-rt-14-dev", "prometheus", "valgrind"):
+            self.assertNotIn(pkg, run)
+        with open(os.path.join(REPO, "Makefile")) as f:
+            self.assertIn("@bash scripts/deps.sh run\n", f.read())
 
 
 class UnitFileTests(unittest.TestCase):
@@ -486,7 +650,7 @@ class UnitFileTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         bindir = os.path.dirname(os.path.abspath(MSGD_BIN))
         with open(os.path.join(REPO, "systemd", "msgd.service.in")) as f:
-            text = f.read().replace("@BINDIR@", bindir)
+            text = f.read().replace("@SBINDIR@", bindir).replace("@SYSCONFDIR@", "/etc")
         with open(os.path.join(tmp, "msgd.service"), "w") as f:
             f.write(text)
         shutil.copy(os.path.join(REPO, "systemd", "msgd.socket"), tmp)
@@ -518,16 +682,34 @@ class InstallTests(unittest.TestCase):
         return r.stdout
 
     def test_install_and_uninstall_honour_destdir_and_prefix(self):
+        """CONFIG.md "Files installed": msgd in sbin, the tools in bin, the
+        four man pages, the units in systemd's own unit directory (pkg-config
+        systemd), the configuration in SYSCONFDIR."""
         dest = tempfile.mkdtemp(prefix="msgd-it-install-")
         self.addCleanup(shutil.rmtree, dest, True)
         self.make("install", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
-        binary = os.path.join(dest, "opt/msgd/bin/msgd")
+        binary = os.path.join(dest, "opt/msgd/sbin/msgd")
         ini = os.path.join(dest, "etc/msgd/msgd.ini")
-        unit = os.path.join(dest, "lib/systemd/system/msgd.service")
-        for p in (binary, ini, unit, os.path.join(dest, "lib/systemd/system/msgd.socket")):
+        unitdir = subprocess.run(["pkg-config", "--variable=systemdsystemunitdir", "systemd"],
+                                 capture_output=True, text=True, timeout=timeout(2)).stdout.strip()
+        self.assertTrue(unitdir.startswith("/"), "pkg-config systemd gave %r" % unitdir)
+        unit = os.path.join(dest, unitdir.lstrip("/"), "msgd.service")
+        mans = [os.path.join(dest, "opt/msgd/share/man", m) for m in
+                ("man8/msgd.8", "man5/msgd.ini.5", "man1/msgcli.1", "man1/msgbench.1")]
+        tools = [os.path.join(dest, "opt/msgd/bin", t) for t in ("msgcli", "msgbench")]
+        for p in [binary, ini, unit, os.path.join(os.path.dirname(unit), "msgd.socket")] + mans + tools:
             self.assertTrue(os.path.exists(p), p)
+        self.assertFalse(os.path.exists(os.path.join(dest, "opt/msgd/bin/msgd")))
         with open(unit) as f:
-            self.assertIn("ExecStart=/opt/msgd/bin/msgd -c /etc/msgd/msgd.ini", f.read())
+            text = f.read()
+        self.assertIn("ExecStart=/opt/msgd/sbin/msgd -c /etc/msgd/msgd.ini", text)
+        self.assertIn("ExecStartPre=/opt/msgd/sbin/msgd -t -c /etc/msgd/msgd.ini", text)
+        for m in mans:
+            r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", m], capture_output=True,
+                               text=True, timeout=timeout(4), env=dict(os.environ, LC_ALL="C.UTF-8"))
+            self.assertEqual((r.returncode, r.stderr), (0, ""), m)
+            with open(m) as f:
+                self.assertNotIn("@", f.read(), m)
         # The module header and its pkg-config file: a module builds with them.
         header = os.path.join(dest, "opt/msgd/include/msgd/module.h")
         pc = os.path.join(dest, "opt/msgd/lib/pkgconfig/msgd.pc")
@@ -555,9 +737,40 @@ class InstallTests(unittest.TestCase):
         self.make("uninstall", "DESTDIR=" + dest, "PREFIX=/opt/msgd")
         self.assertFalse(os.path.exists(binary))
         self.assertFalse(os.path.exists(unit))
+        for p in mans + tools:
+            self.assertFalse(os.path.exists(p), p)
         self.assertFalse(os.path.exists(header))
         self.assertFalse(os.path.exists(pc))
 
+
+    def test_unitdir_and_sysconfdir(self):
+        """UNITDIR= overrides pkg-config's directory; SYSCONFDIR= moves the
+        configuration, and the unit's -c and msgd's default -c follow it."""
+        dest = tempfile.mkdtemp(prefix="msgd-it-install2-")
+        self.addCleanup(shutil.rmtree, dest, True)
+        # A build of its own: the default -c is compiled in, and the build
+        # under test (perhaps a sanitizer one) must not be rebuilt.
+        build = os.path.join(dest, "build")
+        r = subprocess.run(["make", "-s", "-j2", "-C", REPO, "BUILD=" + build, "install",
+                            "DESTDIR=" + dest, "PREFIX=/usr", "SYSCONFDIR=/opt/etc",
+                            "UNITDIR=/opt/units"],
+                           capture_output=True, text=True, timeout=timeout(180))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(os.path.join(dest, "opt/units/msgd.service")) as f:
+            text = f.read()
+        self.assertIn("ExecStart=/usr/sbin/msgd -c /opt/etc/msgd/msgd.ini", text)
+        self.assertNotIn("/etc/msgd/msgd.ini", text.replace("/opt/etc/msgd/msgd.ini", ""))
+        self.assertTrue(os.path.exists(os.path.join(dest, "opt/etc/msgd/msgd.ini")))
+        with open(os.path.join(dest, "usr/share/man/man8/msgd.8")) as f:
+            self.assertIn("/opt/etc/msgd/msgd.ini", f.read())
+        r = subprocess.run([os.path.join(dest, "usr/sbin/msgd"), "-h"], capture_output=True,
+                           text=True, timeout=timeout(2))
+        self.assertIn("(default /opt/etc/msgd/msgd.ini)", r.stdout)
+        # Without -c and without the file: the default path is what it reads.
+        r = subprocess.run([os.path.join(dest, "usr/sbin/msgd"), "-t"], capture_output=True,
+                           text=True, timeout=timeout(2))
+        self.assertEqual(r.returncode, 1)
+        self.assertTrue(r.stderr.startswith("/opt/etc/msgd/msgd.ini: "), r.stderr)
 
 if __name__ == "__main__":
     unittest.main()

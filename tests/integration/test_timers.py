@@ -286,5 +286,55 @@ class ReloadTimeoutTests(MsgdTestCase):
         self.assertGreaterEqual(time.monotonic() - t0, IDLE - EARLY)
 
 
+class ListenerTimeoutTests(MsgdTestCase):
+    """Per-listener overrides of [timeouts] (issue 14): [msg]
+    heartbeat_interval and idle_timeout, [echo] (and [admin], [http])
+    idle_timeout; an empty value inherits [timeouts]; live on reload."""
+    shared_daemon = False
+    _reload = ReloadTimeoutTests._reload
+
+    def test_overrides_apply_per_listener_and_on_reload(self):
+        d = self.start_daemon({
+            "timeouts": {"heartbeat_interval": "30s", "idle_timeout": 0},
+            "msg": {"heartbeat_interval": "300ms", "idle_timeout": "1s"},
+            "echo": {"listen": "127.0.0.1:0", "idle_timeout": ""}})
+        e = self.connect("echo", daemon=d)
+        t0 = time.monotonic()
+        c = self.connect(daemon=d)
+        # [msg]'s own heartbeat: a server PING after 300 ms, not 30 s.
+        cmd, payload = c.recv_frame(HEARTBEAT + slack())
+        self.assertEqual((cmd, payload), (mp.PING, b""))
+        self.assertGreaterEqual(time.monotonic() - t0, HEARTBEAT - EARLY)
+        # [msg]'s own idle_timeout: IDLE_TIMEOUT after 1 s of silence (the
+        # PINGs go unanswered), although [timeouts] idle_timeout is off.
+        got = None
+        deadline = t0 + IDLE + slack()
+        while got is None or got[0] == mp.PING:
+            left = deadline - time.monotonic()
+            self.assertGreater(left, 0, "no IDLE_TIMEOUT from [msg] idle_timeout = 1s")
+            got = c.recv_frame(left)
+        self.assert_error(got, mp.CONNECTION, mp.IDLE_TIMEOUT, "[msg] idle_timeout")
+        self.assertGreaterEqual(time.monotonic() - t0, IDLE - EARLY)
+        # The echo connection, silent as long, inherits idle_timeout = 0.
+        e.send_raw(b"alive")
+        self.assertEqual(e.recv_exact(5), b"alive")
+        t_alive = time.monotonic()
+        # Reload: [echo] gets its own 1 s, [msg] inherits again (off).
+        d.config["echo"]["idle_timeout"] = "1s"
+        d.config["msg"]["idle_timeout"] = ""
+        d.config["msg"]["heartbeat_interval"] = ""
+        d.write_config()
+        c2 = self.connect(daemon=d)
+        self._reload(d)
+        t_reload = time.monotonic()
+        rest = e.expect_eof(t_reload + IDLE + slack() - time.monotonic())
+        self.assertEqual(rest, b"")
+        self.assertGreaterEqual(time.monotonic() - t_alive, IDLE - EARLY)
+        # c2, as silent as the echo connection, is neither pinged nor closed.
+        self.assertTrue(c2.quiet(0), "a frame came on a msg connection after [msg] "
+                        "heartbeat_interval and idle_timeout were emptied")
+        self.assert_frame(c2.call(mp.PING, b"kept"), mp.REPLY | mp.PING, b"kept")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -256,6 +256,38 @@ TEST(empty_listen_turns_listener_off)
     CHECK_EQ(c.msg_listen.n, 0);
 }
 
+TEST(listener_timeouts_override_and_inherit)
+{
+    struct config c;
+    uint64_t hb, idle;
+    load_ok("[timeouts]\nheartbeat_interval = 10s\nidle_timeout = 1m\n", &c);
+    CHECK_EQ(c.msg_heartbeat_ms, CONFIG_INHERIT);
+    CHECK_EQ(c.echo_idle_ms, CONFIG_INHERIT);
+    const char *const secs[] = {"msg", "echo", "admin", "http", "other"};
+    for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+        config_listener_timeouts(&c, secs[i], &hb, &idle);
+        CHECK_EQ(hb, 10000);
+        CHECK_EQ(idle, 60000);
+    }
+    load_ok("[msg]\nheartbeat_interval = 2s\nidle_timeout = 0\n[echo]\nidle_timeout = 5s\n"
+            "[admin]\nidle_timeout =\n[http]\nidle_timeout = 250ms\n", &c);
+    config_listener_timeouts(&c, "msg", &hb, &idle);
+    CHECK_EQ(hb, 2000);
+    CHECK_EQ(idle, 0);
+    config_listener_timeouts(&c, "echo", &hb, &idle);
+    CHECK_EQ(hb, 30000);
+    CHECK_EQ(idle, 5000);
+    config_listener_timeouts(&c, "admin", &hb, &idle);
+    CHECK_EQ(idle, 90000);
+    config_listener_timeouts(&c, "http", &hb, &idle);
+    CHECK_EQ(idle, 250);
+    check_one_error("[msg]\nheartbeat_interval = 2m\n",
+                    "@: idle_timeout of [msg] (90s, from [timeouts]) must be greater than its "
+                    "heartbeat_interval (2m)\n");
+    check_one_error("[echo]\nidle_timeout = 2h\n[admin]\nidle_timeout = 25h\n",
+                    "@:4: bad value '25h' for 'idle_timeout' in [admin]: out of range 0 or 100ms..24h\n");
+}
+
 TEST(listen_list_trimmed_and_limited)
 {
     struct config c;
