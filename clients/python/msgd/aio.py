@@ -588,20 +588,33 @@ class AsyncClient:
 
     async def _subscribe_sub(self, sub):
         new = [k for k in dict.fromkeys(sub.topics) if k not in self._topics]
-        if new:
-            proto = await self._ready()
-            futs = [self._send(proto, p.SUBSCRIBE, k, _none) for k in new]
-            results = await asyncio.gather(*[self._await(f, p.SUBSCRIBE, _DEFAULT)
-                                             for f in futs], return_exceptions=True)
-            for k, res in zip(new, results):
-                if not isinstance(res, BaseException):
-                    self._topics.setdefault(k, [])
-            errors = [e for e in results if isinstance(e, BaseException)]
-            if errors:
-                raise errors[0]
+        # Routed to sub before SUBSCRIBE goes out: a MESSAGE can arrive in
+        # the same read as SUBSCRIBE's reply, before this task resumes.
         for k in dict.fromkeys(sub.topics):
             self._topics.setdefault(k, []).append(sub)
+        if new:
+            try:
+                proto = await self._ready()
+                futs = [self._send(proto, p.SUBSCRIBE, k, _none) for k in new]
+                results = await asyncio.gather(*[self._await(f, p.SUBSCRIBE, _DEFAULT)
+                                                 for f in futs], return_exceptions=True)
+            except BaseException:
+                self._forget(sub, new)
+                raise
+            failed = [k for k, res in zip(new, results) if isinstance(res, BaseException)]
+            if failed:
+                self._forget(sub, failed)
+                raise next(r for r in results if isinstance(r, BaseException))
         sub.subscribed = True
+
+    def _forget(self, sub, keys):
+        """Takes sub off topics whose SUBSCRIBE did not happen."""
+        for k in keys:
+            subs = self._topics.get(k)
+            if subs is not None and sub in subs:
+                subs.remove(sub)
+                if not subs:
+                    del self._topics[k]
 
     async def unsubscribe(self, *topics, timeout=_DEFAULT):
         keys = list(dict.fromkeys(p.to_bytes(t, "topic") for t in topics))

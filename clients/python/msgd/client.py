@@ -602,21 +602,33 @@ class Client:
         MESSAGEs. The topics are subscribed again after each reconnect."""
         keys = p.topic_keys(topics)
         new = [k for k in dict.fromkeys(keys) if k not in self._topics]
-        if new:
-            self._ensure_connected()
-            reqs = [self._queue(p.SUBSCRIBE, k, _none) for k in new]
-            errors = []
-            for k, r in zip(new, reqs):
-                try:
-                    self._wait(r, timeout)
-                    self._topics.setdefault(k, [])
-                except MsgdError as e:
-                    errors.append(e)
-            if errors:
-                raise errors[0]
+        # Routed to sub before SUBSCRIBE goes out: a MESSAGE read together
+        # with SUBSCRIBE's reply must find it.
         sub = Subscription(self, keys)
         for k in dict.fromkeys(keys):
-            self._topics[k].append(sub)
+            self._topics.setdefault(k, []).append(sub)
+        if new:
+            errors, failed = [], []
+            try:
+                self._ensure_connected()
+                reqs = [self._queue(p.SUBSCRIBE, k, _none) for k in new]
+                for k, r in zip(new, reqs):
+                    try:
+                        self._wait(r, timeout)
+                    except MsgdError as e:
+                        errors.append(e)
+                        failed.append(k)
+            except BaseException:
+                self._forget_subscription(sub)
+                raise
+            if errors:
+                for k in failed:
+                    subs = self._topics.get(k)
+                    if subs is not None and sub in subs:
+                        subs.remove(sub)
+                        if not subs:
+                            del self._topics[k]
+                raise errors[0]
         return sub
 
     def unsubscribe(self, *topics, timeout=_DEFAULT):
