@@ -22,7 +22,7 @@ set -euo pipefail
 run=(gcc make pkg-config libev-dev libinih-dev libsystemd-dev libzstd-dev zlib1g-dev
      libhiredis-dev libssl-dev python3 netcat-openbsd xxd)
 test=(python3 systemd util-linux procps clang libclang-rt-14-dev python3-zstandard prometheus
-      python3-pip python3-setuptools python3-wheel redis-server openssl)
+      python3-pip python3-setuptools python3-wheel redis-server openssl haproxy)
 bench=(redis-server redis-tools iperf3 strace haproxy)
 valgrind=(valgrind)
 

@@ -27,12 +27,15 @@ static const struct {
     const struct proto *proto;
     size_t offset;
     int tls;                           /* inside TLS */
+    size_t proxy;                      /* its struct config_proxy, or 0 (admin: none) */
 } listen_table[] = {
-    {"msg", &proto_msg, offsetof(struct config, msg_listen), 0},
-    {"echo", &proto_echo, offsetof(struct config, echo_listen), 0},
-    {"admin", &proto_admin, offsetof(struct config, admin_listen), 0},
-    {"http", &proto_http, offsetof(struct config, http_listen), 0},
-    {"tls", &proto_msg, offsetof(struct config, tls_listen), 1},
+    {"msg", &proto_msg, offsetof(struct config, msg_listen), 0, offsetof(struct config, msg_proxy)},
+    {"echo", &proto_echo, offsetof(struct config, echo_listen), 0,
+     offsetof(struct config, echo_proxy)},
+    {"admin", &proto_admin, offsetof(struct config, admin_listen), 0, 0},
+    {"http", &proto_http, offsetof(struct config, http_listen), 0,
+     offsetof(struct config, http_proxy)},
+    {"tls", &proto_msg, offsetof(struct config, tls_listen), 1, offsetof(struct config, msg_proxy)},
 };
 #define NPROTO (sizeof listen_table / sizeof listen_table[0])
 
@@ -48,6 +51,7 @@ static struct listener *listener_add(struct acceptor *a, int fd, size_t p, int a
     l->fd = fd;
     l->proto = listen_table[p].proto;
     l->tls = listen_table[p].tls;
+    l->proxy_off = listen_table[p].proxy;
     l->owner = a;
     l->adopted = adopted;
     net_local_name(fd, l->name, sizeof l->name);
@@ -266,6 +270,32 @@ static void pause_for_fds(struct acceptor *a, int err)
     ev_timer_start(a->loop, &a->resume_timer);
 }
 
+/* The PROXY settings of l's section when they are on, else NULL. */
+static const struct config_proxy *proxy_of(const struct acceptor *a, const struct listener *l)
+{
+    if (!l->proxy_off || !a->cfg)
+        return NULL;
+    const struct config_proxy *px =
+        (const struct config_proxy *)(const void *)((const char *)a->cfg + l->proxy_off);
+    return px->on ? px : NULL;
+}
+
+/* Whether the peer of fd may send a PROXY header: its address is in
+ * proxy_from (a unix socket's peer always may). */
+static bool proxy_allowed(const struct config_proxy *px, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_UNIX)
+        return true;
+    for (int i = 0; i < px->nfrom; i++)
+        if (proxy_cidr_match(&px->from[i], &ss))
+            return true;
+    return false;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -300,6 +330,16 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
         }
         atomic_fetch_add_explicit(&a->reg->accepted, 1, memory_order_relaxed);
+        const struct config_proxy *px = proxy_of(a, l);
+        if (px && !proxy_allowed(px, fd)) {
+            atomic_fetch_add_explicit(&a->reg->proxy_refused, 1, memory_order_relaxed);
+            log_limited(&a->rl_max, LOG_WARN, "%s: a connection from outside proxy_from, closed",
+                        l->name);
+            close(fd);
+            if (l->proto->counted)
+                atomic_fetch_sub_explicit(&a->reg->live, 1, memory_order_relaxed);
+            continue;
+        }
         struct reactor *r = &a->reactors[a->next++ % (unsigned)a->nreactors];
         struct ssl_ctx_st *tls = l->tls ? tls_ctx_ref(a->tls_ctx) : NULL;
         if (l->tls && !tls) { /* cannot happen: server.c sets it before accepting */
@@ -308,7 +348,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 atomic_fetch_sub_explicit(&a->reg->live, 1, memory_order_relaxed);
             continue;
         }
-        if (reactor_post_conn(r, fd, l->proto, tls) < 0 && l->proto->counted)
+        if (reactor_post_conn(r, fd, l->proto, tls, px != NULL) < 0 && l->proto->counted)
             atomic_fetch_sub_explicit(&a->reg->live, 1, memory_order_relaxed);
     }
 }

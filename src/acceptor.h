@@ -24,6 +24,7 @@ struct listener {
     char name[NET_NAME_LEN];           /* the bound address, real port included */
     int adopted;                       /* passed by systemd (socket activation) */
     int tls;                           /* its connections run inside TLS (tls_listen) */
+    size_t proxy_off;                  /* its section's struct config_proxy, or 0: none */
     ev_io watcher;
     struct acceptor *owner;
 };
@@ -43,6 +44,8 @@ struct acceptor {
     ev_timer resume_timer;
     struct log_ratelimit rl_fd, rl_max;
     struct ssl_ctx_st *tls_ctx;        /* the TLS context new connections get, or NULL */
+    const struct config *cfg;          /* set before start: the server's live configuration
+                                        * (proxy_from is read from it at each accept) */
 };
 
 /* Whether any listener runs TLS (its connections need acceptor_set_tls). */

@@ -181,6 +181,9 @@ void config_defaults(struct config *c)
         .compress = {.n = 2, .id = {CODEC_ZSTD, CODEC_DEFLATE}},
         .compress_min = 1 * KIB,
         .compress_level = 1,
+        .msg_proxy = {.nfrom = 1, .from = {{.family = AF_INET, .addr = {127, 0, 0, 1}, .bits = 32}}},
+        .echo_proxy = {.nfrom = 1, .from = {{.family = AF_INET, .addr = {127, 0, 0, 1}, .bits = 32}}},
+        .http_proxy = {.nfrom = 1, .from = {{.family = AF_INET, .addr = {127, 0, 0, 1}, .bits = 32}}},
         .cluster_prefix = "msgd",
         .cluster_reconnect_ms = 5 * MS_SECOND,
         .echo_listen = {.n = 0},
@@ -268,6 +271,7 @@ enum key_kind {
     KEY_NAME,     /* char[64]: up to 63 of A-Z a-z 0-9 _ . - (empty = default) */
     KEY_SECRET,   /* char[128]: any printable text */
     KEY_ADDR,     /* char[CONFIG_ADDR_LEN]: one address, or empty */
+    KEY_CIDRS,    /* struct config_proxy's from: addresses or CIDR blocks */
     KEY_TLSVER,   /* int: "1.2" -> 12, "1.3" -> 13 */
 };
 
@@ -293,6 +297,12 @@ static const struct key_def keys[] = {
     KEY("msg", "listen", KEY_LISTEN, msg_listen, 0, 0, false),
     KEY("msg", "max_frame", KEY_SIZE, max_frame, 64, 256 * MIB, false),
     KEY("msg", "compress", KEY_CODECS, compress, 0, 0, false),
+    KEY("msg", "proxy_protocol", KEY_BOOL, msg_proxy.on, 0, 0, false),
+    KEY("msg", "proxy_from", KEY_CIDRS, msg_proxy, 0, 0, false),
+    KEY("echo", "proxy_protocol", KEY_BOOL, echo_proxy.on, 0, 0, false),
+    KEY("echo", "proxy_from", KEY_CIDRS, echo_proxy, 0, 0, false),
+    KEY("http", "proxy_protocol", KEY_BOOL, http_proxy.on, 0, 0, false),
+    KEY("http", "proxy_from", KEY_CIDRS, http_proxy, 0, 0, false),
     KEY("msg", "compress_min", KEY_SIZE, compress_min, 64, 256 * MIB, false),
     KEY("msg", "compress_level", KEY_INT, compress_level, 1, 19, false),
     KEY("msg", "heartbeat_interval", KEY_OVERRIDE, msg_heartbeat_ms, 100, MS_HOUR, true),
@@ -470,6 +480,24 @@ static int split_list(const char *value, int (*item)(void *arg, const char *s), 
     }
 }
 
+struct cidr_split {
+    struct config_proxy out;
+    char bad[CONFIG_MAX_LINE + 1];
+};
+
+static int cidr_item(void *arg, const char *s)
+{
+    struct cidr_split *cs = arg;
+    if (cs->out.nfrom == CONFIG_MAX_ADDRS)
+        return -E2BIG;
+    if (proxy_cidr_parse(s, &cs->out.from[cs->out.nfrom]) < 0) {
+        snprintf(cs->bad, sizeof cs->bad, "%s", s);
+        return -EINVAL;
+    }
+    cs->out.nfrom++;
+    return 0;
+}
+
 struct module_split {
     struct config *c;
 };
@@ -644,6 +672,23 @@ static bool apply_key(struct load *ld, const struct key_def *k, const char *valu
             }
         snprintf(field, 128, "%s", value);
         return true;
+    case KEY_CIDRS: {
+        struct cidr_split cs = {.out.nfrom = 0};
+        rc = split_list(value, cidr_item, &cs);
+        if (rc < 0) {
+            if (rc == -E2BIG)
+                report(ld, line, "bad value for '%s' in [%s]: more than %d entries", k->name,
+                       k->section, CONFIG_MAX_ADDRS);
+            else
+                report(ld, line, "bad value '%s' for '%s' in [%s]: not an address or CIDR block "
+                       "(1.2.3.4, 10.0.0.0/8, ::1, fd00::/8)", cs.bad, k->name, k->section);
+            return false;
+        }
+        struct config_proxy *px = field;
+        px->nfrom = cs.out.nfrom;
+        memcpy(px->from, cs.out.from, sizeof px->from);
+        return true;
+    }
     case KEY_ADDR:
         if (*value && (strlen(value) >= CONFIG_ADDR_LEN || config_check_addr(value) < 0)) {
             report(ld, line, "bad value '%s' for '%s' in [%s]: not an address "

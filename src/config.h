@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "proxy.h"
 
 #define CONFIG_MAX_ADDRS 16        /* addresses per listener */
 #define CONFIG_ADDR_LEN 128        /* longest address text, with its NUL */
@@ -27,6 +28,13 @@ enum config_log_level { CONFIG_LOG_ERROR = 0, CONFIG_LOG_WARN, CONFIG_LOG_INFO, 
 struct config_listen {
     int n;
     char addr[CONFIG_MAX_ADDRS][CONFIG_ADDR_LEN];
+};
+
+/* A listener section's PROXY protocol settings (HAProxy send-proxy). */
+struct config_proxy {
+    bool on;                   /* every connection starts with a PROXY v1/v2 header */
+    int nfrom;
+    struct proxy_cidr from[CONFIG_MAX_ADDRS]; /* who may send one (live) */
 };
 
 /* A line of a section msgd does not know, kept for the module of that name
@@ -51,6 +59,9 @@ struct config {
     /* [msg], [echo], [admin], [http] */
     struct config_listen msg_listen;
     uint64_t max_frame;        /* 64..256M */
+    struct config_proxy msg_proxy; /* [msg] proxy_protocol, proxy_from (tls_listen too) */
+    struct config_proxy echo_proxy; /* [echo] */
+    struct config_proxy http_proxy; /* [http] */
     struct codec_list compress; /* codecs HELLO may agree, best first (none: off) */
     uint64_t compress_min;     /* 64..max_frame: payloads compressed from this size */
     int compress_level;        /* 1..19 (zstd; deflate clamps to 9) */

@@ -15,6 +15,8 @@
 
 #include "config.h"
 #include "feed.h"
+#include "net.h"
+#include "proxy.h"
 #include "stats.h"
 #include "tls.h"
 
@@ -45,10 +47,26 @@ static int tls_events(const struct conn *c)
     return (w & TLS_WANT_READ ? EV_READ : 0) | (w & TLS_WANT_WRITE ? EV_WRITE : 0);
 }
 
+/* The PROXY header: consumed from the socket only as far as it goes, so
+ * what follows it (the client's first frames, a TLS ClientHello) stays in
+ * the kernel for the usual path. Bytes known to be part of it are read
+ * into hdr; the rest is only peeked. */
+struct conn_proxy {
+    bool pending;                      /* still waiting for the header */
+    bool has_peer;                     /* the header gave the client's address */
+    size_t n;                          /* header bytes consumed so far */
+    uint8_t *hdr;                      /* 16 + PROXY_V2_MAX bytes while pending */
+    struct sockaddr_storage peer;
+};
+
+static bool proxy_pending(const struct conn *c) { return c->proxy && c->proxy->pending; }
+
 static void update_events(struct conn *c)
 {
     int want = 0;
-    if (c->tls && !tls_conn_ready(c->tls)) {
+    if (proxy_pending(c)) {
+        want = EV_READ;
+    } else if (c->tls && !tls_conn_ready(c->tls)) {
         want = tls_events(c);
     } else {
         if (reads(c))
@@ -364,6 +382,10 @@ void conn_drain(struct conn *c, uint32_t ms_left)
 {
     if ((c->state & CONN_LINGER) || c->pl.proto->serves_drain)
         return; /* already closing, or it keeps serving until the process exits */
+    if (proxy_pending(c)) {
+        conn_close(c); /* nothing read yet, nothing owed */
+        return;
+    }
     c->drain_mark = buffer_readable(&c->in);
     if (c->pl.proto->goaway)
         c->pl.proto->goaway(&c->pl, ms_left);
@@ -380,6 +402,80 @@ void conn_defer(struct conn *c)
 void conn_kick(struct conn *c)
 {
     settle(c);
+}
+
+int conn_expect_proxy(struct conn *c)
+{
+    struct conn_proxy *p = calloc(1, sizeof *p);
+    uint8_t *hdr = p ? malloc(16 + PROXY_V2_MAX) : NULL;
+    if (!hdr) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->hdr = hdr;
+    p->pending = true;
+    c->proxy = p;
+    update_events(c);
+    return 0;
+}
+
+int conn_peer_name(const struct conn *c, char *out, size_t outlen)
+{
+    if (c->proxy && c->proxy->has_peer)
+        return proxy_format(&c->proxy->peer, out, outlen) == 0 ? 0 : -1;
+    return net_peer_name(c->fd, out, outlen) < 0 ? -1 : 0;
+}
+
+static void handshake(struct conn *c);
+
+/* Reads what it can of the PROXY header. Once it is whole, the connection
+ * goes on as any other (TLS first where there is one) with what follows. */
+static void proxy_step(struct conn *c)
+{
+    struct conn_proxy *p = c->proxy;
+    struct stats *st = c->host->env.stats;
+    size_t room = 16 + PROXY_V2_MAX - p->n;
+    ssize_t got = recv(c->fd, p->hdr + p->n, room, MSG_PEEK);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (got <= 0) { /* closed or reset before the header was whole */
+        stats_add(st, STATS_CLOSED_PROXY, 1);
+        conn_close(c);
+        return;
+    }
+    struct proxy_header h;
+    long r = proxy_parse(p->hdr, p->n + (size_t)got, &h);
+    if (r < 0) {
+        stats_add(st, STATS_CLOSED_PROXY, 1);
+        conn_close(c);
+        return;
+    }
+    /* Consume what belongs to the header: all of it when it is not whole
+     * yet (every byte so far is the header's), else exactly its rest. */
+    size_t take = r == 0 ? (size_t)got : (size_t)r - p->n;
+    ssize_t t = recv(c->fd, p->hdr + p->n, take, 0);
+    if (t != (ssize_t)take) {
+        stats_add(st, STATS_CLOSED_PROXY, 1);
+        conn_close(c);
+        return;
+    }
+    p->n += take;
+    c->bytes_in += take;
+    if (r == 0)
+        return;
+    stats_add(st, STATS_PROXY_HEADERS, 1);
+    p->pending = false;
+    free(p->hdr);
+    p->hdr = NULL;
+    if (!h.local && (h.src.ss_family == AF_INET || h.src.ss_family == AF_INET6)) {
+        p->peer = h.src;
+        p->has_peer = true;
+    }
+    update_events(c);
+    if (c->tls && !tls_conn_ready(c->tls))
+        handshake(c);
+    else if (!on_readable(c))
+        settle(c);
 }
 
 /* One step of the TLS handshake; once it is done, the input that came with
@@ -412,6 +508,10 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (c->state & CONN_LINGER) {
         if (linger_drain(c))
             conn_close(c);
+        return;
+    }
+    if (proxy_pending(c)) {
+        proxy_step(c);
         return;
     }
     if (c->tls && !tls_conn_ready(c->tls)) {
@@ -467,7 +567,8 @@ static void heartbeat_cb(struct timer *t, struct timer_entry *e)
 {
     (void)t;
     struct conn *c = CONN_OF_ENTRY(e);
-    if ((c->pl.flags & PIPELINE_CLOSE) || (c->tls && !tls_conn_ready(c->tls)))
+    if ((c->pl.flags & PIPELINE_CLOSE) || (c->tls && !tls_conn_ready(c->tls)) ||
+        proxy_pending(c))
         return;
     c->pl.proto->heartbeat(&c->pl);
     stats_add(c->host->env.stats, STATS_HEARTBEATS, 1);
@@ -487,6 +588,11 @@ static void idle_cb(struct timer *t, struct timer_entry *e)
 {
     struct conn *c = CONN_OF_ENTRY(e);
     timer_remove(t, e);
+    if (proxy_pending(c)) {
+        stats_add(c->host->env.stats, STATS_CLOSED_PROXY, 1);
+        conn_close(c); /* the header never came: nothing to say in the protocol */
+        return;
+    }
     if (c->tls && !tls_conn_ready(c->tls)) {
         stats_add(c->host->env.stats, STATS_TLS_FAILED_TIMEOUT, 1);
         conn_close(c); /* a stalled handshake: nothing to say in the protocol */
@@ -606,6 +712,9 @@ void conn_close(struct conn *c)
         backlog_remove(c);
     timer_remove(c->timer, &c->te);
     tls_conn_free(c->tls);
+    if (c->proxy)
+        free(c->proxy->hdr);
+    free(c->proxy);
     close(c->fd);
     c->pl.flags |= PIPELINE_GONE;
     if (c->pl.proto->free)

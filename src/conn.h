@@ -14,6 +14,7 @@
 
 struct conn;
 struct tls_conn;
+struct conn_proxy;
 
 #define CONN_TIMERS 5
 
@@ -68,6 +69,8 @@ struct conn {
     ev_tstamp created;
     uint64_t bytes_in, bytes_out;
     struct tls_conn *tls;        /* the TLS transport, or NULL: plain reads and writes */
+    struct conn_proxy *proxy;    /* the PROXY header being read, then the client's
+                                  * address it gave; NULL without proxy_protocol */
 };
 
 /* Sets up host's watchers on loop; h->env must be set (its cfg gives the
@@ -85,6 +88,16 @@ void conn_host_stop(struct conn_host *h);
  * starts reading. Returns the connection, or NULL (fd closed) when out of
  * memory. */
 struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, uint64_t id);
+
+/* Makes c (just opened, nothing read yet) wait for a PROXY protocol header
+ * before anything else, TLS included. Once it has come, the address in it is
+ * c's peer everywhere (conn_peer_name); a bad, too long or missing header
+ * closes c and is counted. Returns 0 or -ENOMEM. */
+int conn_expect_proxy(struct conn *c);
+
+/* Writes c's peer as text: the client's address from a PROXY header, else
+ * the socket's. Returns 0 or -1. */
+int conn_peer_name(const struct conn *c, char *out, size_t outlen);
 
 /* Puts c (just opened, nothing read or written yet) inside TLS, taking tls
  * (tls.h, made for c's fd) over: the handshake runs first, bounded by the

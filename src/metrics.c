@@ -61,6 +61,9 @@ static const char *const stat_help[STATS_ERRORS] = {
                               "or not signed by [tls] ca.",
     [STATS_TLS_FAILED_ABORTED] = "TLS handshakes the peer closed or reset halfway.",
     [STATS_TLS_FAILED_TIMEOUT] = "TLS handshakes not done within idle_timeout.",
+    [STATS_PROXY_HEADERS] = "PROXY protocol headers taken on listeners with proxy_protocol on.",
+    [STATS_CLOSED_PROXY] = "Connections closed because their PROXY protocol header was "
+                           "malformed, too long, or never came.",
 };
 
 static bool stat_is_gauge(int i)
@@ -137,6 +140,10 @@ static void format_global(struct out *o, const struct stats_registry *reg)
     family(o, "msgd_accept_errors_total", "counter",
            "accept() failures, out of descriptors (EMFILE, ENFILE) included.");
     PUT(o, "msgd_accept_errors_total %llu\n", (unsigned long long)atomic_load(&reg->accept_errors));
+    family(o, "msgd_proxy_refused_total", "counter",
+           "Connections closed at once on a proxy_protocol listener: their address is not in "
+           "proxy_from.");
+    PUT(o, "msgd_proxy_refused_total %llu\n", (unsigned long long)atomic_load(&reg->proxy_refused));
     if (!reg->cluster)
         return;
     static const struct {

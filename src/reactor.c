@@ -23,6 +23,7 @@ struct reactor_conn_msg {
     int fd;
     const struct proto *proto;
     struct ssl_ctx_st *tls;            /* a reference to the TLS context, or NULL */
+    bool proxy;                        /* a PROXY protocol header comes first */
     _Atomic uint64_t *live;            /* the counted-connection gauge, for a drop */
 };
 
@@ -72,7 +73,7 @@ static void host_describe(struct pipeline *pl, struct pipeline_info *info)
     struct conn *c = conn_of_pipeline(pl);
     ev_tstamp now = ev_now(c->host->loop);
     info->id = c->id;
-    if (net_peer_name(c->fd, info->peer, sizeof info->peer) < 0)
+    if (conn_peer_name(c, info->peer, sizeof info->peer) < 0)
         snprintf(info->peer, sizeof info->peer, "-");
     info->proto = pl->proto->name;
     info->reactor = pl->env->reactor;
@@ -90,7 +91,8 @@ static int host_address(struct pipeline *pl, bool local, char *buf, size_t len)
 {
     int fd = conn_of_pipeline(pl)->fd;
     char name[PIPELINE_PEER_LEN];
-    if ((local ? net_local_name(fd, name, sizeof name) : net_peer_name(fd, name, sizeof name)) < 0)
+    if ((local ? net_local_name(fd, name, sizeof name)
+               : conn_peer_name(conn_of_pipeline(pl), name, sizeof name)) < 0)
         snprintf(name, sizeof name, "-");
     return snprintf(buf, len, "%s", name) < (int)len ? 0 : -ENOSPC;
 }
@@ -193,6 +195,11 @@ static void conn_msg_run(struct mailbox_item *it, void *ctx)
     stats_add(r->host.env.stats, STATS_CONN_TOTAL, 1);
     if (tls)
         conn_start_tls(c, tls);
+    if (m->proxy && conn_expect_proxy(c) < 0) { /* the PROXY header comes before TLS */
+        free(m);
+        conn_close(c);
+        return;
+    }
     free(m);
     if (c->pl.proto->open)
         c->pl.proto->open(&c->pl);
@@ -370,7 +377,7 @@ fail_cfg:
 }
 
 int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
-                      struct ssl_ctx_st *tls)
+                      struct ssl_ctx_st *tls, bool proxy)
 {
     struct reactor_conn_msg *m = malloc(sizeof *m);
     if (!m) {
@@ -379,6 +386,7 @@ int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
         return -ENOMEM;
     }
     m->tls = tls;
+    m->proxy = proxy;
     m->item.run = conn_msg_run;
     m->item.drop = conn_msg_drop;
     m->fd = fd;

@@ -58,11 +58,11 @@ int reactor_start(struct reactor *r, int index, const struct config *cfg,
 struct ssl_ctx_st;
 
 /* Hands an accepted fd to the reactor, with a reference to the TLS context
- * its connection runs inside (taken over; NULL: plain). On failure (out of
- * memory) the fd is closed, the reference dropped and -ENOMEM returned.
- * Thread-safe. */
+ * its connection runs inside (taken over; NULL: plain), and whether it must
+ * start with a PROXY protocol header. On failure (out of memory) the fd is
+ * closed, the reference dropped and -ENOMEM returned. Thread-safe. */
 int reactor_post_conn(struct reactor *r, int fd, const struct proto *proto,
-                      struct ssl_ctx_st *tls);
+                      struct ssl_ctx_st *tls, bool proxy);
 
 struct reactor_config_msg;
 

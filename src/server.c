@@ -602,6 +602,7 @@ int server_run(const struct config *cfg_in, const char *path)
     ev_signal_start(s.loop, &s.sig_term);
     ev_signal_start(s.loop, &s.sig_int);
     ev_signal_start(s.loop, &s.sig_hup);
+    s.acceptor.cfg = &s.cfg; /* proxy_from, live */
     acceptor_start(&s.acceptor, s.loop, s.reactors, s.nreactors, &s.reg, s.max_conns);
 
     char status[1024], names[900];

@@ -42,6 +42,8 @@ static const char *const stat_names[STATS_ERRORS] = {
     [STATS_TLS_FAILED_CERT] = "tls_failed.certificate",
     [STATS_TLS_FAILED_ABORTED] = "tls_failed.aborted",
     [STATS_TLS_FAILED_TIMEOUT] = "tls_failed.timeout",
+    [STATS_PROXY_HEADERS] = "proxy_headers",
+    [STATS_CLOSED_PROXY] = "closed_by_limit.proxy_header",
 };
 
 int stats_registry_init(struct stats_registry *reg, int nreactors)
@@ -103,6 +105,8 @@ int stats_format(const struct stats_registry *reg, struct buffer *b)
     put(&o, "closed_by_limit.max_connections %llu\n",
         (unsigned long long)atomic_load(&reg->closed_max_connections));
     put(&o, "accept_errors %llu\n", (unsigned long long)atomic_load(&reg->accept_errors));
+    put(&o, "closed_by_limit.proxy_from %llu\n",
+        (unsigned long long)atomic_load(&reg->proxy_refused));
     for (int i = 0; reg->cluster && i < STATS_CLUSTER_COUNT; i++)
         put(&o, "%s %llu\n", stats_cluster_name((enum stats_cluster_id)i),
             (unsigned long long)atomic_load(&reg->cluster_v[i]));

@@ -48,6 +48,8 @@ enum stats_id {
     STATS_TLS_FAILED_CERT,      /* handshakes failed: client certificate missing or untrusted */
     STATS_TLS_FAILED_ABORTED,   /* handshakes the peer closed or reset halfway */
     STATS_TLS_FAILED_TIMEOUT,   /* handshakes not done within idle_timeout */
+    STATS_PROXY_HEADERS,        /* PROXY protocol headers taken */
+    STATS_CLOSED_PROXY,         /* closed: a bad, too long or missing PROXY header */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */
     STATS_COUNT = STATS_ERRORS + MSG_ERR_MAX + 1,
 };
@@ -97,6 +99,7 @@ struct stats_registry {
     _Atomic uint64_t accepted;        /* main thread writes */
     _Atomic uint64_t closed_max_connections; /* main thread writes */
     _Atomic uint64_t accept_errors;   /* main thread writes */
+    _Atomic uint64_t proxy_refused;   /* main thread writes: not from proxy_from */
     bool cluster;                     /* [cluster] is configured: report cluster_v */
     _Atomic uint64_t cluster_v[STATS_CLUSTER_COUNT]; /* the cluster thread writes */
 };

@@ -254,6 +254,20 @@ class Client:
         self.closed = False
         self.server_pings = 0
 
+    @classmethod
+    def over(cls, sock, timeout=5.0):
+        """A client on a socket already connected (that may have sent
+        something first, such as a PROXY protocol header)."""
+        c = cls.__new__(cls)
+        c.timeout = timeout
+        c.answer_pings = False
+        c.sock = sock
+        c.reader = FrameReader()
+        c.eof = False
+        c.closed = False
+        c.server_pings = 0
+        return c
+
     # --- context manager -------------------------------------------------
     def __enter__(self):
         return self

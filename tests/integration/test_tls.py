@@ -365,6 +365,28 @@ class TestMsgcli(TlsTestBase):
         self.assertIn("certificate", r.stderr)
 
 
+class TestProxyBeforeTls(TlsTestBase):
+    """A PROXY header comes before the TLS handshake (HAProxy send-proxy-v2
+    in front of a TLS listener): the handshake and the protocol then run as
+    usual, and the header's address is the peer."""
+
+    def test_header_then_handshake(self):
+        import test_admin
+        cfg = dict(TLS_CONFIG)
+        cfg["msg"] = dict(cfg.get("msg", {}), proxy_protocol="on")
+        cfg["admin"] = {"listen": "127.0.0.1:0"}
+        d = self.start_daemon(cfg)
+        raw = socket.create_connection((HOST, d.port("tls")), timeout())
+        raw.sendall(b"PROXY TCP4 192.0.2.77 127.0.0.1 4242 7700\r\n")
+        c = mp.Client.over(client_context().wrap_socket(raw, server_hostname="localhost"),
+                           timeout())
+        self.addCleanup(c.close)
+        self.assertEqual(c.sock.selected_alpn_protocol(), "msgp/1")
+        self.assert_ping(c)
+        a = test_admin.AdminClient(self.connect("admin", daemon=d).sock)
+        self.assertIn("peer=192.0.2.77:4242", "\n".join(a.call("conns")))
+
+
 class TestCheckConfig(unittest.TestCase):
     def check(self, tls):
         cfg = os.path.join(PKI, "check.ini")
