@@ -175,7 +175,10 @@ int msgd_worker_sleep(msgd_req *req, uint32_t ms);
  * that finds the connection gone, full or the push too large there is
  * dropped and counted (`module_pushes_dropped`). From any thread, -EINVAL
  * comes at once, and so do -ENOMEM and -ESHUTDOWN (msgd is not running).
- * Any thread. */
+ * Order: pushes from one thread to one connection arrive in the order they
+ * were sent; pushes from different threads have no order between them (one
+ * sent on the connection's own reactor goes out at once, one from elsewhere
+ * when that reactor next reads its mailbox). Any thread. */
 int msgd_send(uint64_t conn_id, uint32_t command, const void *payload, size_t len);
 
 /* Closes connection conn_id once what it was sent is flushed, after a
