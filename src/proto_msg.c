@@ -98,7 +98,7 @@ static void msg_handle_cb(struct pipeline *pl, const uint8_t *frame, size_t len)
             stats_add(pl->env->stats, STATS_REPLIES_DROPPED, 1);
         return;
     }
-    if (pl->env->draining && !pl->read_before_drain && (cmd & MSG_CMD_MASK) != MSG_CMD_PING) {
+    if (pl->env->draining && !pl->read_before_drain && cmd != MSG_CMD_PING) {
         proto_msg_error(pl, cmd, MSG_ERR_SHUTTING_DOWN, "shutting down");
         return;
     }
