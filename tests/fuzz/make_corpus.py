@@ -132,10 +132,11 @@ def msg_corpus():
         + b"MSGQ",
         # drain: SHUTTING_DOWN but for PING
         "draining": p(flags=DRAINING) + ping_hi + frame(2, b"x") + frame(5, b"\0\0\0\0") + ping_hi,
-        # draining: a COMPRESSED word (PING's number, every flag) is not PING:
-        # SHUTTING_DOWN, like any other command (found by fuzz_msg_stream)
+        # draining: a word with PING's number and a flag (COMPRESSED, ERROR) is
+        # not PING: SHUTTING_DOWN, like any other command (fuzz_msg_stream
+        # found ERROR | PING answered UNKNOWN_COMMAND)
         "draining_compressed_words": p(flags=DRAINING) + frame(0x20000001) + frame(0x3FFFFFFF)
-        + frame(6) + ping_hi,
+        + frame(0x40000001, b"hi") + frame(6) + ping_hi,
     }
     return c
 
