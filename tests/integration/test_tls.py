@@ -23,6 +23,7 @@ import time
 import unittest
 
 import msgproto as mp
+import test_client
 from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
 
 PKI = tempfile.mkdtemp(prefix="msgd-it-tls-pki-")
@@ -363,6 +364,68 @@ class TestMsgcli(TlsTestBase):
                         "--key", path("client.key"), "ping")
         self.assertEqual(r.returncode, 2)
         self.assertIn("certificate", r.stderr)
+
+
+class TestMsgbench(test_client.ToolMixin, TlsTestBase):
+    """msgbench --tls, --cacert, --cert/--key (CONFIG.md section 7): the
+    handshake runs non-blocking on each thread's event loop, then every
+    reply is checked as over plain TCP."""
+
+    def tls_bench(self, d, *args, expect_rc=0):
+        return self.bench_json(*args, port=d.port("tls"), expect_rc=expect_rc)
+
+    def test_msgbench_over_tls(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        cert = ["--cert", path("client.pem"), "--key", path("client.key")]
+        # pipelined, several threads, payloads over one TLS record (16 KiB)
+        _, doc = self.tls_bench(d, "--tls", "--cacert", path("ca.pem"), *cert, "-t", "2",
+                                "-c", "4", "-P", "8", "-n", "3000", "-s", "20000")
+        self.assertEqual((doc["ok"], doc["errors"], doc["tls"]), (3000, 0, True), doc)
+        self.assertEqual(doc["connections_made"], 4, doc)
+        # by name (-h localhost), --cacert implying --tls, zstd inside TLS
+        _, doc = self.tls_bench(d, "-h", "localhost", "--cacert", path("ca.pem"), *cert,
+                                "--compress", "zstd", "--payload", "text", "-s", "30000",
+                                "-c", "2", "-P", "4", "-n", "400")
+        self.assertEqual((doc["ok"], doc["errors"], doc["tls"]), (400, 0, True), doc)
+        self.assertEqual(doc["compressed_sent"], 400, doc)
+        self.assertLess(doc["bytes_sent"], 400 * 30000, doc)
+        # the other commands
+        for cmd in ("ping", "publish"):
+            _, doc = self.tls_bench(d, "--cacert", path("ca.pem"), *cert, "--cmd", cmd,
+                                    "-c", "2", "-n", "500", "-s", "100")
+            self.assertEqual((doc["ok"], doc["errors"]), (500, 0), "%s: %r" % (cmd, doc))
+        counters = self.counters(d)
+        self.assertEqual(counters.get("tls_failed.certificate", 0), 0, counters)
+
+    def test_msgbench_tls_failures(self):
+        d = self.start_daemon(TLS_CONFIG)
+        # a server certificate from a CA msgbench was not given: every
+        # handshake fails, the reason is said once, no request goes out
+        r, doc = self.tls_bench(d, "--tls", "--cacert", path("otherca.pem"), "-c", "3",
+                                "-n", "10", expect_rc=2)
+        self.assertEqual(doc["errors_by_code"].get("TLS"), 3, doc)
+        self.assertEqual((doc["ok"], doc["bytes_sent"]), (0, 0), doc)
+        self.assertIn("certificate", r.stderr)
+        self.assertEqual(r.stderr.count("TLS handshake"), 1, r.stderr)
+        # a file that is not a certificate: a usage error naming it
+        r = self.bench("--cacert", path("garbage.pem"), "-n", "1", port=d.port("tls"))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertIn("garbage.pem", r.stderr)
+        r = self.bench("--tls", "--cert", path("client.pem"), "-n", "1", port=d.port("tls"))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertIn("--key", r.stderr)
+        # a listener that accepts and never answers: the stalled handshake
+        # is given up after --timeout and counted as TLS
+        mute = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(mute.close)
+        mute.bind((HOST, 0))
+        mute.listen(8)
+        r, doc = self.bench_json("--cacert", path("ca.pem"), "--timeout", "0.3", "-c", "2",
+                                 "-n", "4", port=mute.getsockname()[1], expect_rc=2)
+        self.assertEqual(doc["errors_by_code"].get("TLS"), 2, doc)
+        # the daemon is unharmed
+        _, doc = self.tls_bench(d, "--cacert", path("ca.pem"), "-c", "2", "-n", "100")
+        self.assertEqual((doc["ok"], doc["errors"]), (100, 0), doc)
 
 
 class TestProxyBeforeTls(TlsTestBase):
