@@ -12,75 +12,34 @@ connections go on.
 The CA, the certificates and their keys are made at run time with the
 `openssl` command in a temp dir (no private key is committed)."""
 import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 
 import msgproto as mp
 import test_client
+import tlspki
 from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
 
-PKI = tempfile.mkdtemp(prefix="msgd-it-tls-pki-")
-SERIAL_1 = 0x1001
-SERIAL_2 = 0x2002
-
-
-def path(name):
-    return os.path.join(PKI, name)
-
-
-def openssl(*args):
-    r = subprocess.run(["openssl"] + list(args), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=timeout(2))
-    if r.returncode != 0:
-        raise AssertionError("openssl %s: %s" % (" ".join(args), r.stderr))
-    return r.stdout
-
-
-def make_ca(name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", path(name + ".key"), "-out", path(name + ".pem"), "-days", "2",
-            "-subj", "/CN=msgd test " + name)
-
-
-def make_cert(name, ca, serial, ext):
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", path(name + ".key"), "-out", path(name + ".csr"), "-subj", "/CN=" + name)
-    with open(path(name + ".ext"), "w") as f:
-        f.write(ext + "\n")
-    openssl("x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"),
-            "-CAkey", path(ca + ".key"), "-set_serial", str(serial), "-days", "2",
-            "-out", path(name + ".pem"), "-extfile", path(name + ".ext"))
+PKI = tlspki.Pki("msgd-it-tls-pki-")
+path = PKI.path
+SERIAL_1 = tlspki.SERIAL_1
+SERIAL_2 = tlspki.SERIAL_2
 
 
 def setUpModule():
-    if not shutil.which("openssl"):
-        raise unittest.SkipTest("the openssl command is needed (scripts/deps.sh)")
-    make_ca("ca")
-    make_ca("otherca")
-    server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost"
-    make_cert("server", "ca", SERIAL_1, server_ext)
-    make_cert("server2", "ca", SERIAL_2, server_ext)
-    make_cert("client", "ca", 0x3003, "extendedKeyUsage=clientAuth")
-    make_cert("stranger", "otherca", 0x4004, "extendedKeyUsage=clientAuth")
-    with open(path("garbage.pem"), "w") as f:
-        f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    PKI.create()
 
 
 def tearDownModule():
-    shutil.rmtree(PKI, ignore_errors=True)
+    PKI.remove()
 
 
-TLS_CONFIG = {
-    "msg": {"tls_listen": "127.0.0.1:0"},
-    "tls": {"cert": path("server.pem"), "key": path("server.key")},
-}
+TLS_CONFIG = PKI.tls_config()
 
 
 def client_context(cert=None, minimum=None, maximum=None, alpn=("msgp/1",)):
@@ -452,7 +411,7 @@ class TestProxyBeforeTls(TlsTestBase):
 
 class TestCheckConfig(unittest.TestCase):
     def check(self, tls):
-        cfg = os.path.join(PKI, "check.ini")
+        cfg = path("check.ini")
         with open(cfg, "w") as f:
             f.write("[msg]\nlisten = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n[admin]\nlisten =\n"
                     "[tls]\n" + "".join("%s = %s\n" % kv for kv in tls.items()))
