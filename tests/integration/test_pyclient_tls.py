@@ -237,8 +237,6 @@ class PyClientReconnectTlsTests(PyTlsBase):
                 await wait_until_async(lambda: not other_cert_served(), timeout(2))
                 with self.assertRaises(msgd.TooLarge):
                     await a.echo(b"x" * (harness.MAX_FRAME + 1))
-                # (a request sent before the close is seen would fail with it)
-                await wait_until_async(lambda: not a.connected, timeout())
                 with self.assertRaises(msgd.TlsError) as acm:
                     await a.ping(b"b")
                 self.assertTrue(acm.exception.verify_failed)
@@ -282,7 +280,8 @@ class PyClientCertificateTests(PyTlsBase):
                 bad.connect()
                 bad.ping()
             self.assertRegex(str(cm.exception), r"(?i)certificate|alert|closed", kw)
-        self.assertGreaterEqual(self.server_stats()["tls_failed.certificate"], 2)
+        wait_until(lambda: self.server_stats()["tls_failed.certificate"] >= 2, timeout(),
+                   "tls_failed.certificate >= 2")
         self.assertEqual(c.ping(b"still here"), b"still here")
 
     def test_certfile_needs_keyfile_and_our_context(self):

@@ -438,6 +438,10 @@ class AsyncClient:
                 raise ClientClosed("the client is closed")
             proto = self._proto
             if proto is not None and not proto.lost:
+                if proto.core.conn_error is not None:
+                    # closing after a connection-level error: as Client does
+                    self._lost(proto, proto.core.loss_error("left the connection"))
+                    continue
                 if proto.core.goaway is None:
                     return proto
                 if proto.core.pending:
@@ -499,7 +503,8 @@ class AsyncClient:
 
     async def _call(self, cmd, payload, decode, timeout=_DEFAULT):
         proto = self._proto
-        if proto is None or proto.lost or proto.core.goaway is not None:
+        if (proto is None or proto.lost or proto.core.goaway is not None
+                or proto.core.conn_error is not None):
             proto = await self._ready()
         fut = self._send(proto, cmd, payload, decode)
         if proto.paused:

@@ -316,6 +316,11 @@ class Client:
             raise ClientClosed("the client is closed")
         if self._sock is not None:
             self._poll_now()
+        if self._sock is not None and self._core.conn_error is not None:
+            # The server closes after a connection-level error and answers
+            # nothing more: no new request goes out on it, even before its
+            # close arrives (which TLS can delay).
+            self._drop(self._core.loss_error("left the connection"))
         if self._sock is not None and self._core.goaway is not None:
             # Going away: collect what the old connection still owes, then move.
             try:
