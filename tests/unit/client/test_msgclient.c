@@ -159,6 +159,28 @@ static int accept_wait(int lfd)
     return accept(lfd, NULL, NULL);
 }
 
+/* fn as a fake server on a loopback listener of its own (f->listen_fd), and
+ * options *o (defaults) aimed at it: addr (addrlen bytes) holds the address. */
+static void run_fake_listener(struct fake *f, void *(*fn)(void *), pthread_t *t,
+                              struct msgclient_options *o, char *addr, size_t addrlen)
+{
+    int port;
+    f->listen_fd = listen_loopback(&port);
+    run_fake(f, fn, t);
+    snprintf(addr, addrlen, "127.0.0.1:%d", port);
+    msgclient_options_init(o);
+    o->addr = addr;
+}
+
+/* A fake server's end: waits (WAIT_MS at most) for the client to close fd,
+ * then closes it. */
+static void close_after_client(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    poll(&pfd, 1, WAIT_MS);
+    close(fd);
+}
+
 /* ---- pure functions ---------------------------------------------------------- */
 
 TEST(backoff_doubles_within_jitter_and_caps)
@@ -957,15 +979,10 @@ static void *reconnect_server(void *arg)
 TEST(reconnects_with_auth_after_goaway)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, reconnect_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, reconnect_server, &t, &o, addr, sizeof addr);
     o.token = "sekret";
     o.reconnect = true;
     o.backoff_initial_ms = 2;
@@ -1002,24 +1019,17 @@ static void *auth_fail_server(void *arg)
     else
         write_error(fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_AUTH, MSG_ERR_AUTH_FAILED,
                     "wrong token");
-    struct pollfd pfd = {fd, POLLIN, 0};
-    poll(&pfd, 1, WAIT_MS);             /* until the client closes */
-    close(fd);
+    close_after_client(fd);
     return NULL;
 }
 
 TEST(auth_failure_is_an_error_reply)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, auth_fail_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, auth_fail_server, &t, &o, addr, sizeof addr);
     o.token = "bad";
     struct msgclient *c = msgclient_new(&o);
     struct msgclient_reply r;
@@ -1037,21 +1047,34 @@ TEST(auth_failure_is_an_error_reply)
 
 /* ---- HELLO against servers that answer it oddly -------------------------------- */
 
+/* Accepts the next connection on f->listen_fd and reads its first frame,
+ * which must be HELLO, into buf (NUL-terminated; cap bytes). Returns the
+ * fd, or -1 with the fake failed. */
+static int accept_hello(struct fake *f, char *buf, size_t cap)
+{
+    uint32_t cmd;
+    int fd = accept_wait(f->listen_fd);
+    if (fd < 0)
+        return fake_fail(f, "no connection"), -1;
+    long n = read_frame(fd, &cmd, (uint8_t *)buf, cap - 1);
+    if (n < 0 || cmd != MSG_CMD_HELLO) {
+        close(fd);
+        return fake_fail(f, "expected HELLO first"), -1;
+    }
+    buf[n] = '\0';
+    return fd;
+}
+
 static void *hello_server(void *arg)
 {
     struct fake *f = arg;
     uint8_t buf[512];
     uint32_t cmd;
     for (int round = 0; round < 3; round++) {
-        int fd = accept_wait(f->listen_fd);
+        int fd = accept_hello(f, (char *)buf, sizeof buf);
         if (fd < 0)
-            return fake_fail(f, "no connection"), NULL;
-        long n = read_frame(fd, &cmd, buf, sizeof buf - 1);
-        if (n < 0 || cmd != MSG_CMD_HELLO) {
-            close(fd);
-            return fake_fail(f, "expected HELLO first"), NULL;
-        }
-        buf[n] = '\0';
+            return NULL;
+        long n;
         if (strncmp((char *)buf, "client=msgclient/", 17) != 0 ||
             !strstr((char *)buf, "\ncompress=zstd,deflate\n"))
             fake_fail(f, "HELLO without client= and compress=zstd,deflate");
@@ -1074,9 +1097,7 @@ static void *hello_server(void *arg)
                 fake_fail(f, "expected a compressed ECHO");
             write_frame(fd, MSG_FLAG_REPLY | MSG_FLAG_COMPRESSED | MSG_CMD_ECHO, "garbage", 7);
         }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        poll(&pfd, 1, WAIT_MS);     /* until the client closes */
-        close(fd);
+        close_after_client(fd);
     }
     return NULL;
 }
@@ -1084,15 +1105,10 @@ static void *hello_server(void *arg)
 TEST(hello_old_server_unoffered_codec_and_garbage)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, hello_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, hello_server, &t, &o, addr, sizeof addr);
     o.compress = " zstd, deflate ";
     struct msgclient *c = msgclient_new(&o);
     CHECK(c != NULL);
@@ -1193,15 +1209,10 @@ static void *hb_hello_server(void *arg)
     uint8_t buf[512];
     uint32_t cmd;
     for (size_t round = 0; round < sizeof hb_replies / sizeof hb_replies[0]; round++) {
-        int fd = accept_wait(f->listen_fd);
+        int fd = accept_hello(f, (char *)buf, sizeof buf);
         if (fd < 0)
-            return fake_fail(f, "no connection"), NULL;
-        long n = read_frame(fd, &cmd, buf, sizeof buf - 1);
-        if (n < 0 || cmd != MSG_CMD_HELLO) {
-            close(fd);
-            return fake_fail(f, "expected HELLO first"), NULL;
-        }
-        buf[n] = '\0';
+            return NULL;
+        long n;
         if (strstr((char *)buf, "compress="))
             fake_fail(f, "compress \"none\" offered a codec");
         if (hb_replies[round])
@@ -1220,9 +1231,7 @@ static void *hb_hello_server(void *arg)
                 write_frame(fd, MSG_CMD_MESSAGE, push, sizeof push - 1);
             }
         }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        poll(&pfd, 1, WAIT_MS);     /* until the client closes */
-        close(fd);
+        close_after_client(fd);
     }
     return NULL;
 }
@@ -1230,15 +1239,10 @@ static void *hb_hello_server(void *arg)
 TEST(the_server_heartbeat_from_hello_is_the_default)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, hb_hello_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, hb_hello_server, &t, &o, addr, sizeof addr);
     o.compress = "none";            /* HELLO, offering no codec */
     o.dead_after_ms = 900;
     struct msgclient *c = msgclient_new(&o);
