@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 
 #include "buffer.h"
 #include "client/msgclient.h"
+#include "client/msgclient_tls.h"
 #include "codec.h"
 #include "msg.h"
 
@@ -44,6 +46,7 @@ enum {
     ERR_PROTOCOL,                  /* the server broke the framing */
     ERR_GOAWAY,                    /* a connection the server sent away */
     ERR_NOT_SENT,                  /* a request never sent: no connection left */
+    ERR_TLS,                       /* a TLS handshake that failed (--tls) */
     ERR_KINDS
 };
 
@@ -58,6 +61,7 @@ static const char *error_kind_name(int k)
     case ERR_PROTOCOL: return "PROTOCOL";
     case ERR_GOAWAY: return "GOAWAY";
     case ERR_NOT_SENT: return "NOT_SENT";
+    case ERR_TLS: return "TLS";
     default: return msg_error_name((uint32_t)k);
     }
 }
@@ -90,11 +94,15 @@ struct bench_config {
     const char *compress_arg;      /* --compress as given; NULL: no HELLO */
     struct codec_list compress;    /* --compress parsed: codecs HELLO offers */
     uint32_t max_frame;            /* largest frame accepted from the server */
+    bool tls;                      /* --tls: every connection inside TLS */
+    struct ssl_ctx_st *tls_ctx;    /* --tls: shared by the threads (read-only) */
+    char tls_host[256];            /* what the server's certificate must name; "": none */
     uint64_t start_ns;
 };
 
 static struct bench_config cfg;
 static atomic_int stop_requested;
+static atomic_int tls_error_said;  /* the first handshake failure is printed, once */
 
 static const char *cmd_name(enum bench_cmd c)
 {
@@ -335,6 +343,8 @@ struct bench_conn {
     size_t echo_off;               /* echo protocol: bytes of the head reply checked */
     bool echo_bad;                 /* echo protocol: the head reply has a wrong byte */
     bool connecting;
+    bool handshaking;              /* --tls: connected, the handshake under way */
+    struct ssl_st *ssl;            /* --tls: the session, or NULL */
     bool dead;
     bool goaway;
     bool auth_pending;             /* AUTH sent, its reply not read yet */
@@ -472,6 +482,8 @@ static void conn_kill(struct bench_conn *c, int kind)
     if (c->fd >= 0) {
         ev_io_stop(th->loop, &c->rio);
         ev_io_stop(th->loop, &c->wio);
+        msgclient_tls_free(c->ssl);
+        c->ssl = NULL;
         close(c->fd);
         c->fd = -1;
     }
@@ -490,12 +502,27 @@ static void conn_lost(struct bench_conn *c)
     conn_kill(c, ERR_CLOSED);
 }
 
+/* send(2) and recv(2), or their TLS counterparts (same results). */
+static ssize_t conn_send(struct bench_conn *c, const void *p, size_t n)
+{
+    if (c->ssl)
+        return msgclient_tls_send(c->ssl, p, n);
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+static ssize_t conn_recv(struct bench_conn *c, void *p, size_t n)
+{
+    if (c->ssl)
+        return msgclient_tls_recv(c->ssl, p, n);
+    return recv(c->fd, p, n, 0);
+}
+
 static void conn_flush(struct bench_conn *c)
 {
-    if (c->dead || c->connecting)
+    if (c->dead || c->connecting || c->handshaking)
         return;
     while (buffer_readable(&c->out) > 0) {
-        ssize_t n = send(c->fd, buffer_peek(&c->out), buffer_readable(&c->out), MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, buffer_peek(&c->out), buffer_readable(&c->out));
         if (n > 0) {
             c->th->bytes_out += (uint64_t)n;
             buffer_consume(&c->out, (size_t)n);
@@ -604,7 +631,8 @@ static bool conn_can_issue(const struct bench_conn *c)
 {
     if (c->dead || c->goaway)
         return false;
-    return c->th->rate > 0 || (!c->auth_pending && !c->hello_pending && !c->connecting);
+    return c->th->rate > 0 ||
+           (!c->auth_pending && !c->hello_pending && !c->connecting && !c->handshaking);
 }
 
 /* Closed loop: keeps the pipeline of c full while there is work left. */
@@ -839,17 +867,22 @@ static void out_return(struct bench_conn *c)
     c->th->scratch = t;
 }
 
+static void conn_handshake(struct bench_conn *c);
+
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct bench_conn *c = w->data;
     struct bench_thread *th = c->th;
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
     for (int round = 0; round < 4 && !c->dead; round++) {
         ssize_t n;
         if (cfg.proto == PROTO_ECHO) {
             uint8_t buf[READ_CHUNK];
-            n = recv(c->fd, buf, sizeof buf, 0);
+            n = conn_recv(c, buf, sizeof buf);
             if (n > 0) {
                 th->bytes_in += (uint64_t)n;
                 c->last_rx = now_ns();
@@ -860,7 +893,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 conn_kill(c, ERR_CLOSED);
                 return;
             }
-            n = recv(c->fd, buffer_tail(&c->in), buffer_writable(&c->in), 0);
+            n = conn_recv(c, buffer_tail(&c->in), buffer_writable(&c->in));
             if (n > 0) {
                 th->bytes_in += (uint64_t)n;
                 c->last_rx = now_ns();
@@ -880,11 +913,13 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             conn_lost(c);
             return;
         }
-        if ((size_t)n < READ_CHUNK)
-            break;
+        if ((size_t)n < READ_CHUNK && !c->ssl)
+            break;                  /* (TLS hands over one record per read) */
     }
     if (c->dead)
         return;
+    if (c->ssl && msgclient_tls_pending(c->ssl))
+        ev_feed_event(loop, &c->rio, EV_READ);  /* decrypted already: libev cannot see it */
     bool lent = out_lend(c);
     conn_refill(c);
     conn_flush(c);
@@ -895,13 +930,67 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     maybe_finish(th);
 }
 
-static void conn_connected(struct bench_conn *c)
+/* Up (and through TLS when --tls): requests may flow. */
+static void conn_ready(struct bench_conn *c)
 {
-    c->connecting = false;
     c->th->connected++;
     ev_io_start(c->th->loop, &c->rio);
     conn_refill(c);
     conn_flush(c);
+}
+
+/* --tls: one step of the handshake, without blocking: it waits on rio or
+ * wio as OpenSSL asks, and a failure kills the connection (ERR_TLS; the
+ * first failure's reason goes to stderr). The stall check (--timeout)
+ * covers a handshake that stops halfway. */
+static void conn_handshake(struct bench_conn *c)
+{
+    struct bench_thread *th = c->th;
+    char err[256];
+    short ev = 0;
+    int rc = msgclient_tls_step(c->ssl, &ev, err, sizeof err);
+    if (rc < 0) {
+        if (atomic_exchange(&tls_error_said, 1) == 0)
+            fprintf(stderr, "%s: %s: %s\n", "msgbench", cfg.addr_text, err);
+        th->errors[ERR_TLS]++;
+        conn_kill(c, ERR_CLOSED);
+        return;
+    }
+    if (rc == 0) {
+        c->last_rx = now_ns();
+        if (ev & POLLIN) {
+            ev_io_stop(th->loop, &c->wio);
+            ev_io_start(th->loop, &c->rio);
+        } else {
+            ev_io_stop(th->loop, &c->rio);
+            ev_io_start(th->loop, &c->wio);
+        }
+        return;
+    }
+    c->handshaking = false;
+    ev_io_stop(th->loop, &c->wio);
+    conn_ready(c);
+}
+
+static void conn_connected(struct bench_conn *c)
+{
+    c->connecting = false;
+    if (!cfg.tls) {
+        conn_ready(c);
+        return;
+    }
+    char err[256];
+    c->ssl = msgclient_tls_new(cfg.tls_ctx, c->fd, cfg.tls_host[0] ? cfg.tls_host : NULL,
+                               NULL, err, sizeof err);
+    if (!c->ssl) {
+        if (atomic_exchange(&tls_error_said, 1) == 0)
+            fprintf(stderr, "%s: %s\n", "msgbench", err);
+        c->th->errors[ERR_TLS]++;
+        conn_kill(c, ERR_CLOSED);
+        return;
+    }
+    c->handshaking = true;
+    conn_handshake(c);
 }
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -909,6 +998,10 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct bench_conn *c = w->data;
+    if (c->handshaking) {
+        conn_handshake(c);
+        return;
+    }
     if (c->connecting) {
         int soerr = 0;
         socklen_t sl = sizeof soerr;
@@ -1065,12 +1158,14 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     uint64_t limit = (uint64_t)(cfg.timeout * 1e9);
     for (int i = 0; i < th->nconns; i++) {
         struct bench_conn *c = &th->conns[i];
-        if (c->dead || (c->qlen == 0 && !c->connecting && !c->auth_pending &&
-                        !c->hello_pending))
+        if (c->dead || (c->qlen == 0 && !c->connecting && !c->handshaking &&
+                        !c->auth_pending && !c->hello_pending))
             continue;
         if (now - c->last_rx < limit)
             continue;
-        if (c->connecting || c->auth_pending || c->hello_pending)
+        if (c->handshaking)
+            th->errors[ERR_TLS]++;
+        else if (c->connecting || c->auth_pending || c->hello_pending)
             th->errors[ERR_CONNECT]++;
         conn_kill(c, ERR_TIMEOUT);
     }
@@ -1140,6 +1235,7 @@ static void usage(FILE *f)
         "                [--cmd echo|ping|delay|publish|direct] [--to IDENTITY]\n"
         "                [--protocol msg|echo] [--compress CODEC] [--payload random|text]\n"
         "                [--json] [--delay-ms N] [--timeout SECONDS]\n"
+        "                [--tls] [--cacert FILE] [--cert FILE --key FILE]\n"
         "\n"
         "  -h HOST           server host (default 127.0.0.1)\n"
         "  -p PORT           server port (default 7700)\n"
@@ -1172,6 +1268,13 @@ static void usage(FILE *f)
         "                    and checked. Bytes sent/received count what is on the wire\n"
         "  --payload KIND    random (default: incompressible bytes) or text (words, about\n"
         "                    4x compressible with zstd level 1)\n"
+        "  --tls             speak TLS (a tls_listen port): a non-blocking handshake per\n"
+        "                    connection, then the protocol inside it; the server's\n"
+        "                    certificate is checked against --cacert (or the system's\n"
+        "                    CAs) and -h. Bytes sent/received count the plaintext\n"
+        "  --cacert FILE     the CA to check the server's certificate with (implies --tls)\n"
+        "  --cert FILE --key FILE\n"
+        "                    a client certificate and its key (implies --tls)\n"
         "  --timeout SECONDS give up on a connection that answers nothing this long (default 10)\n"
         "  --json            print the summary as one JSON object on stdout\n"
         "  --help            print this and exit\n"
@@ -1297,9 +1400,11 @@ static void report(const struct bench_totals *t)
         printf("{\"target\":");
         print_json_string(cfg.addr_text);
         printf(",\"protocol\":\"%s\",\"cmd\":\"%s\",\"threads\":%d,\"connections\":%d,"
-               "\"pipeline\":%d,\"payload_bytes\":%zu,\"mode\":\"%s\",\"rate\":%.3f,",
+               "\"pipeline\":%d,\"payload_bytes\":%zu,\"mode\":\"%s\",\"rate\":%.3f,"
+               "\"tls\":%s,",
                cfg.proto == PROTO_ECHO ? "echo" : "msg", what, cfg.threads, cfg.conns,
-               cfg.pipeline, cfg.size, cfg.rate > 0 ? "open" : "closed", cfg.rate);
+               cfg.pipeline, cfg.size, cfg.rate > 0 ? "open" : "closed", cfg.rate,
+               cfg.tls ? "true" : "false");
         printf("\"duration_s\":%.6f,\"requests\":%llu,\"ok\":%llu,\"errors\":%llu,"
                "\"requests_per_sec\":%.3f,\"mib_per_sec\":%.6f,\"bytes_sent\":%llu,"
                "\"bytes_received\":%llu,\"connections_made\":%llu,\"server_pings\":%llu,"
@@ -1329,8 +1434,9 @@ static void report(const struct bench_totals *t)
         printf("}}\n");
         return;
     }
-    printf("msgbench: %s %s to %s, %zu-byte %spayloads, %d connection%s on %d thread%s, ",
-           cfg.proto == PROTO_ECHO ? "raw" : "msg", what, cfg.addr_text, cfg.size,
+    printf("msgbench: %s %s to %s%s, %zu-byte %spayloads, %d connection%s on %d thread%s, ",
+           cfg.proto == PROTO_ECHO ? "raw" : "msg", what, cfg.addr_text,
+           cfg.tls ? " over TLS" : "", cfg.size,
            cfg.text ? "text " : "", cfg.conns,
            cfg.conns == 1 ? "" : "s", cfg.threads, cfg.threads == 1 ? "" : "s");
     if (cfg.rate > 0)
@@ -1388,7 +1494,8 @@ int main(int argc, char **argv)
     cfg.proto = PROTO_MSG;
     cfg.cmd = BCMD_ECHO;
     enum { OPT_HELP = 256, OPT_RATE, OPT_CMD, OPT_PROTOCOL, OPT_JSON, OPT_DELAY_MS, OPT_TIMEOUT,
-           OPT_TO, OPT_COMPRESS, OPT_PAYLOAD };
+           OPT_TO, OPT_COMPRESS, OPT_PAYLOAD, OPT_TLS, OPT_CACERT, OPT_CERT, OPT_KEY };
+    const char *cafile = NULL, *certfile = NULL, *keyfile = NULL;
     static const struct option longopts[] = {
         {"help", no_argument, NULL, OPT_HELP},
         {"rate", required_argument, NULL, OPT_RATE},
@@ -1400,6 +1507,10 @@ int main(int argc, char **argv)
         {"to", required_argument, NULL, OPT_TO},
         {"compress", required_argument, NULL, OPT_COMPRESS},
         {"payload", required_argument, NULL, OPT_PAYLOAD},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"cacert", required_argument, NULL, OPT_CACERT},
+        {"cert", required_argument, NULL, OPT_CERT},
+        {"key", required_argument, NULL, OPT_KEY},
         {NULL, 0, NULL, 0},
     };
     int opt;
@@ -1478,6 +1589,10 @@ int main(int argc, char **argv)
                 return usage_error("--protocol wants msg or echo, not '%s'", optarg);
             break;
         case OPT_JSON: cfg.json = true; break;
+        case OPT_TLS: cfg.tls = true; break;
+        case OPT_CACERT: cafile = optarg; break;
+        case OPT_CERT: certfile = optarg; break;
+        case OPT_KEY: keyfile = optarg; break;
         case OPT_COMPRESS:
             cfg.compress_arg = optarg;
             if (strcmp(optarg, "none") != 0 &&
@@ -1522,6 +1637,9 @@ int main(int argc, char **argv)
         return usage_error("unexpected argument '%s'", argv[optind]);
     if (have_d && have_n)
         return usage_error("%s", "-d and -n exclude each other");
+    if ((certfile != NULL) != (keyfile != NULL))
+        return usage_error("%s", "--cert and --key go together");
+    cfg.tls = cfg.tls || cafile || certfile;
     if (cfg.proto == PROTO_ECHO && have_cmd)
         return usage_error("%s", "--cmd is for --protocol msg");
     if (cfg.proto == PROTO_ECHO && cfg.compress_arg)
@@ -1546,6 +1664,21 @@ int main(int argc, char **argv)
     cfg.max_frame = need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
     if (resolve(host, port, unix_path) < 0)
         return EXIT_USAGE;
+    if (cfg.tls) {
+        /* the certificate must name -h (no name to check over a unix socket) */
+        size_t hl = strlen(host);
+        const char *h = host;
+        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
+            h++, hl -= 2;
+        if (!unix_path)
+            snprintf(cfg.tls_host, sizeof cfg.tls_host, "%.*s", (int)hl, h);
+        char err[512];
+        cfg.tls_ctx = msgclient_tls_ctx_new(cafile, certfile, keyfile, err, sizeof err);
+        if (!cfg.tls_ctx) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return EXIT_USAGE;
+        }
+    }
 
     signal(SIGPIPE, SIG_IGN);
     pthread_condattr_t ca;
@@ -1707,6 +1840,7 @@ int main(int argc, char **argv)
     free(conns);
     free(ths);
     free(pattern_tmpl);
+    msgclient_tls_ctx_free(cfg.tls_ctx);
     pthread_cond_destroy(&done_cond);
     return status;
 }

@@ -74,6 +74,7 @@ struct msgclient {
     int64_t last_rx_ms;             /* when the connection last received a byte */
     uint64_t conn_bytes_in;         /* received on this connection */
     bool hb_owed;                   /* our heartbeat PING awaits its reply */
+    int hb_ms;                      /* the heartbeat in force on this connection */
     size_t hb_ahead;                /* replies owed to requests sent before it */
     struct buffer in;
     struct buffer out;
@@ -326,7 +327,7 @@ void msgclient_options_init(struct msgclient_options *o)
     o->backoff_max_ms = 5000;
     o->reconnect_attempts = 8;
     o->max_frame = DEFAULT_MAX_FRAME;
-    o->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
+    o->heartbeat_ms = MSGCLIENT_HEARTBEAT_SERVER;
     o->dead_after_ms = DEFAULT_DEAD_AFTER_MS;
     o->compress = NULL;
     o->compress_level = 1;
@@ -395,6 +396,7 @@ struct msgclient *msgclient_new(const struct msgclient_options *o)
                      ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)c);
     }
     c->rng = seed ? seed : 1;
+    c->hb_ms = c->o.heartbeat_ms < 0 ? DEFAULT_HEARTBEAT_MS : c->o.heartbeat_ms;
     return c;
 }
 
@@ -530,6 +532,7 @@ uint64_t msgclient_messages_dropped(const struct msgclient *c) { return c->messa
 uint64_t msgclient_delivers_dropped(const struct msgclient *c) { return c->delivers_dropped; }
 uint64_t msgclient_reconnects(const struct msgclient *c) { return c->reconnects; }
 uint64_t msgclient_heartbeats_sent(const struct msgclient *c) { return c->heartbeats; }
+int msgclient_heartbeat_ms(const struct msgclient *c) { return c->hb_ms; }
 uint64_t msgclient_dead_declared(const struct msgclient *c) { return c->deaths; }
 uint64_t msgclient_conn_bytes_in(const struct msgclient *c) { return c->conn_bytes_in; }
 const char *msgclient_codec(const struct msgclient *c) { return codec_name(c->codec); }
@@ -840,7 +843,7 @@ static int read_some(struct msgclient *c)
  * heartbeat next needs to look. */
 static int heartbeat(struct msgclient *c, int64_t *wake)
 {
-    int hb = c->o.heartbeat_ms, dead = c->o.dead_after_ms;
+    int hb = c->hb_ms, dead = c->o.dead_after_ms;
     if (hb <= 0 && dead <= 0)
         return 0;
     int64_t now = now_ms(), silent = now - c->last_rx_ms;
@@ -985,6 +988,7 @@ static void reset_conn_state(struct msgclient *c, int fd)
     c->conn_bytes_in = 0;
     c->hb_owed = false;
     c->hb_ahead = 0;
+    c->hb_ms = c->o.heartbeat_ms < 0 ? DEFAULT_HEARTBEAT_MS : c->o.heartbeat_ms;
     c->codec = CODEC_NONE;
     c->compress_min = DEFAULT_COMPRESS_MIN;
     free(c->hello);
@@ -1071,8 +1075,40 @@ static const char *hello_value(const char *text, const char *key, size_t *vlen)
     return NULL;
 }
 
+/* The unsigned decimal value of key in HELLO's reply, or -1 when it is
+ * missing or not a number below 2^63. */
+static long long hello_number(const char *text, const char *key)
+{
+    size_t vlen = 0;
+    const char *v = hello_value(text, key, &vlen);
+    if (!v || vlen == 0 || vlen >= 19)
+        return -1;
+    long long m = 0;
+    for (size_t i = 0; i < vlen; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        m = m * 10 + (v[i] - '0');
+    }
+    return m;
+}
+
+/* heartbeat_ms MSGCLIENT_HEARTBEAT_SERVER: the server's heartbeat_ms from
+ * its HELLO reply when it has one (not 0), at most a third of dead_after_ms
+ * so that a PING can still be answered in time. */
+static void adopt_server_heartbeat(struct msgclient *c)
+{
+    if (c->o.heartbeat_ms >= 0 || !c->hello)
+        return;
+    long long hb = hello_number(c->hello, "heartbeat_ms");
+    if (hb <= 0)
+        return;
+    if (c->o.dead_after_ms > 0 && hb > c->o.dead_after_ms / 3)
+        hb = c->o.dead_after_ms / 3 > 0 ? c->o.dead_after_ms / 3 : 1;
+    c->hb_ms = hb > INT_MAX ? INT_MAX : (int)hb;
+}
+
 /* HELLO on a fresh connection: offers o.compress and takes the server's
- * choice. An error reply (a server older than HELLO) leaves the connection
+ * choice (and its heartbeat, see adopt_server_heartbeat). An error reply (a server older than HELLO) leaves the connection
  * uncompressed. Returns 0, -EPROTO (a codec that was not offered; the
  * connection is closed) or what setup_call returns. */
 static int hello_exchange(struct msgclient *c)
@@ -1115,16 +1151,10 @@ static int hello_exchange(struct msgclient *c)
             rc = -EPROTO;
         } else {
             c->codec = chosen;
-            v = hello_value(c->hello, "compress_min", &vlen);
-            if (v && vlen > 0 && vlen < 20) {
-                char num[24];
-                memcpy(num, v, vlen);
-                num[vlen] = '\0';
-                char *end;
-                unsigned long long m = strtoull(num, &end, 10);
-                if (*end == '\0')
-                    c->compress_min = m;
-            }
+            long long m = hello_number(c->hello, "compress_min");
+            if (m >= 0)
+                c->compress_min = (size_t)m;
+            adopt_server_heartbeat(c);
         }
     } else if (rc >= 0) {
         rc = 0;     /* an error reply: no HELLO on this server, no compression */

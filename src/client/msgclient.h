@@ -31,6 +31,7 @@
 #define MSGCLIENT_MESSAGES_MAX 65536  /* MESSAGE pushes queued; more are dropped */
 #define MSGCLIENT_DELIVERS_MAX 65536  /* DELIVER pushes queued; more are dropped */
 #define MSGCLIENT_DIRECT_REPLY_LEN 8  /* DIRECT's reply: u32 local, u32 remote */
+#define MSGCLIENT_HEARTBEAT_SERVER (-1) /* heartbeat_ms: the server's (see there) */
 
 /* Called with each MESSAGE push (topic, then message bytes) from inside the
  * call that read it, on that call's thread. The bytes are valid only during
@@ -64,7 +65,18 @@ struct msgclient_options {
      * a reply fails with -ETIMEDOUT, and the waiting call returns -ETIMEDOUT
      * with msgclient_connected() false. A reply comes after every reply
      * before it (PROTOCOL.md rule 1), so dead_after_ms must exceed the
-     * slowest request. 0 turns either off. */
+     * slowest request. 0 turns either off.
+     * heartbeat_ms MSGCLIENT_HEARTBEAT_SERVER (any negative value; the
+     * default) follows the server: on a connection whose HELLO reply carries
+     * heartbeat_ms (not 0), that is the client's heartbeat too, capped at a
+     * third of dead_after_ms (when that is on) so that a PING still has time
+     * to be answered; otherwise (no HELLO, a server older than HELLO, or a
+     * server whose heartbeat is off) it is 30 s. HELLO goes out only when
+     * compress is set (below): a caller who wants the server's heartbeat
+     * without compression sets compress = "none", which costs one round
+     * trip per connect. Without it no HELLO is sent, because a client that
+     * did not ask for HELLO keeps the wire exactly as it was before HELLO
+     * existed. msgclient_heartbeat_ms() says what is in force. */
     int heartbeat_ms;
     int dead_after_ms;
     /* HELLO and compression (PROTOCOL.md "HELLO", "Compression"). NULL: no
@@ -126,8 +138,8 @@ struct msgclient;
 
 /* Fills o with the defaults: no address, no token, 5 s timeouts, no
  * reconnect, back-off 100 ms doubling to 5 s, 8 attempts, max_frame 256 MiB,
- * heartbeat 30 s (the server's default heartbeat_interval; the HELLO reply's
- * heartbeat_ms is not applied to it), dead after 90 s, no HELLO (compress
+ * heartbeat MSGCLIENT_HEARTBEAT_SERVER (the server's heartbeat from HELLO,
+ * else 30 s: see heartbeat_ms), dead after 90 s, no HELLO (compress
  * NULL), compression level 1. Thread-safe. */
 void msgclient_options_init(struct msgclient_options *o);
 
@@ -262,6 +274,10 @@ uint64_t msgclient_delivers_dropped(const struct msgclient *c);
 uint64_t msgclient_reconnects(const struct msgclient *c);
 /* Heartbeat PINGs this client sent, and connections it declared dead. */
 uint64_t msgclient_heartbeats_sent(const struct msgclient *c);
+/* The heartbeat in force on the current connection, in ms (0: off): the
+ * caller's heartbeat_ms, or with MSGCLIENT_HEARTBEAT_SERVER the server's
+ * from HELLO (capped) or 30 s. */
+int msgclient_heartbeat_ms(const struct msgclient *c);
 uint64_t msgclient_dead_declared(const struct msgclient *c);
 /* Bytes received on the current connection (or the last one, once it is
  * gone): 0 means the server never said anything on it. */

@@ -72,9 +72,8 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct ssl_st *msgclient_tls_handshake(struct ssl_ctx_st *ctx, int fd, const char *host,
-                                       int64_t deadline_ms, void *session, char *err,
-                                       size_t errlen)
+struct ssl_st *msgclient_tls_new(struct ssl_ctx_st *ctx, int fd, const char *host,
+                                 void *session, char *err, size_t errlen)
 {
     char why[200];
     ERR_clear_error();
@@ -95,21 +94,44 @@ struct ssl_st *msgclient_tls_handshake(struct ssl_ctx_st *ctx, int fd, const cha
     if (session)
         SSL_set_session(ssl, session);
     SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+int msgclient_tls_step(struct ssl_st *ssl, short *events, char *err, size_t errlen)
+{
+    char why[200];
+    ERR_clear_error();
+    int rc = SSL_do_handshake(ssl);
+    if (rc == 1)
+        return 1;
+    int e = SSL_get_error(ssl, rc);
+    *events = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    if (*events)
+        return 0;
+    long vr = SSL_get_verify_result(ssl);
+    if (vr != X509_V_OK)
+        snprintf(err, errlen, "TLS handshake: %s", X509_verify_cert_error_string(vr));
+    else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
+        snprintf(err, errlen, "TLS handshake: the server closed the connection");
+    else
+        snprintf(err, errlen, "TLS handshake: %s", reason(why, sizeof why));
+    ERR_clear_error();
+    return -1;
+}
+
+struct ssl_st *msgclient_tls_handshake(struct ssl_ctx_st *ctx, int fd, const char *host,
+                                       int64_t deadline_ms, void *session, char *err,
+                                       size_t errlen)
+{
+    SSL *ssl = msgclient_tls_new(ctx, fd, host, session, err, errlen);
+    if (!ssl)
+        return NULL;
     for (;;) {
-        ERR_clear_error();
-        int rc = SSL_do_handshake(ssl);
+        short ev = 0;
+        int rc = msgclient_tls_step(ssl, &ev, err, errlen);
         if (rc == 1)
             return ssl;
-        int e = SSL_get_error(ssl, rc);
-        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-        if (!ev) {
-            long vr = SSL_get_verify_result(ssl);
-            if (vr != X509_V_OK)
-                snprintf(err, errlen, "TLS handshake: %s", X509_verify_cert_error_string(vr));
-            else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
-                snprintf(err, errlen, "TLS handshake: the server closed the connection");
-            else
-                snprintf(err, errlen, "TLS handshake: %s", reason(why, sizeof why));
+        if (rc < 0) {
             SSL_free(ssl);
             return NULL;
         }
@@ -166,7 +188,8 @@ void msgclient_tls_free(struct ssl_st *ssl)
 {
     if (!ssl)
         return;
-    SSL_shutdown(ssl); /* close_notify, best effort */
+    if (SSL_is_init_finished(ssl))
+        SSL_shutdown(ssl); /* close_notify, best effort */
     ERR_clear_error();
     SSL_free(ssl);
 }

@@ -27,6 +27,17 @@ struct ssl_st *msgclient_tls_handshake(struct ssl_ctx_st *ctx, int fd, const cha
                                        int64_t deadline_ms, void *session, char *err,
                                        size_t errlen);
 
+/* The two halves of msgclient_tls_handshake, for a caller with an event
+ * loop of its own (msgbench): msgclient_tls_new makes the session on fd for
+ * host, as above (NULL with the reason in err); msgclient_tls_step advances
+ * the handshake without blocking: 1 when it is done, 0 when it must wait
+ * for *events (POLLIN or POLLOUT) on fd, -1 when it failed (the reason in
+ * err: a certificate that does not verify says why). Free the session with
+ * msgclient_tls_free either way. */
+struct ssl_st *msgclient_tls_new(struct ssl_ctx_st *ctx, int fd, const char *host,
+                                 void *session, char *err, size_t errlen);
+int msgclient_tls_step(struct ssl_st *ssl, short *events, char *err, size_t errlen);
+
 /* The session to resume next time (a reference; free it with
  * msgclient_tls_session_free), or NULL. */
 void *msgclient_tls_session(struct ssl_st *ssl);
@@ -41,7 +52,8 @@ ssize_t msgclient_tls_recv(struct ssl_st *ssl, void *p, size_t n);
 /* Whether decrypted input waits that poll(2) will not announce. */
 bool msgclient_tls_pending(struct ssl_st *ssl);
 
-/* Frees the session (the fd stays open). */
+/* Frees the session (the fd stays open), after a close_notify when the
+ * handshake had finished. */
 void msgclient_tls_free(struct ssl_st *ssl);
 
 #endif

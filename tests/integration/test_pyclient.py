@@ -8,8 +8,8 @@ listener that accepts and never answers) declared dead within dead_after.
 HELLO and compression are tested live (PyClientCompressionTests): deflate
 from the stdlib and zstd through zstandard, both ways, with the server's
 STATS showing that it decompressed the client's requests and compressed its
-replies. TLS is not tested live here yet; the codec parts are also tested
-offline in test_pyclient_codec.py.
+replies. TLS is tested live in test_pyclient_tls.py; the codec parts are
+also tested offline in test_pyclient_codec.py.
 
 The package is imported from the source tree (clients/python); it must not
 use the test suite's own encoder (msgproto), and nothing here feeds it one.

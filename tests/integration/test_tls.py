@@ -12,74 +12,34 @@ connections go on.
 The CA, the certificates and their keys are made at run time with the
 `openssl` command in a temp dir (no private key is committed)."""
 import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 
 import msgproto as mp
+import test_client
+import tlspki
 from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
 
-PKI = tempfile.mkdtemp(prefix="msgd-it-tls-pki-")
-SERIAL_1 = 0x1001
-SERIAL_2 = 0x2002
-
-
-def path(name):
-    return os.path.join(PKI, name)
-
-
-def openssl(*args):
-    r = subprocess.run(["openssl"] + list(args), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=timeout(2))
-    if r.returncode != 0:
-        raise AssertionError("openssl %s: %s" % (" ".join(args), r.stderr))
-    return r.stdout
-
-
-def make_ca(name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", path(name + ".key"), "-out", path(name + ".pem"), "-days", "2",
-            "-subj", "/CN=msgd test " + name)
-
-
-def make_cert(name, ca, serial, ext):
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", path(name + ".key"), "-out", path(name + ".csr"), "-subj", "/CN=" + name)
-    with open(path(name + ".ext"), "w") as f:
-        f.write(ext + "\n")
-    openssl("x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"),
-            "-CAkey", path(ca + ".key"), "-set_serial", str(serial), "-days", "2",
-            "-out", path(name + ".pem"), "-extfile", path(name + ".ext"))
+PKI = tlspki.Pki("msgd-it-tls-pki-")
+path = PKI.path
+SERIAL_1 = tlspki.SERIAL_1
+SERIAL_2 = tlspki.SERIAL_2
 
 
 def setUpModule():
-    if not shutil.which("openssl"):
-        raise unittest.SkipTest("the openssl command is needed (scripts/deps.sh)")
-    make_ca("ca")
-    make_ca("otherca")
-    server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost"
-    make_cert("server", "ca", SERIAL_1, server_ext)
-    make_cert("server2", "ca", SERIAL_2, server_ext)
-    make_cert("client", "ca", 0x3003, "extendedKeyUsage=clientAuth")
-    make_cert("stranger", "otherca", 0x4004, "extendedKeyUsage=clientAuth")
-    with open(path("garbage.pem"), "w") as f:
-        f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    PKI.create()
 
 
 def tearDownModule():
-    shutil.rmtree(PKI, ignore_errors=True)
+    PKI.remove()
 
 
-TLS_CONFIG = {
-    "msg": {"tls_listen": "127.0.0.1:0"},
-    "tls": {"cert": path("server.pem"), "key": path("server.key")},
-}
+TLS_CONFIG = PKI.tls_config()
 
 
 def client_context(cert=None, minimum=None, maximum=None, alpn=("msgp/1",)):
@@ -365,6 +325,68 @@ class TestMsgcli(TlsTestBase):
         self.assertIn("certificate", r.stderr)
 
 
+class TestMsgbench(test_client.ToolMixin, TlsTestBase):
+    """msgbench --tls, --cacert, --cert/--key (CONFIG.md section 7): the
+    handshake runs non-blocking on each thread's event loop, then every
+    reply is checked as over plain TCP."""
+
+    def tls_bench(self, d, *args, expect_rc=0):
+        return self.bench_json(*args, port=d.port("tls"), expect_rc=expect_rc)
+
+    def test_msgbench_over_tls(self):
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        cert = ["--cert", path("client.pem"), "--key", path("client.key")]
+        # pipelined, several threads, payloads over one TLS record (16 KiB)
+        _, doc = self.tls_bench(d, "--tls", "--cacert", path("ca.pem"), *cert, "-t", "2",
+                                "-c", "4", "-P", "8", "-n", "3000", "-s", "20000")
+        self.assertEqual((doc["ok"], doc["errors"], doc["tls"]), (3000, 0, True), doc)
+        self.assertEqual(doc["connections_made"], 4, doc)
+        # by name (-h localhost), --cacert implying --tls, zstd inside TLS
+        _, doc = self.tls_bench(d, "-h", "localhost", "--cacert", path("ca.pem"), *cert,
+                                "--compress", "zstd", "--payload", "text", "-s", "30000",
+                                "-c", "2", "-P", "4", "-n", "400")
+        self.assertEqual((doc["ok"], doc["errors"], doc["tls"]), (400, 0, True), doc)
+        self.assertEqual(doc["compressed_sent"], 400, doc)
+        self.assertLess(doc["bytes_sent"], 400 * 30000, doc)
+        # the other commands
+        for cmd in ("ping", "publish"):
+            _, doc = self.tls_bench(d, "--cacert", path("ca.pem"), *cert, "--cmd", cmd,
+                                    "-c", "2", "-n", "500", "-s", "100")
+            self.assertEqual((doc["ok"], doc["errors"]), (500, 0), "%s: %r" % (cmd, doc))
+        counters = self.counters(d)
+        self.assertEqual(counters.get("tls_failed.certificate", 0), 0, counters)
+
+    def test_msgbench_tls_failures(self):
+        d = self.start_daemon(TLS_CONFIG)
+        # a server certificate from a CA msgbench was not given: every
+        # handshake fails, the reason is said once, no request goes out
+        r, doc = self.tls_bench(d, "--tls", "--cacert", path("otherca.pem"), "-c", "3",
+                                "-n", "10", expect_rc=2)
+        self.assertEqual(doc["errors_by_code"].get("TLS"), 3, doc)
+        self.assertEqual((doc["ok"], doc["bytes_sent"]), (0, 0), doc)
+        self.assertIn("certificate", r.stderr)
+        self.assertEqual(r.stderr.count("TLS handshake"), 1, r.stderr)
+        # a file that is not a certificate: a usage error naming it
+        r = self.bench("--cacert", path("garbage.pem"), "-n", "1", port=d.port("tls"))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertIn("garbage.pem", r.stderr)
+        r = self.bench("--tls", "--cert", path("client.pem"), "-n", "1", port=d.port("tls"))
+        self.assertEqual(r.returncode, 2, repr(r))
+        self.assertIn("--key", r.stderr)
+        # a listener that accepts and never answers: the stalled handshake
+        # is given up after --timeout and counted as TLS
+        mute = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(mute.close)
+        mute.bind((HOST, 0))
+        mute.listen(8)
+        r, doc = self.bench_json("--cacert", path("ca.pem"), "--timeout", "0.3", "-c", "2",
+                                 "-n", "4", port=mute.getsockname()[1], expect_rc=2)
+        self.assertEqual(doc["errors_by_code"].get("TLS"), 2, doc)
+        # the daemon is unharmed
+        _, doc = self.tls_bench(d, "--cacert", path("ca.pem"), "-c", "2", "-n", "100")
+        self.assertEqual((doc["ok"], doc["errors"]), (100, 0), doc)
+
+
 class TestProxyBeforeTls(TlsTestBase):
     """A PROXY header comes before the TLS handshake (HAProxy send-proxy-v2
     in front of a TLS listener): the handshake and the protocol then run as
@@ -389,7 +411,7 @@ class TestProxyBeforeTls(TlsTestBase):
 
 class TestCheckConfig(unittest.TestCase):
     def check(self, tls):
-        cfg = os.path.join(PKI, "check.ini")
+        cfg = path("check.ini")
         with open(cfg, "w") as f:
             f.write("[msg]\nlisten = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n[admin]\nlisten =\n"
                     "[tls]\n" + "".join("%s = %s\n" % kv for kv in tls.items()))

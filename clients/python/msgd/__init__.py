@@ -15,14 +15,15 @@ from .client import Client, Pipeline, Subscription
 from .errors import (AuthFailed, BadMagic, BadPayload, BadVersion, ClientClosed, ClientError,
                      ConnectFailed, ConnectionLost, Disabled, IdleTimeout, LimitExceeded,
                      MsgdError, NotAuthenticated, Overloaded, ProtocolError, ServerDead,
-                     ShuttingDown, Timeout, TooLarge, UnknownCommand, ERRORS_BY_CODE,
+                     ShuttingDown, Timeout, TlsError, TooLarge, UnknownCommand, ERRORS_BY_CODE,
                      error_from_reply)
 from . import protocol
 
 __all__ = [
     "Client", "AsyncClient", "Pipeline", "AsyncPipeline", "Subscription",
     "AsyncSubscription", "Message", "Delivery", "Push", "protocol",
-    "MsgdError", "ClientError", "ConnectionLost", "ConnectFailed", "ServerDead", "Timeout",
+    "MsgdError", "ClientError", "ConnectionLost", "ConnectFailed", "TlsError", "ServerDead",
+    "Timeout",
     "ProtocolError", "ClientClosed", "UnknownCommand", "BadPayload", "NotAuthenticated",
     "TooLarge", "BadMagic", "BadVersion", "Overloaded", "ShuttingDown", "Disabled",
     "IdleTimeout", "AuthFailed", "LimitExceeded", "ERRORS_BY_CODE", "error_from_reply",

@@ -8,6 +8,7 @@ from . import protocol as p
 VERSION = "0.1.0"
 DEFAULT_HEARTBEAT = 30.0        # seconds, when the server's HELLO does not say
 DEAD_AFTER_HEARTBEATS = 3       # dead_after defaults to this many heartbeats
+ALPN = "msgp/1"                 # what tls_listen offers (docs/PROTOCOL.md)
 
 
 class Options:
@@ -15,7 +16,7 @@ class Options:
                  timeout=10.0, connect_timeout=5.0, heartbeat=None, dead_after=None,
                  reconnect=True, reconnect_attempts=10, backoff_initial=0.1,
                  backoff_max=5.0, hello=False, compress=None, client_name=None,
-                 ssl=None, server_hostname=None, cafile=None,
+                 ssl=None, server_hostname=None, cafile=None, certfile=None, keyfile=None,
                  max_frame=p.DEFAULT_MAX_FRAME, compress_min=256,
                  max_queued_pushes=65536, seed=None):
         self.host = host
@@ -55,12 +56,22 @@ class Options:
         self.compress = names
         self.hello = bool(hello) or bool(names)
         self.client_name = client_name or "msgd-python/%s" % VERSION
-        if cafile and not ssl:
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        if (cafile or certfile) and not ssl:
             ssl = True
         if ssl is True:
+            # as msgcli --tls: the server's certificate checked against cafile
+            # (or the system's CAs) and the host, TLS 1.2 at least, ALPN msgp/1
             ssl = _ssl.create_default_context(cafile=cafile)
+            ssl.set_alpn_protocols([ALPN])
+            if certfile:
+                ssl.load_cert_chain(certfile, keyfile)
         elif ssl is not None and ssl is not False and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError("ssl must be True, False/None or an ssl.SSLContext")
+        elif ssl and (cafile or certfile):
+            raise ValueError("cafile, certfile and keyfile are for ssl=True: load them into "
+                             "your own SSLContext")
         self.ssl = ssl or None
         self.server_hostname = server_hostname or (host if self.ssl else None)
         self.max_frame = max_frame

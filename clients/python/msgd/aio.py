@@ -12,6 +12,7 @@ is on.
 import asyncio
 import collections
 import socket
+import ssl as _ssl
 import time
 
 from . import protocol as p
@@ -19,7 +20,7 @@ from ._core import Core, Delivery, Message, identity
 from ._options import Options, apply_hello
 from .client import _DEFAULT, _none, _publish_reply, Pipeline
 from .errors import (AuthFailed, ClientClosed, ConnectFailed, ConnectionLost, MsgdError,
-                     ProtocolError, ServerDead, Timeout, UnknownCommand)
+                     ProtocolError, ServerDead, Timeout, TlsError, UnknownCommand, tls_error)
 
 
 class _PushQueue:
@@ -314,6 +315,8 @@ class AsyncClient:
                 conn = loop.create_connection(lambda: proto, o.host, o.port, ssl=o.ssl,
                                               server_hostname=o.server_hostname)
             await asyncio.wait_for(conn, o.connect_timeout)
+        except _ssl.SSLError as e:
+            raise tls_error(o.target(), e) from e
         except (OSError, asyncio.TimeoutError, ValueError) as e:
             raise ConnectFailed("connect %s: %s" % (o.target(), e or "timed out")) from e
         sock = proto.transport.get_extra_info("socket")
@@ -409,6 +412,10 @@ class AsyncClient:
                     return
                 except AuthFailed:
                     raise
+                except TlsError as e:
+                    if e.verify_failed:
+                        raise
+                    last = e
                 except (ConnectionLost, Timeout, ProtocolError) as e:
                     last = e
                 attempt += 1
@@ -431,6 +438,10 @@ class AsyncClient:
                 raise ClientClosed("the client is closed")
             proto = self._proto
             if proto is not None and not proto.lost:
+                if proto.core.conn_error is not None:
+                    # closing after a connection-level error: as Client does
+                    self._lost(proto, proto.core.loss_error("left the connection"))
+                    continue
                 if proto.core.goaway is None:
                     return proto
                 if proto.core.pending:
@@ -492,7 +503,8 @@ class AsyncClient:
 
     async def _call(self, cmd, payload, decode, timeout=_DEFAULT):
         proto = self._proto
-        if proto is None or proto.lost or proto.core.goaway is not None:
+        if (proto is None or proto.lost or proto.core.goaway is not None
+                or proto.core.conn_error is not None):
             proto = await self._ready()
         fut = self._send(proto, cmd, payload, decode)
         if proto.paused:

@@ -18,7 +18,8 @@ from . import protocol as p
 from ._core import Core, Delivery, Message, Push, identity
 from ._options import Options, apply_hello
 from .errors import (AuthFailed, ClientClosed, ClientError, ConnectFailed, ConnectionLost,
-                     MsgdError, ProtocolError, ServerDead, Timeout, UnknownCommand)
+                     MsgdError, ProtocolError, ServerDead, Timeout, TlsError, UnknownCommand,
+                     tls_error)
 
 _DEFAULT = object()
 _READ_SIZE = 256 * 1024
@@ -214,6 +215,10 @@ class Client:
             if o.ssl is not None:
                 sock = o.ssl.wrap_socket(sock, server_hostname=o.server_hostname)
             sock.setblocking(False)
+        except _ssl.SSLError as e:
+            if sock is not None:
+                sock.close()
+            raise tls_error(o.target(), e) from e
         except (OSError, ValueError) as e:
             if sock is not None:
                 sock.close()
@@ -295,6 +300,10 @@ class Client:
                 return
             except AuthFailed:
                 raise
+            except TlsError as e:
+                if e.verify_failed:
+                    raise
+                last = e
             except (ConnectionLost, Timeout, ProtocolError) as e:
                 last = e
             attempt += 1
@@ -307,6 +316,11 @@ class Client:
             raise ClientClosed("the client is closed")
         if self._sock is not None:
             self._poll_now()
+        if self._sock is not None and self._core.conn_error is not None:
+            # The server closes after a connection-level error and answers
+            # nothing more: no new request goes out on it, even before its
+            # close arrives (which TLS can delay).
+            self._drop(self._core.loss_error("left the connection"))
         if self._sock is not None and self._core.goaway is not None:
             # Going away: collect what the old connection still owes, then move.
             try:

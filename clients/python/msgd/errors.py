@@ -143,5 +143,26 @@ class ConnectFailed(ConnectionLost):
     TLS handshake failure, or the reconnect attempts ran out)."""
 
 
+class TlsError(ConnectFailed):
+    """The TLS handshake failed. .verify_failed is True when the server's
+    certificate did not verify (an unknown CA, a name it does not carry, an
+    expired one): that is not retried by a reconnect, since the next
+    attempt would meet the same certificate."""
+
+    def __init__(self, message, verify_failed=False):
+        super().__init__(message)
+        self.verify_failed = verify_failed
+
+
+def tls_error(target, e):
+    """The TlsError for ssl.SSLError e from a handshake with target."""
+    import ssl
+    if isinstance(e, ssl.SSLCertVerificationError):
+        why = e.verify_message or e.reason or str(e)
+        return TlsError("TLS handshake with %s: the server's certificate did not verify: "
+                        "%s (certificate verify failed)" % (target, why), verify_failed=True)
+    return TlsError("TLS handshake with %s: %s" % (target, e.reason or e))
+
+
 class ClientClosed(ClientError):
     """The client was closed by its owner."""

@@ -159,6 +159,28 @@ static int accept_wait(int lfd)
     return accept(lfd, NULL, NULL);
 }
 
+/* fn as a fake server on a loopback listener of its own (f->listen_fd), and
+ * options *o (defaults) aimed at it: addr (addrlen bytes) holds the address. */
+static void run_fake_listener(struct fake *f, void *(*fn)(void *), pthread_t *t,
+                              struct msgclient_options *o, char *addr, size_t addrlen)
+{
+    int port;
+    f->listen_fd = listen_loopback(&port);
+    run_fake(f, fn, t);
+    snprintf(addr, addrlen, "127.0.0.1:%d", port);
+    msgclient_options_init(o);
+    o->addr = addr;
+}
+
+/* A fake server's end: waits (WAIT_MS at most) for the client to close fd,
+ * then closes it. */
+static void close_after_client(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    poll(&pfd, 1, WAIT_MS);
+    close(fd);
+}
+
 /* ---- pure functions ---------------------------------------------------------- */
 
 TEST(backoff_doubles_within_jitter_and_caps)
@@ -957,15 +979,10 @@ static void *reconnect_server(void *arg)
 TEST(reconnects_with_auth_after_goaway)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, reconnect_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, reconnect_server, &t, &o, addr, sizeof addr);
     o.token = "sekret";
     o.reconnect = true;
     o.backoff_initial_ms = 2;
@@ -1002,24 +1019,17 @@ static void *auth_fail_server(void *arg)
     else
         write_error(fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_AUTH, MSG_ERR_AUTH_FAILED,
                     "wrong token");
-    struct pollfd pfd = {fd, POLLIN, 0};
-    poll(&pfd, 1, WAIT_MS);             /* until the client closes */
-    close(fd);
+    close_after_client(fd);
     return NULL;
 }
 
 TEST(auth_failure_is_an_error_reply)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, auth_fail_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, auth_fail_server, &t, &o, addr, sizeof addr);
     o.token = "bad";
     struct msgclient *c = msgclient_new(&o);
     struct msgclient_reply r;
@@ -1037,21 +1047,34 @@ TEST(auth_failure_is_an_error_reply)
 
 /* ---- HELLO against servers that answer it oddly -------------------------------- */
 
+/* Accepts the next connection on f->listen_fd and reads its first frame,
+ * which must be HELLO, into buf (NUL-terminated; cap bytes). Returns the
+ * fd, or -1 with the fake failed. */
+static int accept_hello(struct fake *f, char *buf, size_t cap)
+{
+    uint32_t cmd;
+    int fd = accept_wait(f->listen_fd);
+    if (fd < 0)
+        return fake_fail(f, "no connection"), -1;
+    long n = read_frame(fd, &cmd, (uint8_t *)buf, cap - 1);
+    if (n < 0 || cmd != MSG_CMD_HELLO) {
+        close(fd);
+        return fake_fail(f, "expected HELLO first"), -1;
+    }
+    buf[n] = '\0';
+    return fd;
+}
+
 static void *hello_server(void *arg)
 {
     struct fake *f = arg;
     uint8_t buf[512];
     uint32_t cmd;
     for (int round = 0; round < 3; round++) {
-        int fd = accept_wait(f->listen_fd);
+        int fd = accept_hello(f, (char *)buf, sizeof buf);
         if (fd < 0)
-            return fake_fail(f, "no connection"), NULL;
-        long n = read_frame(fd, &cmd, buf, sizeof buf - 1);
-        if (n < 0 || cmd != MSG_CMD_HELLO) {
-            close(fd);
-            return fake_fail(f, "expected HELLO first"), NULL;
-        }
-        buf[n] = '\0';
+            return NULL;
+        long n;
         if (strncmp((char *)buf, "client=msgclient/", 17) != 0 ||
             !strstr((char *)buf, "\ncompress=zstd,deflate\n"))
             fake_fail(f, "HELLO without client= and compress=zstd,deflate");
@@ -1074,9 +1097,7 @@ static void *hello_server(void *arg)
                 fake_fail(f, "expected a compressed ECHO");
             write_frame(fd, MSG_FLAG_REPLY | MSG_FLAG_COMPRESSED | MSG_CMD_ECHO, "garbage", 7);
         }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        poll(&pfd, 1, WAIT_MS);     /* until the client closes */
-        close(fd);
+        close_after_client(fd);
     }
     return NULL;
 }
@@ -1084,15 +1105,10 @@ static void *hello_server(void *arg)
 TEST(hello_old_server_unoffered_codec_and_garbage)
 {
     struct fake f;
-    int port;
-    f.listen_fd = listen_loopback(&port);
     pthread_t t;
-    run_fake(&f, hello_server, &t);
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     struct msgclient_options o;
-    msgclient_options_init(&o);
-    o.addr = addr;
+    run_fake_listener(&f, hello_server, &t, &o, addr, sizeof addr);
     o.compress = " zstd, deflate ";
     struct msgclient *c = msgclient_new(&o);
     CHECK(c != NULL);
@@ -1163,8 +1179,102 @@ TEST(options_init_sets_the_heartbeat_defaults)
 {
     struct msgclient_options o;
     msgclient_options_init(&o);
-    CHECK_EQ(o.heartbeat_ms, 30000);
+    CHECK_EQ(o.heartbeat_ms, MSGCLIENT_HEARTBEAT_SERVER);
     CHECK_EQ(o.dead_after_ms, 90000);
+    /* no HELLO on the connection: 30 s */
+    int sfd;
+    struct msgclient *c = client_on_pair_with(&sfd, &o);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 30000);
+    close(sfd);
+    msgclient_free(c);
+}
+
+/* ---- the server's heartbeat from HELLO ------------------------------------------ */
+
+/* One connection per round: HELLO answered with hb_replies[round] (NULL: an
+ * error reply, as a server older than HELLO gives). In round 0 the client's
+ * heartbeat PING must follow, within WAIT_MS, and is answered with a MESSAGE
+ * push. */
+static const char *const hb_replies[] = {
+    "server=x\nheartbeat_ms=40\nidle_ms=0\n",          /* adopted: 40 ms */
+    "server=x\nheartbeat_ms=600000\n",                 /* capped: dead_after / 3 */
+    "server=x\nheartbeat_ms=0\n",                      /* the server's is off: 30 s */
+    NULL,                                               /* no HELLO there: 30 s */
+    "server=x\nheartbeat_ms=40\n",                     /* the caller's own wins */
+};
+
+static void *hb_hello_server(void *arg)
+{
+    struct fake *f = arg;
+    uint8_t buf[512];
+    uint32_t cmd;
+    for (size_t round = 0; round < sizeof hb_replies / sizeof hb_replies[0]; round++) {
+        int fd = accept_hello(f, (char *)buf, sizeof buf);
+        if (fd < 0)
+            return NULL;
+        long n;
+        if (strstr((char *)buf, "compress="))
+            fake_fail(f, "compress \"none\" offered a codec");
+        if (hb_replies[round])
+            write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_HELLO, hb_replies[round],
+                        strlen(hb_replies[round]));
+        else
+            write_error(fd, MSG_FLAG_REPLY | MSG_FLAG_ERROR | MSG_CMD_HELLO,
+                        MSG_ERR_UNKNOWN_COMMAND, "unknown command 6");
+        if (round == 0) {
+            n = read_frame(fd, &cmd, buf, sizeof buf);
+            if (n != 2 || cmd != MSG_CMD_PING || memcmp(buf, "hb", 2) != 0) {
+                fake_fail(f, "expected the client's heartbeat PING");
+            } else {
+                write_frame(fd, MSG_FLAG_REPLY | MSG_CMD_PING, buf, 2);
+                static const uint8_t push[] = "\x01" "t" "beat";
+                write_frame(fd, MSG_CMD_MESSAGE, push, sizeof push - 1);
+            }
+        }
+        close_after_client(fd);
+    }
+    return NULL;
+}
+
+TEST(the_server_heartbeat_from_hello_is_the_default)
+{
+    struct fake f;
+    pthread_t t;
+    char addr[32];
+    struct msgclient_options o;
+    run_fake_listener(&f, hb_hello_server, &t, &o, addr, sizeof addr);
+    o.compress = "none";            /* HELLO, offering no codec */
+    o.dead_after_ms = 900;
+    struct msgclient *c = msgclient_new(&o);
+    CHECK(c != NULL);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 30000);
+
+    /* round 0: 40 ms, and a quiet wait sends the PING well before 30 s */
+    CHECK_EQ(msgclient_connect(c, NULL), 0);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 40);
+    struct msgclient_message m;
+    CHECK_EQ(msgclient_recv_message(c, &m, WAIT_MS), 0);
+    CHECK_STR((const char *)m.data, "beat");
+    msgclient_message_free(&m);
+    CHECK(msgclient_heartbeats_sent(c) >= 1);
+
+    CHECK_EQ(msgclient_connect(c, NULL), 0);        /* round 1: capped */
+    CHECK_EQ(msgclient_heartbeat_ms(c), 300);
+    CHECK_EQ(msgclient_connect(c, NULL), 0);        /* round 2: the server's is off */
+    CHECK_EQ(msgclient_heartbeat_ms(c), 30000);
+    CHECK_EQ(msgclient_connect(c, NULL), 0);        /* round 3: HELLO refused */
+    CHECK_EQ(msgclient_heartbeat_ms(c), 30000);
+    CHECK(msgclient_hello_reply(c) == NULL);
+    msgclient_free(c);
+
+    o.heartbeat_ms = 70;                            /* round 4: set by the caller */
+    c = msgclient_new(&o);
+    CHECK_EQ(msgclient_connect(c, NULL), 0);
+    CHECK(msgclient_hello_reply(c) != NULL);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 70);
+    msgclient_free(c);
+    join_fake(&f, t);
+    close(f.listen_fd);
 }
 
 TEST(a_dead_server_fails_a_call_without_a_timeout)

@@ -944,6 +944,25 @@ TEST(hello_and_compression_both_codecs)
     stop_daemon(&d);
 }
 
+/* The library's heartbeat follows the daemon's heartbeat_interval, which
+ * HELLO reports, when the caller left heartbeat_ms at its default; without
+ * HELLO (compress NULL) it stays 30 s. */
+TEST(hello_gives_the_client_the_daemon_heartbeat)
+{
+    struct daemon d;
+    start_daemon(&d, &(struct daemon_opts){.heartbeat_ms = 700});
+    struct msgclient *c = connect_client(d.port, &(struct client_cfg){.compress = "none"});
+    CHECK(strstr(msgclient_hello_reply(c), "heartbeat_ms=700\n") != NULL);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 700);
+    echo_ok(c, "x", 1);
+    msgclient_free(c);
+    c = connect_client(d.port, NULL);
+    CHECK(msgclient_hello_reply(c) == NULL);
+    CHECK_EQ(msgclient_heartbeat_ms(c), 30000);
+    msgclient_free(c);
+    stop_daemon(&d);
+}
+
 /* MESSAGE pushes come compressed (deflate for a subscriber whose PUBLISHer
  * uses zstd) and are decompressed; a reconnect sends
  * HELLO again; a decompressed size past the client's max_frame drops the
