@@ -1,5 +1,5 @@
-# mk/bench.mk: `make bench`, `make bench-idle`, `make bench-tls`, `make bench-compress`
-# and `make bench-profile`
+# mk/bench.mk: `make bench`, `make bench-idle`, `make bench-tls`, `make bench-compress`,
+# `make bench-cluster` and `make bench-profile`
 # (scripts/bench.sh, scripts/bench/, docs/BENCHMARKS.md). Included by the main Makefile, which sets
 # .DEFAULT_GOAL := all first, so nothing here becomes the default goal.
 #
@@ -7,11 +7,13 @@
 # sanitizers) in $(BENCH_BUILD), so suites rebuilding build/ meanwhile do not
 # swap the binaries under it. Knobs (environment or command line):
 # BENCH_RUNS, BENCH_SECONDS, BENCH_MODES, BENCH_RATE, BENCH_IDLE_CONNS,
-# BENCH_DOC, BENCH_ONLY (see scripts/bench.sh).
+# BENCH_DOC, BENCH_ONLY (see scripts/bench.sh); the cluster step also reads
+# BENCH_CLUSTER_SUBS, _PUBS, _RATE, _WINDOW, _SIZE (see scripts/bench/cluster.py).
 
 BENCH_BUILD ?= build-bench
 
-.PHONY: bench bench-idle bench-profile bench-build bench-clean bench-tls bench-compress
+.PHONY: bench bench-idle bench-profile bench-build bench-clean bench-tls bench-compress \
+  bench-cluster
 
 bench-build:
 	@bash scripts/deps.sh bench
@@ -38,6 +40,12 @@ $(BENCH_BUILD)/tls_bench: scripts/bench/tls_bench.c src/client/msgclient_tls.c
 bench: bench-build
 	bash scripts/bench.sh $(BENCH_BUILD)
 	bash scripts/bench/tls.sh $(BENCH_BUILD)
+	python3 scripts/bench/cluster.py --build $(BENCH_BUILD)
+
+# Only the cluster rows: cross-node delivery through Redis against single-node
+# delivery and redis-benchmark's PUBLISH rate on the same Redis.
+bench-cluster: bench-build
+	python3 scripts/bench/cluster.py --build $(BENCH_BUILD)
 
 # Only the TLS rows.
 bench-tls: bench-build
