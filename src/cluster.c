@@ -524,6 +524,8 @@ static struct mailbox_item stop_item = {.run = stop_run};
 
 /* ---- the backplane calls (any reactor thread) ---- */
 
+static void interest_drop(struct mailbox_item *it) { free(it); }
+
 static void bp_interest(void *ctx, char kind, const uint8_t *key, size_t len, bool held)
 {
     struct cluster *c = ctx;
@@ -532,7 +534,7 @@ static void bp_interest(void *ctx, char kind, const uint8_t *key, size_t len, bo
         free(m);
         return;
     }
-    m->item = (struct mailbox_item){.run = interest_run, .drop = (mailbox_drop_fn)free};
+    m->item = (struct mailbox_item){.run = interest_run, .drop = interest_drop};
     m->kind = kind;
     m->held = held;
     m->len = (uint8_t)len;
