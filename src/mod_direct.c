@@ -112,15 +112,16 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
     const struct pipeline_env *env = pl->env;
     /* Compressing needs the DELIVER payload in one piece; only then is it
      * put together first. */
-    struct buffer whole = BUFFER_INIT;
-    struct proto_msg_frames fr;
-    proto_msg_frames_prepare(env, &fr, NULL, 0);
-    if (proto_msg_frames_wanted(env, dlen) && buffer_reserve(&whole, dlen) == 0) {
+    struct buffer whole = BUFFER_INIT; /* from the reactor's pool, and back */
+    struct proto_msg_frames fr = {0};  /* no compressed frame unless prepared */
+    if (proto_msg_frames_wanted(env, dlen) && buffer_pool_reserve(env->bufs, &whole, dlen) == 0) {
         uint8_t n8 = (uint8_t)from_len;
         buffer_append(&whole, &n8, 1);
         buffer_append(&whole, from, from_len);
         buffer_append(&whole, p + 1 + tlen, mlen);
         proto_msg_frames_prepare(env, &fr, buffer_peek(&whole), dlen);
+        buffer_consume(&whole, dlen);
+        buffer_pool_put(env->bufs, &whole);
     }
     buffer_free(&whole);
     long seq = proto_msg_req_reserve(req);
