@@ -46,12 +46,16 @@ static void visited(struct fanout *f)
 /* The visit's reference goes before the count: the report, posted by the
  * last count, then holds the last reference, so the memory is given back on
  * the origin reactor, to its pool. */
-static void visit_run(struct mailbox_item *it, void *ctx)
+static void visit(struct fanout *f, const struct pipeline_env *env)
 {
-    struct fanout *f = ((struct fanout_item *)it)->f;
-    f->ops->visit(f, ctx);
+    f->ops->visit(f, env);
     release(f, false);
     visited(f);
+}
+
+static void visit_run(struct mailbox_item *it, void *ctx)
+{
+    visit(((struct fanout_item *)it)->f, ctx);
 }
 
 /* A visit destroyed unhandled (shutdown): it counts as visited without
@@ -96,6 +100,36 @@ struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
     return f;
 }
 
+/* Fills in the items' callbacks. */
+static void items_init(struct fanout *f)
+{
+    for (int i = 0; i < f->nreactors; i++) {
+        f->visits[i].item.run = visit_run;
+        f->visits[i].item.drop = visit_drop;
+        f->visits[i].f = f;
+    }
+}
+
+void fanout_start_here(struct fanout *f, const struct pipeline_env *here)
+{
+    /* f outlives this call: its report, which holds a reference, can only
+     * run later on this thread. */
+    items_init(f);
+    for (int i = 0; i < f->nreactors; i++)
+        if (i != f->origin)
+            mailbox_post(f->boxes[i], &f->visits[i].item);
+    visit(f, here);
+}
+
+uint64_t fanout_run_alone(struct fanout *f, const struct pipeline_env *here)
+{
+    f->ops->visit(f, here);
+    uint64_t count = atomic_load_explicit(&f->count, memory_order_relaxed);
+    atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
+    release(f, true);
+    return count;
+}
+
 void fanout_start(struct fanout *f)
 {
     /* Once the last item is posted f may be gone (every visit run and the
@@ -104,11 +138,7 @@ void fanout_start(struct fanout *f)
     int n = f->nreactors;
     struct mailbox *const *boxes = f->boxes;
     struct fanout_item *visits = f->visits;
-    for (int i = 0; i < n; i++) {
-        visits[i].item.run = visit_run;
-        visits[i].item.drop = visit_drop;
-        visits[i].f = f;
-    }
+    items_init(f);
     for (int i = 0; i < n; i++)
         mailbox_post(boxes[i], &visits[i].item);
 }

@@ -65,7 +65,20 @@ struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
                           struct buffer_pool *home);
 
 /* Posts the visits to every reactor. Ownership passes to the items: the
- * fan-out is freed after the report has run (or every item was dropped). */
+ * fan-out is freed after the report has run (or every item was dropped).
+ * Any thread (the cluster link's uses it). */
 void fanout_start(struct fanout *f);
+
+/* fanout_start from the origin reactor's own thread (here is its env): the
+ * other reactors' visits are posted first, then this reactor's visit runs at
+ * once, here, without a trip through its own mailbox. The report still comes
+ * through the mailbox, in a later callback (never inside the caller's). */
+void fanout_start_here(struct fanout *f, const struct pipeline_env *here);
+
+/* A fan-out over one reactor, the caller's own: runs its visit now, here,
+ * and frees f. The report does not run: the caller answers from what the
+ * visit tallied, which is returned (f->count). Origin reactor's thread only,
+ * and only when f->nreactors is 1. */
+uint64_t fanout_run_alone(struct fanout *f, const struct pipeline_env *here);
 
 #endif

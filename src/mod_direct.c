@@ -3,8 +3,9 @@
  * push carrying the sender's identity (PROTOCOL.md "Identities and direct
  * messages"). DIRECT fans out to every reactor, each of which queues the
  * one encoded DELIVER frame to its connections holding the target identity;
- * the reply counts them. Order from one sender to one receiver holds: a
- * sender's fan-outs reach each reactor's mailbox in the order they were sent. */
+ * the reply counts them. The sender's own reactor delivers at once, the
+ * others through their mailboxes. Order from one sender to one receiver
+ * holds: a sender's fan-outs reach each reactor in the order they were sent. */
 #include "mod_builtin.h"
 
 #include <stdatomic.h>
@@ -124,14 +125,17 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
         buffer_pool_put(env->bufs, &whole);
     }
     buffer_free(&whole);
-    long seq = proto_msg_req_reserve(req);
+    /* One reactor and no other nodes: the count is known once this reactor
+     * has delivered, so the reply follows at once. */
+    bool alone = env->nreactors == 1 && !env->backplane;
+    long seq = alone ? 0 : proto_msg_req_reserve(req);
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor,
                                             pl->conn_id, (uint32_t)seq, NULL,
                                             1 + tlen + proto_msg_frames_size(&fr, dlen), false,
                                             env->bufs);
     if (!f) {
-        if (seq >= 0)
+        if (seq >= 0 && !alone)
             pipeline_unreserve(pl, (uint32_t)seq);
         pl->flags |= PIPELINE_FAILED;
         proto_msg_frames_free(env, &fr);
@@ -144,7 +148,14 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
     memcpy(d + from_len, p + 1 + tlen, mlen);
     proto_msg_frames_free(env, &fr);
     stats_add(env->stats, STATS_DIRECTS, 1);
-    fanout_start(f);
+    if (alone) {
+        uint8_t counts[8];
+        msg_put_u32(counts, (uint32_t)fanout_run_alone(f, env));
+        msg_put_u32(counts + 4, 0);
+        msgd_reply(req, counts, sizeof counts);
+    } else {
+        fanout_start_here(f, env); /* this reactor's share at once */
+    }
 }
 
 static int direct_init(const struct msgd_module *self, char *err, size_t errlen)

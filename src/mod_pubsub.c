@@ -86,9 +86,10 @@ static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = pu
 
 /* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
  * the MESSAGE payload, so the MESSAGE frame is encoded once here (and once
- * compressed per codec in use) and shared by every reactor. The reply (the
- * count) waits in its place until every reactor has delivered. Reactor
- * thread. */
+ * compressed per codec in use) and shared by every reactor. This reactor's
+ * subscribers get it at once; with one reactor the reply follows at once too,
+ * otherwise it waits in its place until the other reactors have delivered.
+ * Reactor thread. */
 static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
 {
     struct pipeline *pl = proto_msg_req_pipeline(req);
@@ -98,17 +99,18 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
         return;
     }
     const struct pipeline_env *env = pl->env;
+    bool alone = env->nreactors == 1;
     struct proto_msg_frames fr;
     proto_msg_frames_prepare(env, &fr, p, len);
     size_t klen = 1 + (size_t)p[0];
-    long seq = proto_msg_req_reserve(req);
+    long seq = alone ? 0 : proto_msg_req_reserve(req);
     struct fanout *f = seq < 0 ? NULL
                                : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
                                             pl->conn_id, (uint32_t)seq, NULL,
                                             klen + proto_msg_frames_size(&fr, len), false,
                                             env->bufs);
     if (!f) {
-        if (seq >= 0)
+        if (seq >= 0 && !alone)
             pipeline_unreserve(pl, (uint32_t)seq);
         pl->flags |= PIPELINE_FAILED;
         proto_msg_frames_free(env, &fr);
@@ -118,7 +120,13 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
     memcpy(proto_msg_frames_write(f->data + klen, MSG_CMD_MESSAGE, &fr, len), p, len);
     proto_msg_frames_free(env, &fr);
     stats_add(env->stats, STATS_PUBLISHED, 1);
-    fanout_start(f);
+    if (alone) {
+        uint8_t count[4];
+        msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
+        msgd_reply(req, count, sizeof count);
+    } else {
+        fanout_start_here(f, env);
+    }
     /* The other nodes get it once, in the order this connection sent it. */
     if (env->backplane)
         env->backplane->ops->publish(env->backplane->ctx, BACKPLANE_TOPIC, p + 1, p[0], p, len,

@@ -244,5 +244,49 @@ class FanoutMemoryTests(MsgdTestCase):
                             % (faults, self.ROUNDS * self.BURST * self.SUBS))
 
 
+
+class OneReactorTests(MsgdTestCase):
+    """With one reactor a PUBLISH is delivered and answered in the same turn
+    (no trip through the mailbox): replies still come in request order with
+    the full count, and every subscriber, the publisher itself included, gets
+    every message once, in order."""
+    config = {"server": {"reactors": 1}}
+
+    def test_pipelined_publishes_answer_in_order_with_counts(self):
+        other = self.connect()
+        self.assert_frame(other.call(mp.SUBSCRIBE, b"solo"), mp.REPLY | mp.SUBSCRIBE, b"")
+        pub = self.connect()
+        self.assert_frame(pub.call(mp.SUBSCRIBE, b"solo"), mp.REPLY | mp.SUBSCRIBE, b"")
+        msgs = [pub_payload(b"solo" if i % 3 else b"nobody", struct.pack(">I", i))
+                for i in range(60)]
+        # A PING in the middle: its reply keeps its place among the PUBLISHes'.
+        frames = [mp.encode(mp.PUBLISH, m) for m in msgs]
+        frames.insert(30, mp.encode(mp.PING, b"mid"))
+        pub.send_raw(b"".join(frames))
+        replies, pushes = [], []
+        while len(replies) < len(frames):
+            cmd, payload = pub.recv_frame(timeout(2))
+            (pushes if cmd == mp.MESSAGE else replies).append((cmd, payload))
+        want = [(mp.REPLY | mp.PUBLISH, struct.pack(">I", 2 if i % 3 else 0)) for i in range(60)]
+        want.insert(30, (mp.REPLY | mp.PING, b"mid"))
+        self.assertEqual(replies, want)
+        delivered = [(mp.MESSAGE, m) for i, m in enumerate(msgs) if i % 3]
+        self.assertEqual(pushes, delivered)
+        for f in delivered:
+            self.assertEqual(other.recv_frame(timeout(2)), f)
+        other.quiet(0.05)
+
+    def test_direct_with_one_reactor_answers_at_once(self):
+        a = self.connect()
+        self.assert_frame(a.call(mp.AUTH, b"ann"), mp.REPLY | mp.AUTH, b"")
+        b = self.connect()
+        self.assert_frame(b.call(mp.AUTH, b"bo"), mp.REPLY | mp.AUTH, b"")
+        self.assert_frame(a.call(mp.DIRECT, b"\x02bohi"), mp.REPLY | mp.DIRECT,
+                          struct.pack(">II", 1, 0))
+        self.assert_frame(b.recv_frame(timeout(1)), mp.DELIVER, b"\x03annhi")
+        self.assert_frame(a.call(mp.DIRECT, b"\x04nope."), mp.REPLY | mp.DIRECT,
+                          struct.pack(">II", 0, 0))
+
+
 if __name__ == "__main__":
     unittest.main()
