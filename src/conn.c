@@ -396,12 +396,9 @@ void conn_drain(struct conn *c, uint32_t ms_left)
 
 void conn_defer(struct conn *c)
 {
+    if (c->state & CONN_LINGER)
+        return; /* nothing more goes out */
     backlog_push(c); /* the backlog's turn processes (nothing) and settles */
-}
-
-void conn_kick(struct conn *c)
-{
-    settle(c);
 }
 
 int conn_expect_proxy(struct conn *c)
@@ -658,6 +655,11 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     h->bufs_trim.data = h;
     ev_check_init(&h->backlog_check, backlog_check_cb);
     h->backlog_check.data = h;
+    /* libev runs a turn's pending callbacks by priority: at the lowest, the
+     * backlog runs after every socket and mailbox callback of the turn, so
+     * all a connection was given during the turn (pushes, late replies)
+     * leaves in one write. */
+    ev_set_priority(&h->backlog_check, EV_MINPRI);
     ev_check_start(loop, &h->backlog_check);
     ev_idle_init(&h->backlog_idle, backlog_idle_cb);
     h->backlog_idle.data = h;

@@ -120,13 +120,10 @@ static inline struct conn *conn_of_pipeline(struct pipeline *pl)
 }
 
 /* Schedules a flush of output queued from outside the connection's own
- * callbacks (a MESSAGE push) for later in this loop turn; safe while the
- * caller walks a structure that closing c would change. */
+ * callbacks (a MESSAGE push, a late reply) for the end of this loop turn,
+ * after every other callback of the turn: whatever else c is given meanwhile
+ * leaves in the same write. Safe while the caller walks a structure that
+ * closing c would change. */
 void conn_defer(struct conn *c);
-
-/* Acts on new output produced outside the connection's own callbacks (a
- * worker's result): writes it, or closes when the connection owes nothing
- * more and is done. c may be freed on return. */
-void conn_kick(struct conn *c);
 
 #endif

@@ -48,12 +48,13 @@ struct pipeline_host_ops {
     /* The pipeline of connection conn_id on this reactor, or NULL when the
      * connection has gone (a stale id never names the next connection). */
     struct pipeline *(*lookup)(void *host, uint64_t conn_id);
-    /* Acts on output queued outside the connection's own callbacks: writes
-     * it, or closes a connection that owes nothing more and is done. The
-     * connection may be gone on return. */
+    /* A late reply took its place in the connection's output: it is written
+     * (or a connection that owes nothing more and is done, closed) at the
+     * end of this loop turn, with everything else the turn gave it. The
+     * connection is still there on return. */
     void (*kick)(struct pipeline *pl);
-    /* The same, later in this loop turn: safe while walking a structure
-     * that closing the connection would change. */
+    /* The same for a push (MESSAGE, DELIVER, a module's send): safe while
+     * walking a structure that closing the connection would change. */
     void (*defer)(struct pipeline *pl);
     /* Calls fn for every connection of this reactor. fn must not close any. */
     void (*each)(void *host, pipeline_each_fn fn, void *arg);

@@ -54,7 +54,6 @@ static struct pipeline *host_lookup(void *host, uint64_t conn_id)
     return c ? &c->pl : NULL;
 }
 
-static void host_kick(struct pipeline *pl) { conn_kick(conn_of_pipeline(pl)); }
 
 static void host_defer(struct pipeline *pl) { conn_defer(conn_of_pipeline(pl)); }
 
@@ -99,7 +98,7 @@ static int host_address(struct pipeline *pl, bool local, char *buf, size_t len)
 
 static const struct pipeline_host_ops host_ops = {
     .lookup = host_lookup,
-    .kick = host_kick,
+    .kick = host_defer,
     .defer = host_defer,
     .each = host_each,
     .describe = host_describe,
