@@ -278,6 +278,7 @@ static void remote_visit(struct fanout *f, const struct pipeline_env *env)
     size_t klen = f->data[1];
     struct pubsub_frames frames;
     proto_msg_frames_view(f->data + 2 + klen, &frames);
+    frames.owner = &f->ref;
     uint32_t skipped;
     struct pubsub *ps = kind == BACKPLANE_TOPIC ? env->pubsub : env->identities;
     uint32_t n = pubsub_deliver(ps, f->data + 2, klen, &frames, env->cfg->out_high_water,

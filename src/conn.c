@@ -71,7 +71,7 @@ static void update_events(struct conn *c)
     } else {
         if (reads(c))
             want |= EV_READ;
-        if (buffer_readable(&c->pl.out) > 0)
+        if (pipeline_has_output(&c->pl))
             want |= EV_WRITE;
         if (c->tls)
             want |= tls_events(c);
@@ -249,17 +249,35 @@ static int on_readable(struct conn *c)
 
 /* ---- output ---- */
 
-/* Writes as much output as the socket takes. Returns 0, or -1 when the
- * connection broke and was closed. */
+/* Sends the output listed in iov (n entries, len bytes): TLS takes one
+ * entry at a time (a record each), a socket all of them in one call. */
+static ssize_t send_iov(struct conn *c, struct iovec *iov, int n, size_t *len)
+{
+    if (c->tls) {
+        *len = iov[0].iov_len;
+        return tls_conn_send(c->tls, iov[0].iov_base, iov[0].iov_len);
+    }
+    if (n == 1)
+        return send(c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    return sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+}
+
+/* Writes as much output as the socket takes: the connection's own bytes
+ * and the shared pieces among them (outq.h), in order, one writev a round.
+ * Returns 0, or -1 when the connection broke and was closed. */
 static int flush(struct conn *c)
 {
-    struct buffer *out = &c->pl.out;
+    struct pipeline *pl = &c->pl;
     if (c->tls && !tls_conn_ready(c->tls))
         return 0; /* output waits for the handshake */
-    while (buffer_readable(out) > 0) {
-        size_t len = buffer_readable(out);
-        ssize_t w = c->tls ? tls_conn_send(c->tls, buffer_peek(out), len)
-                           : send(c->fd, buffer_peek(out), len, MSG_NOSIGNAL);
+    while (pipeline_has_output(pl)) {
+        struct iovec iov[OUTQ_IOV_MAX];
+        int n = outq_iov(pl->outq, &pl->out, iov, OUTQ_IOV_MAX);
+        size_t len = 0;
+        for (int i = 0; i < n; i++)
+            len += iov[i].iov_len;
+        ssize_t w = send_iov(c, iov, n, &len);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -271,7 +289,7 @@ static int flush(struct conn *c)
         }
         c->bytes_out += (uint64_t)w;
         stats_add(c->host->env.stats, STATS_BYTES_OUT, (uint64_t)w);
-        buffer_consume(out, (size_t)w);
+        outq_consume(&pl->outq, &pl->out, (size_t)w);
         if ((size_t)w < len && !c->tls)
             break; /* the socket is full; EV_WRITE says when it has room (TLS
                     * takes a record at a time: it says EAGAIN when full) */

@@ -5,31 +5,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Drops one item's reference; the last one frees the fan-out, into home
- * when on the origin reactor's thread (on_origin), else to the system. */
-static void release(struct fanout *f, bool on_origin)
+/* The last reference went: the memory goes back to home when this is its
+ * thread (the usual case: the report runs last, on the origin), else to the
+ * system. */
+static void fanout_release(struct outq_ref *r)
 {
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-        return;
+    struct fanout *f = (struct fanout *)((char *)r - offsetof(struct fanout, ref));
     if (f->results)
         for (int i = 0; i < f->nreactors; i++)
             buffer_free(&f->results[i]);
     struct buffer mem = f->mem; /* f lives in it */
-    if (on_origin)
+    if (f->home && pthread_equal(f->home_thread, pthread_self()))
         buffer_pool_put(f->home, &mem);
     buffer_free(&mem);
 }
+
+static void release(struct fanout *f) { outq_ref_put(&f->ref); }
 
 static void done_run(struct mailbox_item *it, void *ctx)
 {
     struct fanout *f = ((struct fanout_item *)it)->f;
     f->ops->done(f, ctx);
-    release(f, true); /* the last reference: visits release theirs first */
+    release(f); /* the last item: the visits released theirs first */
 }
 
 static void done_drop(struct mailbox_item *it)
 {
-    release(((struct fanout_item *)it)->f, false);
+    release(((struct fanout_item *)it)->f);
 }
 
 /* A reactor finished its visit: the last one posts the report to the origin. */
@@ -49,7 +51,7 @@ static void visited(struct fanout *f)
 static void visit(struct fanout *f, const struct pipeline_env *env)
 {
     f->ops->visit(f, env);
-    release(f, false);
+    release(f);
     visited(f);
 }
 
@@ -64,8 +66,8 @@ static void visit_drop(struct mailbox_item *it)
 {
     struct fanout *f = ((struct fanout_item *)it)->f;
     if (atomic_fetch_sub_explicit(&f->pending, 1, memory_order_acq_rel) == 1)
-        release(f, false); /* the report's reference */
-    release(f, false);
+        release(f); /* the report's reference */
+    release(f);
 }
 
 struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
@@ -95,7 +97,9 @@ struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,
     if (data && len)
         memcpy(f->data, data, len);
     atomic_init(&f->pending, (uint32_t)nreactors);
-    atomic_init(&f->refs, (uint32_t)nreactors + 1);
+    outq_ref_init(&f->ref, (uint32_t)nreactors + 1, fanout_release);
+    if (home)
+        f->home_thread = pthread_self();
     atomic_init(&f->count, 0);
     return f;
 }
@@ -125,8 +129,8 @@ uint64_t fanout_run_alone(struct fanout *f, const struct pipeline_env *here)
 {
     f->ops->visit(f, here);
     uint64_t count = atomic_load_explicit(&f->count, memory_order_relaxed);
-    atomic_store_explicit(&f->refs, 1, memory_order_relaxed);
-    release(f, true);
+    release(f); /* its visit's */
+    release(f); /* and its report's */
     return count;
 }
 

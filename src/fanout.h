@@ -8,6 +8,7 @@
 #ifndef MSGD_FANOUT_H
 #define MSGD_FANOUT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include "buffer.h"
 #include "mailbox.h"
+#include "outq.h"
 
 struct fanout;
 struct pipeline_env;
@@ -35,7 +37,9 @@ struct fanout_item {
 struct fanout {
     const struct fanout_ops *ops;
     _Atomic uint32_t pending;          /* reactors still to visit */
-    _Atomic uint32_t refs;             /* items not yet run or dropped */
+    struct outq_ref ref;               /* counts the items not yet run or
+                                        * dropped, and the receivers' queued
+                                        * references to data (outq.h) */
     _Atomic uint64_t count;            /* a tally the visits may add to */
     int nreactors;
     int origin;                        /* the reactor of the asking connection */
@@ -49,6 +53,7 @@ struct fanout {
     uint8_t *data;
     struct buffer mem;                 /* the memory all this lives in */
     struct buffer_pool *home;          /* the origin reactor's pool it goes back to */
+    pthread_t home_thread;             /* the thread that owns home */
 };
 
 /* Allocates a fan-out over nreactors mailboxes with room for len bytes of
@@ -56,7 +61,10 @@ struct fanout {
  * NULL), and one result buffer per reactor when with_results. Its memory
  * comes from home, the origin reactor's buffer pool, and goes back there
  * after the report, which runs on the origin reactor: a steady stream of
- * fan-outs allocates nothing. Returns NULL when out of memory. The origin
+ * fan-outs allocates nothing; memory a receiver still references (a piece
+ * queued to a slow one, outq.h) is given back by the last reference, to the
+ * pool on the origin's thread, else to the system. Returns NULL when out of
+ * memory. The origin
  * reactor's thread only (home is its); any thread with home NULL (the
  * cluster link's deliveries). */
 struct fanout *fanout_new(const struct fanout_ops *ops, int nreactors,

@@ -30,6 +30,7 @@ static void direct_visit(struct fanout *f, const struct pipeline_env *env)
     size_t tlen = f->data[0];
     struct pubsub_frames frames;
     proto_msg_frames_view(f->data + 1 + tlen, &frames);
+    frames.owner = &f->ref;
     uint32_t skipped;
     uint32_t n = pubsub_deliver(env->identities, f->data + 1, tlen, &frames,
                                 env->cfg->out_high_water, &skipped);

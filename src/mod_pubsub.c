@@ -66,6 +66,7 @@ static void publish_visit(struct fanout *f, const struct pipeline_env *env)
     uint32_t skipped;
     struct pubsub_frames frames;
     proto_msg_frames_view(f->data + 1 + f->data[0], &frames);
+    frames.owner = &f->ref;
     uint32_t n = pubsub_deliver(env->pubsub, f->data + 1, f->data[0], &frames,
                                 env->cfg->out_high_water, &skipped);
     stats_add(env->stats, STATS_MESSAGES_DELIVERED, n);

@@ -81,6 +81,12 @@ void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b
         pl->flags |= PIPELINE_FAILED;
 }
 
+void pipeline_push_shared(struct pipeline *pl, struct outq_ref *ref, const void *p, size_t len)
+{
+    if (len < OUTQ_SHARE_MIN || outq_push(&pl->outq, &pl->out, ref, p, len) < 0)
+        pipeline_push2(pl, p, len, NULL, 0);
+}
+
 long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx)
 {
     struct pipeline_slot *s = slot_append(pl, true);
@@ -168,6 +174,7 @@ void pipeline_free(struct pipeline *pl)
     pl->slots_tail = NULL;
     pl->held_bytes = 0;
     pl->jobs_pending = 0;
+    outq_free(&pl->outq);
     buffer_pool_put(pool_of(pl), &pl->out);
     buffer_free(&pl->out);
 }

@@ -11,6 +11,7 @@
 
 #include "buffer.h"
 #include "mailbox.h"
+#include "outq.h"
 
 struct config;
 struct stats;
@@ -157,6 +158,8 @@ struct pipeline {
     uint8_t codec;               /* the codec its output may be compressed with
                                   * (codec.h; CODEC_NONE = 0 until HELLO agrees one) */
     struct buffer out;           /* encoded bytes waiting for the socket */
+    struct outq *outq;           /* shared pieces queued among out's bytes
+                                  * (outq.h), or NULL: none */
     /* Replies held for order (rule 1). Empty (NULL) unless a worker job is
      * out, so inline-only traffic goes straight to out and pays nothing. */
     struct pipeline_slot *slots_head, *slots_tail;
@@ -186,6 +189,12 @@ void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *
  * go between replies. Reactor thread only. */
 void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
 
+/* Queues a server push whose bytes (len at p) others share: a reference to
+ * them owned by ref, or, when that is not worth it (a small frame) or
+ * memory is short, a copy. Like pipeline_push2 otherwise. Reactor thread
+ * only. */
+void pipeline_push_shared(struct pipeline *pl, struct outq_ref *ref, const void *p, size_t len);
+
 /* Holds a place in the reply order for a reply that comes later (a worker
  * job, a fan-out) and returns its sequence number, or -ENOMEM. t0_ns and
  * lat_idx are kept for the latency histogram. Reactor thread only. */
@@ -200,16 +209,22 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
 int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
                       uint64_t *t0_ns, int *lat_idx);
 
-/* Bytes not yet written: out plus the held replies. */
+/* True when output waits for the socket. */
+static inline bool pipeline_has_output(const struct pipeline *pl)
+{
+    return buffer_readable(&pl->out) > 0 || pl->outq != NULL;
+}
+
+/* Bytes not yet written: out, the shared pieces and the held replies. */
 static inline size_t pipeline_pending(const struct pipeline *pl)
 {
-    return buffer_readable(&pl->out) + pl->held_bytes;
+    return buffer_readable(&pl->out) + outq_shared(pl->outq) + pl->held_bytes;
 }
 
 /* True when the connection owes nothing: no output, no job out. */
 static inline bool pipeline_idle(const struct pipeline *pl)
 {
-    return buffer_readable(&pl->out) == 0 && pl->slots_head == NULL;
+    return !pipeline_has_output(pl) && pl->slots_head == NULL;
 }
 
 /* Puts reply, produced away from the connection's own callbacks (a worker

@@ -163,4 +163,5 @@ void proto_msg_frames_view(const uint8_t *block, struct pubsub_frames *out)
         out->p[id] = out->n[id] ? next : NULL;
         next += out->n[id];
     }
+    out->owner = NULL;
 }

@@ -220,7 +220,10 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen,
             continue;
         }
         unsigned c = pl->codec < CODEC_COUNT && frames->p[pl->codec] ? pl->codec : 0;
-        pipeline_push2(pl, frames->p[c], frames->n[c], NULL, 0);
+        if (frames->owner)
+            pipeline_push_shared(pl, frames->owner, frames->p[c], frames->n[c]);
+        else
+            pipeline_push2(pl, frames->p[c], frames->n[c], NULL, 0);
         n++;
         pl->env->ops->defer(pl);
     }

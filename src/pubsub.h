@@ -64,13 +64,17 @@ uint32_t pubsub_remove_all(struct pubsub *ps, struct pubsub_subs **mine);
 struct pubsub_frames {
     const uint8_t *p[CODEC_COUNT];
     size_t n[CODEC_COUNT];
+    struct outq_ref *owner;            /* what holds them, for receivers to keep
+                                        * a reference instead of a copy (outq.h),
+                                        * or NULL: always copied */
 };
 
 /* Queues a push frame (encoded once by the caller, in the form each
  * receiver's codec asks for) to every subscriber of key (1..255 bytes) in
  * this table: a PUBLISH's MESSAGE to a
  * topic's subscribers, or a DIRECT's DELIVER to an identity's connections.
- * The slow-consumer policy: a subscriber whose unsent output is above
+ * A frame of OUTQ_SHARE_MIN bytes or more is queued as a reference to
+ * frames->owner's memory, not copied. The slow-consumer policy: a subscriber whose unsent output is above
  * high_water (or that is closing) is skipped, and the skip counted on it
  * (subs->dropped). Each subscriber it was queued to is deferred
  * (env->ops->defer: written later this turn, so no connection closes under
