@@ -1,5 +1,5 @@
 # mk/bench.mk: `make bench`, `make bench-idle`, `make bench-tls`, `make bench-compress`,
-# `make bench-cluster` and `make bench-profile`
+# `make bench-cluster`, `make bench-fanout` and `make bench-profile`
 # (scripts/bench.sh, scripts/bench/, docs/BENCHMARKS.md). Included by the main Makefile, which sets
 # .DEFAULT_GOAL := all first, so nothing here becomes the default goal.
 #
@@ -8,12 +8,14 @@
 # swap the binaries under it. Knobs (environment or command line):
 # BENCH_RUNS, BENCH_SECONDS, BENCH_MODES, BENCH_RATE, BENCH_IDLE_CONNS,
 # BENCH_DOC, BENCH_ONLY (see scripts/bench.sh); the cluster step also reads
-# BENCH_CLUSTER_SUBS, _PUBS, _RATE, _WINDOW, _SIZE (see scripts/bench/cluster.py).
+# BENCH_CLUSTER_SUBS, _PUBS, _RATE, _WINDOW, _SIZE (see scripts/bench/cluster.py); the
+# fan-out step BENCH_FANOUT_RUNS, _SECONDS, _WARMUP, _SCENARIOS, _REACTORS, _RATE (see
+# scripts/bench/fanout.py).
 
 BENCH_BUILD ?= build-bench
 
 .PHONY: bench bench-idle bench-profile bench-build bench-clean bench-tls bench-compress \
-  bench-cluster
+  bench-cluster bench-fanout
 
 bench-build:
 	@bash scripts/deps.sh bench
@@ -41,6 +43,12 @@ bench: bench-build
 	bash scripts/bench.sh $(BENCH_BUILD)
 	bash scripts/bench/tls.sh $(BENCH_BUILD)
 	python3 scripts/bench/cluster.py --build $(BENCH_BUILD)
+	python3 scripts/bench/fanout.py --build $(BENCH_BUILD)
+
+# Only the fan-out rows: msgd pub/sub against redis-server pub/sub, scenarios A-D,
+# the same client (msgfanout, built by `all`) for both.
+bench-fanout: bench-build
+	python3 scripts/bench/fanout.py --build $(BENCH_BUILD)
 
 # Only the cluster rows: cross-node delivery through Redis against single-node
 # delivery and redis-benchmark's PUBLISH rate on the same Redis.

@@ -1,5 +1,5 @@
 # mk/client.mk: the client side (src/client/): the msgclient library, msgcli,
-# msgbench, and the library's unit tests. Included by the main Makefile, which
+# msgbench, msgfanout, and the library's unit tests. Included by the main Makefile, which
 # sets .DEFAULT_GOAL := all before including this, so the rules below never
 # become the default goal.
 
@@ -13,10 +13,15 @@ CLIENT_TLS_LIBS = $(shell pkg-config --libs openssl 2>/dev/null)
 CLIENT_LIBS = $(shell pkg-config --libs libzstd zlib 2>/dev/null || echo -lzstd -lz) \
               $(CLIENT_TLS_LIBS)
 CLIENT_OBJS := $(BUILD)/obj/client/msgclient.o $(BUILD)/obj/client/msgcli.o \
-               $(BUILD)/obj/client/msgbench.o
+               $(BUILD)/obj/client/msgbench.o $(BUILD)/obj/client/msgfanout.o
 CLIENT_UNIT_BINS := $(BUILD)/tests/test_msgclient $(BUILD)/tests/test_msgclient_daemon
 
 EXTRA_BINS += $(BUILD)/msgcli $(BUILD)/msgbench
+
+# msgfanout, the fan-out benchmark's client (scripts/bench/fanout.py), is built
+# by `all` (so the tests find it beside msgd, plain and under ASan) but is not
+# in EXTRA_BINS: it is a bench tool, not installed, and has no man page.
+all: $(BUILD)/msgfanout
 EXTRA_UNIT_BINS += $(CLIENT_UNIT_BINS)
 
 $(BUILD)/obj/client/%.o: src/client/%.c | $(BUILD)/obj/client
@@ -27,6 +32,9 @@ $(BUILD)/msgcli: $(BUILD)/obj/client/msgcli.o $(CLIENT_LIB_OBJS)
 
 $(BUILD)/msgbench: $(BUILD)/obj/client/msgbench.o $(CLIENT_LIB_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lev -pthread $(CLIENT_LIBS)
+
+$(BUILD)/msgfanout: $(BUILD)/obj/client/msgfanout.o $(CLIENT_LIB_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 $(BUILD)/tests/test_msgclient: tests/unit/client/test_msgclient.c $(CLIENT_LIB_OBJS) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(CLIENT_LIB_OBJS) $(ALL_LDFLAGS) -pthread $(CLIENT_LIBS)
