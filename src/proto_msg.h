@@ -114,12 +114,17 @@ void proto_msg_codec_set(struct pipeline *pl, unsigned id);
 /* Queues a frame with command word word and payload: compressed with pl's
  * codec when it has one, the frame is not an error, the payload is at least
  * compress_min and it came out smaller. As a push (straight to out) or in
- * reply order. */
+ * reply order. A big reply (past a size per codec, proto_msg_codec.c) is
+ * compressed on env's worker pool: its place in the order is held (as for a
+ * worker job) and a copy of it goes to a worker; when the queue is full it is
+ * compressed here instead. Pushes are always compressed here. */
 void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push);
 
 /* pipeline_complete_late for a whole reply frame (a worker's, a deferred
  * one's), compressed first on the same terms when its connection has a
- * codec. */
+ * codec: a big one on the worker pool, its slot completed when it comes
+ * back (frame is taken over all the same). Returns 0, or -ENOENT when the
+ * connection or its slot has gone (the frame is dropped). */
 int proto_msg_complete(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
                        struct buffer *frame);
 

@@ -5,13 +5,16 @@
 #include "proto_msg.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
 #include "config.h"
 #include "msg.h"
 #include "stats.h"
+#include "worker.h"
 
 /* How many connections use each codec now: a fan-out compresses its frame
  * only for codecs someone uses. Any thread. */
@@ -43,9 +46,174 @@ static bool compress_smaller(const struct pipeline_env *env, unsigned id, const 
     return false;
 }
 
+/* ---- big replies compressed on the worker pool ---- */
+
+/* A reply whose payload is at least this big (and compress_min) is compressed
+ * on the reactor's worker pool, not on the reactor, which would make every
+ * other connection it serves wait that long (issue 13). Per codec, at
+ * compress_level 1 (docs/BENCHMARKS.md "Compression", codec_cost): below
+ * these sizes one compression costs a reactor at most about 0.15 ms (zstd
+ * under 64 KiB: 0.06 to 0.15 ms; deflate under 16 KiB: 0.05 to 0.1 ms), a
+ * few times the worker hop (a copy of the payload, a job, two wake-ups);
+ * above them it grows to 13 ms for 1 MiB with deflate. */
+static const size_t offload_min[CODEC_COUNT] = {
+    [CODEC_ZSTD] = 64u * 1024u,
+    [CODEC_DEFLATE] = 16u * 1024u,
+};
+
+/* What a compression job takes along, besides the frame (job->result). */
+struct zjob_args {
+    uint8_t codec;
+    int level;
+};
+
+/* A worker thread's compression state, made the first time it compresses
+ * and freed when the thread exits: its codec context and the room the
+ * compressed payload is made in (kept up to ZSCRATCH_KEEP bytes). */
+#define ZSCRATCH_KEEP (4u << 20)
+
+struct zthread {
+    struct codec_ctx *ctx;
+    struct buffer scratch;
+};
+
+static pthread_key_t zkey;
+static bool zkey_ok;
+static pthread_once_t zonce = PTHREAD_ONCE_INIT;
+
+static void zthread_free(void *p)
+{
+    struct zthread *t = p;
+    codec_ctx_free(t->ctx);
+    buffer_free(&t->scratch);
+    free(t);
+}
+
+static void zkey_make(void) { zkey_ok = pthread_key_create(&zkey, zthread_free) == 0; }
+
+/* The calling thread's compression state, or NULL when out of memory. */
+static struct zthread *zthread_get(void)
+{
+    pthread_once(&zonce, zkey_make);
+    if (!zkey_ok)
+        return NULL;
+    struct zthread *t = pthread_getspecific(zkey);
+    if (t)
+        return t;
+    if (!(t = calloc(1, sizeof *t)) || !(t->ctx = codec_ctx_new()) ||
+        pthread_setspecific(zkey, t) != 0) {
+        if (t)
+            codec_ctx_free(t->ctx);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* On a worker thread: job->result holds one whole plain frame; when its
+ * payload compresses smaller it is replaced, in the same memory, by the
+ * COMPRESSED frame. Otherwise (or out of memory) it goes out plain. */
+static void zjob_run(struct worker_pool *pool, struct worker_job *job)
+{
+    (void)pool;
+    struct zjob_args a;
+    memcpy(&a, job->payload, sizeof a);
+    struct buffer *f = &job->result;
+    size_t n = buffer_readable(f);
+    struct zthread *t = zthread_get();
+    if (!t || n <= MSG_HEADER_LEN)
+        return;
+    const uint8_t *p = buffer_peek(f);
+    size_t plen = n - MSG_HEADER_LEN;
+    long zn = codec_compress(t->ctx, a.codec, a.level, p + MSG_HEADER_LEN, plen, &t->scratch);
+    if (zn >= 0 && (size_t)zn < plen) {
+        uint8_t h[MSG_HEADER_LEN];
+        msg_header_encode(h, msg_get_u32(p + 8) | MSG_FLAG_COMPRESSED, (uint32_t)zn);
+        buffer_consume(f, n); /* smaller: fits the memory the plain frame had */
+        buffer_append(f, h, sizeof h);
+        buffer_append(f, buffer_peek(&t->scratch), (size_t)zn);
+    }
+    buffer_consume(&t->scratch, buffer_readable(&t->scratch));
+    buffer_shrink(&t->scratch, ZSCRATCH_KEEP);
+}
+
+/* Back on the reactor: the frame takes the place held for it, or is dropped
+ * when its connection has gone. */
+static void zjob_back(struct mailbox_item *it, void *ctx)
+{
+    const struct pipeline_env *env = ctx;
+    struct worker_job *job = (struct worker_job *)it;
+    if (pipeline_complete_late(env, job->conn_id, job->seq, &job->result) < 0)
+        stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
+    worker_job_free(job);
+}
+
+/* Whether a reply payload of len bytes for codec id goes to the workers. */
+static bool offloads(const struct pipeline_env *env, unsigned id, size_t len)
+{
+    return env->pool && env->ops && env->codec && id > CODEC_NONE && id < CODEC_COUNT &&
+           len >= offload_min[id] && len >= env->cfg->compress_min;
+}
+
+/* Hands the whole plain frame in *frame, the reply for slot seq of
+ * connection conn_id, to env's workers to compress with codec id: returns 0
+ * with *frame taken over (left empty), or -ENOMEM or worker_submit's error
+ * (the queue is full, the pool stops) with *frame as it was. */
+static int offload(const struct pipeline_env *env, unsigned id, uint64_t conn_id, uint32_t seq,
+                   struct buffer *frame)
+{
+    struct zjob_args a = {.codec = (uint8_t)id, .level = env->cfg->compress_level};
+    struct worker_job *job = worker_job_new(conn_id, seq, 0, zjob_run, zjob_back, &a, sizeof a);
+    if (!job)
+        return -ENOMEM;
+    job->result = *frame;
+    int rc = worker_submit(env->pool, job);
+    if (rc < 0) {
+        job->result = (struct buffer)BUFFER_INIT;
+        worker_job_free(job);
+        return rc;
+    }
+    *frame = (struct buffer)BUFFER_INIT; /* the job is the worker's now: not touched again */
+    stats_add(env->stats, STATS_COMPRESSIONS, 1); /* counted when handed over */
+    return 0;
+}
+
+/* A big reply on pl: holds its place in the reply order and sends a copy of
+ * it to the workers. False (nothing held) when that cannot be done now: the
+ * caller then compresses it inline, so the reply is never lost. */
+static bool write_offloaded(struct pipeline *pl, uint32_t word, const void *p, size_t len)
+{
+    const struct pipeline_env *env = pl->env;
+    const struct cmd_def *def = cmdtab_find(word & MSG_CMD_MASK);
+    long seq = pipeline_reserve(pl, pl->req_t0, def ? def->slot : 0);
+    if (seq < 0)
+        return false;
+    struct buffer f = BUFFER_INIT;
+    uint8_t h[MSG_HEADER_LEN];
+    msg_header_encode(h, word, (uint32_t)len);
+    if (buffer_pool_reserve(env->bufs, &f, sizeof h + len) == 0) {
+        buffer_append(&f, h, sizeof h);
+        buffer_append(&f, p, len);
+        if (offload(env, pl->codec, pl->conn_id, (uint32_t)seq, &f) == 0)
+            return true;
+        buffer_consume(&f, buffer_readable(&f));
+        buffer_pool_put(env->bufs, &f);
+        buffer_free(&f);
+    }
+    pipeline_unreserve(pl, (uint32_t)seq);
+    return false;
+}
+
+/* ---- frames written to a connection ---- */
+
 void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push)
 {
     const struct pipeline_env *env = pl->env;
+    if (!push && pl->codec && !(word & MSG_FLAG_ERROR) && offloads(env, pl->codec, len) &&
+        write_offloaded(pl, word, p, len)) {
+        stats_add(env->stats, STATS_FRAMES_OUT, 1);
+        return;
+    }
     struct buffer z = BUFFER_INIT;
     if (pl->codec && !(word & MSG_FLAG_ERROR) && compress_smaller(env, pl->codec, p, len, &z)) {
         word |= MSG_FLAG_COMPRESSED;
@@ -72,9 +240,13 @@ int proto_msg_complete(const struct pipeline_env *env, uint64_t conn_id, uint32_
     const uint8_t *f = buffer_peek(frame);
     if (pl && pl->codec && f && n > MSG_HEADER_LEN) {
         uint32_t word = msg_get_u32(f + 8);
+        if (word & (MSG_FLAG_ERROR | MSG_FLAG_COMPRESSED))
+            return pipeline_complete_late(env, conn_id, seq, frame);
+        if (offloads(env, pl->codec, n - MSG_HEADER_LEN) &&
+            offload(env, pl->codec, conn_id, seq, frame) == 0)
+            return 0;
         struct buffer z = BUFFER_INIT;
-        if (!(word & (MSG_FLAG_ERROR | MSG_FLAG_COMPRESSED)) &&
-            compress_smaller(env, pl->codec, f + MSG_HEADER_LEN, n - MSG_HEADER_LEN, &z)) {
+        if (compress_smaller(env, pl->codec, f + MSG_HEADER_LEN, n - MSG_HEADER_LEN, &z)) {
             uint8_t h[MSG_HEADER_LEN];
             msg_header_encode(h, word | MSG_FLAG_COMPRESSED, (uint32_t)buffer_readable(&z));
             buffer_consume(frame, n); /* the frame's memory takes the smaller one */

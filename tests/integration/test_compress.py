@@ -4,9 +4,15 @@ agreed codec, a second HELLO, COMPRESSED before HELLO, both codecs both ways,
 small and incompressible payloads sent plain, garbage (BAD_PAYLOAD, the
 connection goes on), bombs (connection-level TOO_LARGE, also under the
 pre-auth cap), error replies never compressed, worker and deferred replies
-compressed in order, and a PUBLISH/DIRECT compressed once per codec for
-many receivers on several reactors."""
+compressed in order, a PUBLISH/DIRECT compressed once per codec for
+many receivers on several reactors, and big replies compressed on the worker
+pool (DESIGN.md "Compression off the reactor"): in order with what is
+pipelined around them, with their reactor free meanwhile, dropped when their
+connection closes first, delivered through a drain, and compressed inline
+when the worker queue is full."""
 import os
+import select
+import signal
 import struct
 import sys
 import unittest
@@ -237,6 +243,204 @@ class CompressionTests(MsgdTestCase):
         want = b"\x03sam" + TEXT
         self.assertEqual(self.recv_plain(recv_z, "zstd"), (mp.DELIVER, want, True))
         self.assertEqual(self.recv_plain(recv_p, "zstd"), (mp.DELIVER, want, False))
+
+
+def big_text(n, tag):
+    """n bytes of compressible text, different for each tag."""
+    out = b"".join(b"%s %d: the quick brown fox jumps over the lazy dog %d\n" % (tag, i, i * 7919)
+                   for i in range(n // 40 + 1))
+    return out[:n]
+
+
+# Past both codecs' thresholds for compressing on the worker pool (zstd 64 KiB,
+# deflate 16 KiB; src/proto_msg_codec.c).
+BIG = 300 * 1024
+
+
+def delay_req(ms, body=b""):
+    return mp.encode(mp.DELAY, struct.pack(">I", ms) + body)
+
+
+def big_config(**server):
+    """A config for big replies: one reactor with one worker unless server says."""
+    return {"server": dict({"reactors": 1, "workers": 1}, **server),
+            "msg": {"max_frame": "2M"},
+            "diagnostics": {"delay_command": "on"},
+            "limits": {"output_high_water": "4M", "output_low_water": "1M",
+                       "output_hard_limit": "32M"}}
+
+
+class BigReplyTests(MsgdTestCase):
+    """Replies big enough to be compressed on the worker pool."""
+    config = big_config(reactors=2, workers=2)
+
+    def test_big_replies_in_order_with_small_ones_pipelined(self):
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                c = self.connect()
+                cmd, payload = c.call(mp.HELLO, b"compress=" + codec.encode(), timeout(1))
+                self.assertEqual(parse_hello(payload)["compress"], codec)
+                b1, b2, b3, b4 = (big_text(BIG + k, b"%s-%d" % (codec.encode(), k))
+                                  for k in range(4))
+                # One write: inline and worker commands, big and small,
+                # plain and COMPRESSED requests, interleaved.
+                c.send_raw(mp.encode(mp.ECHO, b1) + mp.encode(mp.PING, b"p1") +
+                           mp.encode(mp.ECHO, b2) + mp.encode(mp.ECHO, b"small") +
+                           delay_req(5, b3) + mp.encode(mp.ECHO | mp.COMPRESSED, compress(codec, b4)) +
+                           mp.encode(mp.ECHO, TEXT) + mp.encode(mp.PING, b"p2"))
+                want = [(mp.ECHO, b1, True), (mp.PING, b"p1", False), (mp.ECHO, b2, True),
+                        (mp.ECHO, b"small", False), (mp.DELAY, b3, True), (mp.ECHO, b4, True),
+                        (mp.ECHO, TEXT, True), (mp.PING, b"p2", False)]
+                for i, (wcmd, wpayload, wz) in enumerate(want):
+                    cmd, payload = c.recv_frame(timeout(2))
+                    was = bool(cmd & mp.COMPRESSED)
+                    if was:
+                        payload = decompress(codec, payload)
+                    self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(wcmd),
+                                     "reply %d: %s" % (i, mp.describe(cmd, b"")))
+                    self.assertTrue(payload == wpayload, "reply %d: payload differs (%d bytes, "
+                                    "want %d)" % (i, len(payload), len(wpayload)))
+                    self.assertEqual(was, wz, "reply %d compressed" % i)
+                self.assertTrue(c.quiet(0))
+
+    def test_incompressible_big_reply_goes_plain(self):
+        c = self.connect()
+        c.call(mp.HELLO, b"compress=deflate", timeout(1))
+        noise = os.urandom(BIG)
+        c.send_raw(mp.encode(mp.ECHO, noise) + mp.encode(mp.PING, b"after"))
+        self.assertEqual(c.recv_frame(timeout(2)), (mp.reply_cmd(mp.ECHO), noise))
+        self.assertEqual(c.recv_frame(timeout(2)), (mp.reply_cmd(mp.PING), b"after"))
+
+    def test_a_client_without_a_codec_gets_big_replies_plain(self):
+        c = self.connect()
+        b = big_text(BIG, b"plain")
+        self.assertEqual(c.call(mp.ECHO, b, timeout(2)), (mp.reply_cmd(mp.ECHO), b))
+
+
+class BigCompressionOffReactorTests(MsgdTestCase):
+    """One reactor with one worker: a DELAY holds the worker, so a big
+    reply's compression waits in the queue behind it for as long as the test
+    needs, with no sleep and no race."""
+    shared_daemon = False
+
+    def setUp(self):
+        super().setUp()
+        self.d = self.start_daemon(big_config())
+        self.probe = self.connect(daemon=self.d)
+
+    def stat(self, name):
+        return self.stats(self.probe).get(name, 0)
+
+    def hold_worker(self, ms):
+        """A connection whose DELAY ms now runs on (or waits for) the only worker."""
+        a = self.connect(daemon=self.d)
+        jobs = self.stat("worker_jobs")
+        a.send_raw(delay_req(ms, b"held"))
+        wait_until(lambda: self.stat("worker_jobs") > jobs, timeout(), "the DELAY to be queued")
+        return a
+
+    def send_big(self, codec, payload, extra=b""):
+        """A connection with codec that sent a big ECHO (then extra), once the
+        reactor has handed its compression to the worker queue."""
+        z = self.connect(daemon=self.d)
+        cmd, p = z.call(mp.HELLO, b"compress=" + codec.encode(), timeout(1))
+        self.assertEqual(parse_hello(p)["compress"], codec)
+        before = self.stat("compressions")
+        z.send_raw(mp.encode(mp.ECHO, payload) + extra)
+        wait_until(lambda: self.stat("compressions") > before, timeout(),
+                   "the big ECHO's compression to be handed over")
+        return z
+
+    def test_the_reactor_answers_others_while_a_big_reply_is_compressed(self):
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                a = self.hold_worker(300)
+                b = big_text(BIG, codec.encode())
+                z = self.send_big(codec, b, mp.encode(mp.PING, b"behind"))
+                # The reactor is not held: other connections are answered...
+                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
+                                 (mp.reply_cmd(mp.PING), b"free"))
+                # ...and z's reply waits for the worker, so it cannot come
+                # before the DELAY's (z may be readable too by the time we
+                # look, never alone).
+                r, _, _ = select.select([a, z], [], [], timeout(2))
+                self.assertIn(a, r, "the big ECHO was answered before the DELAY holding the "
+                              "only worker: compressed on the reactor?")
+                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                cmd, payload = z.recv_frame(timeout(2))
+                self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
+                self.assertTrue(decompress(codec, payload) == b)
+                self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+
+    def test_a_connection_that_closes_while_its_reply_is_compressed(self):
+        a = self.hold_worker(500)
+        dropped = self.stat("worker_results_dropped")
+        z = self.send_big("zstd", big_text(BIG, b"gone"))
+        z.close_rst()
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+        wait_until(lambda: self.stat("worker_results_dropped") > dropped, timeout(),
+                   "the compressed reply of the closed connection to be dropped")
+        # The reactor and its worker go on.
+        z2 = self.connect(daemon=self.d)
+        z2.call(mp.HELLO, b"compress=deflate", timeout(1))
+        b = big_text(BIG, b"next")
+        cmd, payload = z2.call(mp.ECHO, b, timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
+        self.assertTrue(decompress("deflate", payload) == b)
+
+    def test_a_drain_delivers_a_compression_in_flight(self):
+        a = self.hold_worker(500)
+        b = big_text(BIG, b"drain")
+        z = self.send_big("deflate", b)
+        self.d.send_signal(signal.SIGTERM)
+        # Rule 6: the GOAWAY (a push) first, then the reply owed, then the close.
+        cmd, payload = z.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.GOAWAY, mp.describe(cmd, payload))
+        cmd, payload = z.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED, mp.describe(cmd, b""))
+        self.assertTrue(decompress("deflate", payload) == b)
+        z.expect_eof(timeout(2))
+        self.assertEqual(a.recv_frame(timeout(2))[0], mp.GOAWAY)
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+        a.expect_eof(timeout(2))
+        self.assertEqual(self.d.wait_exit(timeout(4)), 0, self.d.log_tail())
+
+
+class FullWorkerQueueTests(MsgdTestCase):
+    shared_daemon = False
+
+    def test_a_full_worker_queue_compresses_inline(self):
+        d = self.start_daemon(big_config(worker_queue=1))
+        probe = self.connect(daemon=d)
+        stat = lambda name: self.stats(probe).get(name, 0)
+        # One DELAY running, one waiting: the queue (1) is full. A DELAY that
+        # finds it full (the first not yet taken by the worker) is retried.
+        a = self.connect(daemon=d)
+        a.send_raw(delay_req(1000, b"first"))
+        wait_until(lambda: stat("worker_jobs") >= 1, timeout(), "the first DELAY queued")
+        w = self.connect(daemon=d)
+        for _ in range(100):
+            w.send_raw(delay_req(1000, b"second"))
+            wait_until(lambda: stat("worker_jobs") >= 2 or not w.quiet(0), timeout(),
+                       "the second DELAY queued or refused")
+            if stat("worker_jobs") >= 2:
+                break
+            self.assert_error(w.recv_frame(timeout(1)), mp.DELAY, mp.OVERLOADED)
+        else:
+            self.fail("the second DELAY never found room")
+        z = self.connect(daemon=d)
+        z.call(mp.HELLO, b"compress=zstd", timeout(1))
+        b = big_text(BIG, b"inline")
+        z.send_frame(mp.ECHO, b)
+        # Nothing is lost: compressed on the reactor, so it is not behind the
+        # two DELAYs (2 s of the only worker).
+        r, _, _ = select.select([z, w], [], [], timeout(3))
+        self.assertIn(z, r)
+        cmd, payload = z.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
+        self.assertTrue(ZD.decompress(payload) == b)
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"first"))
+        self.assertEqual(w.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"second"))
 
 
 class PreAuthCompressionTests(MsgdTestCase):
