@@ -24,6 +24,7 @@
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
 #define CONN_POOL_BYTES (8u << 20)      /* the reactor's pool of emptied buffers keeps at */
 #define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this */
+#define CONN_WRITE_EARLY (32 * 1024)    /* queued output written at once, not at the turn's end */
 #define CONN_POOL_TRIM_S 1.0            /* what it kept unused this long is freed */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
@@ -265,8 +266,9 @@ static ssize_t send_iov(struct conn *c, struct iovec *iov, int n, size_t *len)
 
 /* Writes as much output as the socket takes: the connection's own bytes
  * and the shared pieces among them (outq.h), in order, one writev a round.
- * Returns 0, or -1 when the connection broke and was closed. */
-static int flush(struct conn *c)
+ * Returns 0, or -1 when the socket failed (c is left open: the caller
+ * closes it). */
+static int write_out(struct conn *c)
 {
     struct pipeline *pl = &c->pl;
     if (c->tls && !tls_conn_ready(c->tls))
@@ -284,7 +286,6 @@ static int flush(struct conn *c)
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
             stats_add(c->host->env.stats, STATS_CLOSED_RESET, 1);
-            conn_close(c);
             return -1;
         }
         c->bytes_out += (uint64_t)w;
@@ -295,6 +296,16 @@ static int flush(struct conn *c)
                     * takes a record at a time: it says EAGAIN when full) */
     }
     return 0;
+}
+
+/* write_out, closing c when its socket failed. Returns 0, or -1 when c was
+ * closed. */
+static int flush(struct conn *c)
+{
+    if (write_out(c) == 0)
+        return 0;
+    conn_close(c);
+    return -1;
 }
 
 /* Reads and discards what the peer sends while lingering. Returns 1 when
@@ -416,6 +427,14 @@ void conn_defer(struct conn *c)
 {
     if (c->state & CONN_LINGER)
         return; /* nothing more goes out */
+    /* A turn that queues a lot to one connection (a burst of MESSAGEs to a
+     * subscriber) writes it as it goes, so its output buffer stays below
+     * CONN_WRITE_EARLY: memory the pool can keep, instead of one buffer per
+     * subscriber regrown every turn. A failed socket is closed by the
+     * backlog, never here (the caller may be walking a list holding c). */
+    if (buffer_readable(&c->pl.out) >= CONN_WRITE_EARLY && !(c->pl.flags & PIPELINE_FAILED) &&
+        write_out(c) < 0)
+        c->pl.flags |= PIPELINE_FAILED;
     backlog_push(c); /* the backlog's turn processes (nothing) and settles */
 }
 
