@@ -141,14 +141,22 @@ static inline void fuzz_conn_process_buffered(struct fuzz_conn *fc)
     buffer_shrink(&fc->in, FUZZ_CONN_KEEP_BUFFER);
 }
 
-/* The socket took everything: pl->out moves to the wire. */
+/* The socket took everything: pl->out and the shared pieces among it
+ * (outq.h) move to the wire in order, as conn.c's write_out sends them. */
 static inline void fuzz_conn_flush(struct fuzz_conn *fc)
 {
     struct buffer *out = &fc->pl->out;
-    size_t n = buffer_readable(out);
-    if (n) {
-        FUZZ_CHECK(buffer_append(&fc->wire, fuzz_bytes(out), n) == 0, "out of memory");
-        buffer_consume(out, n);
+    while (pipeline_has_output(fc->pl)) {
+        struct iovec iov[OUTQ_IOV_MAX];
+        int k = outq_iov(fc->pl->outq, out, iov, OUTQ_IOV_MAX);
+        size_t n = 0;
+        for (int i = 0; i < k; i++) {
+            FUZZ_CHECK(iov[i].iov_len > 0, "an empty piece of output");
+            FUZZ_CHECK(buffer_append(&fc->wire, iov[i].iov_base, iov[i].iov_len) == 0,
+                       "out of memory");
+            n += iov[i].iov_len;
+        }
+        outq_consume(&fc->pl->outq, out, n);
     }
     buffer_shrink(out, FUZZ_CONN_KEEP_BUFFER);
 }
@@ -271,7 +279,7 @@ static inline void fuzz_host_note(struct pipeline *pl)
     struct fuzz_host *h = fuzz_host_of(pl);
     FUZZ_CHECK(pl == h->fc->pl && !h->gone, "kick or defer of a pipeline that is not the open "
                "connection's");
-    h->noted = buffer_readable(&pl->out);
+    h->noted = buffer_readable(&pl->out) + outq_shared(pl->outq);
 }
 
 static inline void fuzz_host_kick(struct pipeline *pl)
@@ -336,12 +344,14 @@ static inline bool fuzz_mailbox_due(const struct mailbox *mb, struct fuzz_rng *r
  * event. Returns how many items ran. */
 static inline unsigned fuzz_host_turn(struct fuzz_host *h)
 {
-    struct buffer *out = &h->fc->pl->out;
-    h->noted = buffer_readable(out);
+    const struct pipeline *pl = h->fc->pl;
+    h->noted = buffer_readable(&pl->out) + outq_shared(pl->outq);
     unsigned n = mailbox_run(&h->box, (void *)h->env);
-    if (!h->gone)
-        FUZZ_CHECK(buffer_readable(out) == h->noted, "a mailbox item queued %zu bytes of output "
-                   "with no kick or defer after them", buffer_readable(out) - h->noted);
+    if (!h->gone) {
+        size_t now = buffer_readable(&pl->out) + outq_shared(pl->outq);
+        FUZZ_CHECK(now == h->noted, "a mailbox item queued %zu bytes of output with no kick or "
+                   "defer after them", now - h->noted);
+    }
     return n;
 }
 

@@ -128,6 +128,11 @@ def msg_corpus():
         + frame(17, b"a") + frame(16, b"b") + publish(b"b", b"m"),
         "pubsub_slow_subscriber": p(max_frame=4096, flags=SMALL_HIGH, chunk=CHUNK_4096)
         + frame(16, b"t") + b"".join(publish(b"t", bytes([65 + i]) * 100) for i in range(4)),
+        # MESSAGEs of 2 KiB and more are shared pieces among the replies
+        # (outq.h): small and big ones interleaved with PINGs
+        "pubsub_shared_pieces": p(max_frame=65536, chunk=CHUNK_4096) + frame(16, b"s")
+        + publish(b"s", b"B" * 3000) + ping_hi + publish(b"s", b"b" * 10) + ping_hi
+        + publish(b"s", b"C" * 2030) + publish(b"s", b"D" * 9000) + ping_hi,
         "pubsub_then_violation": p(chunk=CHUNK_1) + frame(16, b"x") + publish(b"x", b"1") + ping_hi
         + b"MSGQ",
         # drain: SHUTTING_DOWN but for PING
