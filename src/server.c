@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,6 +499,20 @@ static void shutdown_all(struct server *s)
     stats_registry_free(&s->reg);
 }
 
+/* The CPUs this process may run on (its affinity mask: taskset, systemd's
+ * CPUAffinity=, a container's cpuset), else the CPUs online. reactors = 0
+ * means one reactor per such CPU: two reactor threads pinned to one CPU
+ * only take turns, and pay a mailbox trip for every fan-out. */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return ncpu > 0 ? (int)ncpu : 1;
+}
+
 int server_run(const struct config *cfg_in, const char *path)
 {
     struct server s = {.path = path};
@@ -509,8 +524,7 @@ int server_run(const struct config *cfg_in, const char *path)
     const struct config *cfg = &s.cfg;
     signal(SIGPIPE, SIG_IGN);
 
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    s.nreactors = cfg->reactors > 0 ? cfg->reactors : (int)(ncpu > 0 ? ncpu : 1);
+    s.nreactors = cfg->reactors > 0 ? cfg->reactors : usable_cpus();
     if (s.nreactors > REACTOR_MAX)
         s.nreactors = REACTOR_MAX;
     s.max_conns = fit_fd_limit(cfg->max_connections, s.nreactors);

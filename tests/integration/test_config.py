@@ -215,3 +215,25 @@ class ConfigCheckTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReactorsPerCpuTests(harness.MsgdTestCase):
+    """`reactors = 0` is one reactor per CPU msgd may run on: its affinity
+    mask (taskset, systemd's CPUAffinity=), not every CPU online."""
+    config = {"server": {"reactors": 1}}
+
+    def reactors_of(self, d):
+        stats = self.stats(self.connect(daemon=d))
+        return len({k.split(".")[1] for k in stats if k.startswith("reactor.")})
+
+    def test_zero_follows_the_affinity_mask(self):
+        mine = os.sched_getaffinity(0)
+        d = self.start_daemon({"server": {"reactors": 0}}, name="all_cpus")
+        self.assertEqual(self.reactors_of(d), len(mine))
+        os.sched_setaffinity(0, {min(mine)})    # the daemon inherits it
+        try:
+            pinned = self.start_daemon({"server": {"reactors": 0}}, name="one_cpu")
+        finally:
+            os.sched_setaffinity(0, mine)
+        self.assertEqual(self.reactors_of(pinned), 1)
+        self.assertIn("ready: 1 reactors", pinned.read_log())
