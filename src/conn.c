@@ -696,10 +696,21 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
     return c;
 }
 
+/* The handshake's own deadline (tls.h TLS_HANDSHAKE_S) passed; a shorter
+ * idle_timeout ends it in idle_cb first. */
+static void handshake_expired(void *arg)
+{
+    struct conn *c = arg;
+    stats_add(c->host->env.stats, proxy_pending(c) ? STATS_CLOSED_PROXY : STATS_TLS_FAILED_TIMEOUT,
+              1);
+    conn_close(c);
+}
+
 void conn_start_tls(struct conn *c, struct tls_conn *tls)
 {
     c->tls = tls;
     c->pl.secure = true;
+    tls_conn_watch(tls, c->host->loop, handshake_expired, c);
     update_events(c);
 }
 

@@ -4,22 +4,37 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
 
 #define TLS_SESSION_CACHE 20480       /* server-side sessions kept for resumption */
+#define TLS_QUIET_S 1.0               /* a connection quiet this long lets go of its
+                                       * record buffers (~34 KiB) */
 
 struct tls_conn {
     SSL *ssl;
     bool ready;                       /* the handshake is done */
     bool more;                        /* the last read stopped with its buffers full */
+    bool held;                        /* OpenSSL may hold record buffers: timer watches */
+    bool trim;                        /* they were freed: the timer gives pages back */
     int want;                         /* TLS_WANT_* of the last call that could not go on */
+    /* tls_conn_watch: the handshake's deadline, then the quiet check. */
+    struct ev_loop *loop;
+    ev_timer timer;
+    ev_tstamp last;                   /* the last read or write; when trim: the free */
+    void (*expired)(void *arg);
+    void *arg;
 };
 
 /* ---- the context ---- */
@@ -123,8 +138,10 @@ struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, ch
     if (ktls && strcmp(ktls, "1") == 0)
         opts |= SSL_OP_ENABLE_KTLS;
     SSL_CTX_set_options(ctx, opts);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                          SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record
+     * buffers around every read and write. A connection keeps them while it
+     * talks and lets go once quiet (tls_conn_watch). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(ctx, 1);
     /* Resumption: a session cache for TLS 1.2 ids, tickets for 1.2 and 1.3. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
@@ -174,8 +191,99 @@ void tls_conn_free(struct tls_conn *t)
 {
     if (!t)
         return;
+    if (t->loop)
+        ev_timer_stop(t->loop, &t->timer);
     SSL_free(t->ssl);
     free(t);
+}
+
+/* When (ev_now, in ms) malloc_trim last ran, in any reactor. */
+static atomic_llong trimmed_ms;
+
+/* Gives the pages of freed record buffers back to the kernel. glibc keeps
+ * freed heap memory for reuse, so without this a burst of busy connections
+ * that went quiet would keep the daemon's RSS at the burst's peak. One trim
+ * covers every buffer freed before it: a connection whose buffers were freed
+ * at freed trims only when nobody has since, so trims come at most about
+ * once per TLS_QUIET_S, process-wide. */
+static void give_back(ev_tstamp freed, ev_tstamp now)
+{
+#ifdef __GLIBC__
+    long long last = atomic_load_explicit(&trimmed_ms, memory_order_relaxed);
+    long long at = (long long)(now * 1000);
+    if (last < (long long)(freed * 1000) &&
+        atomic_compare_exchange_strong(&trimmed_ms, &last, at))
+        malloc_trim(0);
+#else
+    (void)freed;
+    (void)now;
+#endif
+}
+
+/* The timer: during the handshake, its deadline; after it, due when the
+ * connection may have been quiet for TLS_QUIET_S. Reads and writes only
+ * note the time (touch); the timer, when due, looks whether anything
+ * happened since and either waits for the rest or frees OpenSSL's record
+ * buffers, then once more TLS_QUIET_S later to give their pages back. So a
+ * busy connection costs one wake-up per TLS_QUIET_S, not a timer update per
+ * read, and never an allocation per read. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct tls_conn *t = w->data;
+    if (!t->ready) {
+        t->expired(t->arg); /* frees t */
+        return;
+    }
+    if (t->trim) {
+        t->trim = false;
+        give_back(t->last, ev_now(loop)); /* last: when they were freed */
+        return;
+    }
+    ev_tstamp left = t->last + TLS_QUIET_S - ev_now(loop);
+    /* Buffered input (a paused reader's) or unsent output stays; OpenSSL
+     * refuses those too (SSL_free_buffers returns 0). */
+    if (left <= 0 && !t->more && !SSL_has_pending(t->ssl) && SSL_free_buffers(t->ssl) == 1) {
+        t->held = false;
+        t->trim = true;
+        t->last = ev_now(loop);
+        left = TLS_QUIET_S;
+    } else if (left <= 0) {
+        left = TLS_QUIET_S;
+    }
+    ev_timer_set(w, left, 0.);
+    ev_timer_start(loop, w);
+}
+
+/* A read or a write is about to use the record buffers. */
+static void touch(struct tls_conn *t)
+{
+    if (!t->loop)
+        return;
+    t->last = ev_now(t->loop);
+    if (!t->held) {
+        t->held = true;
+        t->trim = false;
+        ev_timer_stop(t->loop, &t->timer); /* a pending trim, if any */
+        ev_timer_set(&t->timer, TLS_QUIET_S, 0.);
+        ev_timer_start(t->loop, &t->timer);
+    }
+}
+
+void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(void *arg),
+                    void *arg)
+{
+    t->loop = loop;
+    t->expired = expired;
+    t->arg = arg;
+    ev_init(&t->timer, timer_cb);
+    t->timer.data = t;
+    if (t->ready) {
+        touch(t);
+        return;
+    }
+    ev_timer_set(&t->timer, TLS_HANDSHAKE_S, 0.);
+    ev_timer_start(loop, &t->timer);
 }
 
 /* Sorts a failed handshake, logging OpenSSL's reason at debug. */
@@ -211,6 +319,11 @@ int tls_conn_handshake(struct tls_conn *t)
     if (rc == 1) {
         t->ready = true;
         t->want = 0;
+        if (t->loop) { /* from the deadline to the quiet check */
+            ev_timer_stop(t->loop, &t->timer);
+            t->held = false;
+            touch(t);
+        }
         return 1;
     }
     int e = SSL_get_error(t->ssl, rc);
@@ -236,6 +349,7 @@ int tls_conn_want(const struct tls_conn *t) { return t->want; }
 ssize_t tls_conn_readv(struct tls_conn *t, const struct iovec *iov, int iovcnt)
 {
     size_t total = 0;
+    touch(t); /* a read allocates the buffers even when it finds nothing */
     t->more = false;
     t->want &= ~TLS_WANT_WRITE;
     for (int i = 0; i < iovcnt; i++) {
@@ -281,6 +395,7 @@ ssize_t tls_conn_send(struct tls_conn *t, const void *p, size_t n)
     size_t w = 0;
     t->want &= ~TLS_WANT_READ;
     ERR_clear_error();
+    touch(t);
     if (SSL_write_ex(t->ssl, p, n, &w) == 1)
         return (ssize_t)w;
     int e = SSL_get_error(t->ssl, 0);
