@@ -4,6 +4,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +14,18 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
 
 #define TLS_SESSION_CACHE 20480       /* server-side sessions kept for resumption */
+#define TLS_TICKET_ROTATE_S 3600     /* a new ticket key this often; tickets of the */
+#define TLS_TICKET_KEYS 3             /* last 2 still resume (they live 2 h: OpenSSL's
+                                       * default session timeout) */
 #define TLS_QUIET_S 1.0               /* a connection quiet this long lets go of its
                                        * record buffers (~34 KiB) */
 
@@ -53,6 +60,117 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- session tickets ----
+ *
+ * The keys that encrypt session tickets belong to the process, not to a
+ * context: a reload builds a new context, and tickets issued before it must
+ * still resume. keys[0] encrypts new tickets; every TLS_TICKET_ROTATE_S a
+ * fresh one takes its place and the older ones, still accepted, move down
+ * (a ticket under an older key gets a new ticket). Made on first use. Any
+ * reactor thread, under ticket_lock (once per handshake). */
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    bool set;
+};
+
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key ticket_keys[TLS_TICKET_KEYS];
+static double ticket_rotated;         /* CLOCK_MONOTONIC seconds of keys[0] */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Copies the key to encrypt with (enc) or the one named name into *out,
+ * rotating first when keys[0] is due. Returns 1 for keys[0], 2 for an
+ * older key, 0 when there is none (or no randomness), as the callback. */
+static int ticket_key_get(int enc, const unsigned char *name, struct ticket_key *out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ticket_lock);
+    double now = mono_s();
+    if (!ticket_keys[0].set || now - ticket_rotated >= TLS_TICKET_ROTATE_S) {
+        struct ticket_key k = {.set = true};
+        if (RAND_bytes(k.name, sizeof k.name) == 1 && RAND_bytes(k.aes, sizeof k.aes) == 1 &&
+            RAND_priv_bytes(k.hmac, sizeof k.hmac) == 1) {
+            OPENSSL_cleanse(&ticket_keys[TLS_TICKET_KEYS - 1], sizeof ticket_keys[0]);
+            memmove(&ticket_keys[1], &ticket_keys[0], sizeof ticket_keys[0] * (TLS_TICKET_KEYS - 1));
+            ticket_keys[0] = k;
+            ticket_rotated = now;
+        }
+        OPENSSL_cleanse(&k, sizeof k);
+    }
+    for (int i = 0; i < TLS_TICKET_KEYS; i++) {
+        if (!ticket_keys[i].set || (!enc && memcmp(name, ticket_keys[i].name, 16) != 0))
+            continue;
+        *out = ticket_keys[i];
+        rc = i == 0 ? 1 : 2;
+        break;
+    }
+    pthread_mutex_unlock(&ticket_lock);
+    return rc;
+}
+
+/* SSL_CTX_set_tlsext_ticket_key_evp_cb's callback: AES-256-CBC and
+ * HMAC-SHA256 under the process's keys, as OpenSSL's own default does. */
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    struct ticket_key k;
+    int rc = ticket_key_get(enc, name, &k);
+    if (rc == 0)
+        return 0; /* encrypting: no ticket; decrypting: a full handshake */
+    char sha256[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, sha256, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok;
+    if (enc) {
+        memcpy(name, k.name, 16);
+        ok = RAND_bytes(iv, 16) == 1 &&
+             EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1;
+    } else {
+        ok = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1;
+    }
+    ok = ok && EVP_MAC_CTX_set_params(hctx, params) == 1;
+    OPENSSL_cleanse(&k, sizeof k);
+    return ok ? rc : -1;
+}
+
+/* The session id context: sessions (and tickets) resume only in a context
+ * that verifies clients the same way: "msgd" without [tls] ca, else a
+ * SHA-256 of "msgd" and the CA file's bytes, so a reload that changes the CAs
+ * does not let a session made under the old ones resume. Returns 0 or -1. */
+static int set_sid_ctx(SSL_CTX *ctx, const char *ca)
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (!ca)
+        return SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"msgd", 4) == 1 ? 0 : -1;
+    FILE *f = fopen(ca, "re");
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = f && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(h, "msgd", 4) == 1;
+    char buf[4096];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(h, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(h, md, &mdlen) == 1 &&
+         SSL_CTX_set_session_id_context(ctx, md, mdlen) == 1;
+    EVP_MD_CTX_free(h);
+    if (f)
+        fclose(f);
+    return ok ? 0 : -1;
 }
 
 /* OpenSSL's reason for the last failure, and the queue emptied. */
@@ -143,10 +261,17 @@ struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, ch
      * talks and lets go once quiet (tls_conn_watch). */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(ctx, 1);
-    /* Resumption: a session cache for TLS 1.2 ids, tickets for 1.2 and 1.3. */
+    /* Resumption: a session cache for TLS 1.2 ids (this context's: a reload
+     * starts an empty one), tickets for 1.2 and 1.3 under the process's
+     * keys (they survive reloads). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"msgd", 4);
+    if (set_sid_ctx(ctx, cfg->tls_ca[0] ? ca : NULL) < 0 ||
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+        snprintf(err, errlen, "%s: [tls] %s%s: %s", cfgpath, cfg->tls_ca[0] ? "ca " : "session tickets",
+                 cfg->tls_ca[0] ? ca : "", ssl_reason(why, sizeof why));
+        goto fail;
+    }
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     return ctx;

@@ -58,7 +58,7 @@ def client_context(cert=None, minimum=None, maximum=None, alpn=("msgp/1",)):
 class TlsClient(mp.Client):
     """mp.Client over TLS (the handshake done in the constructor)."""
 
-    def __init__(self, port, ctx=None, wait=None, rcvbuf=None):
+    def __init__(self, port, ctx=None, wait=None, rcvbuf=None, session=None):
         self.timeout = timeout() if wait is None else wait
         self.answer_pings = False
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,7 +72,8 @@ class TlsClient(mp.Client):
             raise
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            self.sock = (ctx or client_context()).wrap_socket(raw, server_hostname="localhost")
+            self.sock = (ctx or client_context()).wrap_socket(raw, server_hostname="localhost",
+                                                              session=session)
         except BaseException:
             raw.close()
             raise
@@ -298,6 +299,65 @@ class TestReload(TlsTestBase):
         wait_until(lambda: "missing.key" in d.read_log(), timeout(2), "the failed reload's log")
         self.assertEqual(self.serial(d), SERIAL_2)
         self.assert_ping(old)
+
+
+class TestResumptionAcrossReload(TlsTestBase):
+    """Session tickets are encrypted under the process's keys, not the
+    context's, so a reload (a new context) still resumes them; a reload that
+    changes the client CAs does not (the session id context differs)."""
+
+    def session(self, d, ctx):
+        c = TlsClient(d.port("tls"), ctx=ctx)
+        try:
+            self.assert_ping(c)  # TLS 1.3: the ticket came before the reply
+            self.assertIsNotNone(c.sock.session)
+            return c.sock.session
+        finally:
+            c.close()
+
+    def resumes(self, d, ctx, session):
+        c = TlsClient(d.port("tls"), ctx=ctx, session=session)
+        try:
+            self.assert_ping(c)
+            return c.sock.session_reused
+        finally:
+            c.close()
+
+    def reload(self, d, tls):
+        n = d.read_log().count("reloaded ")
+        d.config["tls"] = tls
+        d.write_config()
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: d.read_log().count("reloaded ") > n, timeout(2), "the reload")
+
+    def test_tickets_resume_after_reload(self):
+        d = self.start_daemon(TLS_CONFIG)
+        ctx13, ctx12 = client_context(), client_context(maximum=ssl.TLSVersion.TLSv1_2)
+        sessions = [(ctx13, self.session(d, ctx13)), (ctx12, self.session(d, ctx12))]
+        base = self.counters(d)["tls_resumed"]
+        self.reload(d, dict(TLS_CONFIG["tls"]))
+        for (ctx, sess), version in zip(sessions, ("TLS 1.3", "TLS 1.2")):
+            self.assertTrue(self.resumes(d, ctx, sess), version + " after a reload")
+        # Another certificate: tickets still resume (the client checked the
+        # server once; the keys, not the certificate, protect the ticket).
+        self.reload(d, {"cert": path("server2.pem"), "key": path("server2.key")})
+        sess = self.session(d, ctx13)
+        self.assertTrue(self.resumes(d, ctx13, sessions[0][1]))
+        self.reload(d, dict(TLS_CONFIG["tls"]))
+        self.assertTrue(self.resumes(d, ctx13, sess))
+        self.assertEqual(self.counters(d)["tls_resumed"], base + 4)
+
+    def test_new_client_cas_do_not_resume_old_sessions(self):
+        with open(path("both-cas.pem"), "wb") as f:
+            f.write(open(path("ca.pem"), "rb").read() + open(path("otherca.pem"), "rb").read())
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        ctx = client_context(cert="client")
+        sess = self.session(d, ctx)
+        self.assertTrue(self.resumes(d, ctx, sess))
+        self.reload(d, dict(TLS_CONFIG["tls"], ca=path("both-cas.pem")))
+        self.assertFalse(self.resumes(d, ctx, sess), "a session made under other client CAs")
+        sess = self.session(d, ctx)
+        self.assertTrue(self.resumes(d, ctx, sess))
 
 
 class TestMsgcli(TlsTestBase):
