@@ -521,6 +521,33 @@ class TestCheckConfig(unittest.TestCase):
         self.assertIn("tls_listen needs [tls] cert and key", err)
 
 
+class TestHandshakeBound(TlsTestBase):
+    def test_handshake_bounded_with_idle_timeout_off(self):
+        """idle_timeout = 0 (the default config's): a handshake that stalls
+        still ends, at the fixed bound (tls.h TLS_HANDSHAKE_S, 10 s), counted
+        as tls_failed.timeout; a connection whose handshake was done stays."""
+        d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
+                                                         "idle_timeout": 0}))
+        done = self.tls(d)
+        self.assert_ping(done)
+        base = self.counters(d)["tls_failed.timeout"]
+        hello = client_hello()
+        s = socket.create_connection((HOST, d.port("tls")), timeout=timeout())
+        self.addCleanup(s.close)
+        s.sendall(hello[:len(hello) // 2])
+        t0 = time.monotonic()
+        s.settimeout(10 + timeout(2))
+        try:
+            while s.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        waited = time.monotonic() - t0
+        self.assertGreater(waited, 9, "closed before the bound")
+        self.assertEqual(self.counters(d)["tls_failed.timeout"], base + 1)
+        self.assert_ping(done, b"past the bound")
+
+
 class TestBadInput(TlsTestBase):
     def test_plaintext_half_handshakes_and_churn(self):
         d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
