@@ -488,7 +488,10 @@ static void handshake(struct conn *c)
         stats_add(st, rc == -TLS_FAIL_CERT      ? STATS_TLS_FAILED_CERT
                       : rc == -TLS_FAIL_ABORTED ? STATS_TLS_FAILED_ABORTED
                                                 : STATS_TLS_FAILED_PROTOCOL, 1);
-        conn_close(c);
+        if (rc == -TLS_FAIL_ABORTED)
+            conn_close(c);
+        else
+            close_gracefully(c); /* the alert is read, not lost to a reset */
         return;
     }
     update_events(c);

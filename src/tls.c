@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <ev.h>
 #ifdef __GLIBC__
@@ -411,9 +412,23 @@ void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(vo
     ev_timer_start(loop, &t->timer);
 }
 
-/* Sorts a failed handshake, logging OpenSSL's reason at debug. */
+/* A fatal protocol_version alert, for a first record that is not TLS at
+ * all (plaintext, HTTP): OpenSSL closes those without a word, while a TLS
+ * client (of a wrong version, say) that gets an alert can say why, and a
+ * plaintext client sees 7 bytes that are not its protocol, then the end. */
+static void alert_not_tls(struct tls_conn *t)
+{
+    static const unsigned char alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46};
+    if (BIO_number_written(SSL_get_wbio(t->ssl)) == 0) /* OpenSSL sent nothing */
+        (void)!send(SSL_get_fd(t->ssl), alert, sizeof alert, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Sorts a failed handshake, logging OpenSSL's reason at debug; a protocol
+ * failure that OpenSSL did not answer gets its alert; the deadline stops. */
 static int classify(struct tls_conn *t, int e)
 {
+    if (t->loop)
+        ev_timer_stop(t->loop, &t->timer);
     unsigned long err = ERR_peek_last_error();
     int reason = ERR_GET_REASON(err);
     int kind = TLS_FAIL_PROTOCOL;
@@ -434,6 +449,8 @@ static int classify(struct tls_conn *t, int e)
                   kind == TLS_FAIL_CERT && vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
     }
     ERR_clear_error();
+    if (kind == TLS_FAIL_PROTOCOL)
+        alert_not_tls(t);
     return -kind;
 }
 

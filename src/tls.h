@@ -64,7 +64,10 @@ void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(vo
 void tls_conn_free(struct tls_conn *t);
 
 /* Advances the handshake. Returns 1 when it is done, 0 when it waits
- * (tls_conn_want says for what), or -enum tls_fail. */
+ * (tls_conn_want says for what), or -enum tls_fail. A failure has sent the
+ * peer a fatal alert where there is one to send (TLS_FAIL_PROTOCOL always:
+ * protocol_version for input that is not TLS at all), so close gracefully
+ * (write side first) for the peer to read it. */
 int tls_conn_handshake(struct tls_conn *t);
 
 /* Whether the handshake is done. */

@@ -92,6 +92,26 @@ class TlsClient(mp.Client):
             raise mp.ConnectionClosed("TLS error while waiting for %s: %s" % (what, e))
 
 
+# A fatal protocol_version alert (TLS record type 21, version 1.2, 2 bytes).
+ALERT_PROTOCOL_VERSION = b"\x15\x03\x03\x00\x02\x02\x46"
+
+
+def read_to_end(s, wait=None, resets_ok=False):
+    """Everything s receives until the peer closes (within wait)."""
+    s.settimeout(timeout() if wait is None else wait)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except ConnectionResetError:
+        if not resets_ok:
+            raise
+        return got
+
+
 def client_hello():
     """The bytes of a real ClientHello (nothing sent anywhere)."""
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -536,12 +556,7 @@ class TestHandshakeBound(TlsTestBase):
         self.addCleanup(s.close)
         s.sendall(hello[:len(hello) // 2])
         t0 = time.monotonic()
-        s.settimeout(10 + timeout(2))
-        try:
-            while s.recv(65536):
-                pass
-        except ConnectionResetError:
-            pass
+        read_to_end(s, 10 + timeout(2), resets_ok=True)
         waited = time.monotonic() - t0
         self.assertGreater(waited, 9, "closed before the bound")
         self.assertEqual(self.counters(d)["tls_failed.timeout"], base + 1)
@@ -556,21 +571,24 @@ class TestBadInput(TlsTestBase):
         bystander = self.tls(d)
         self.assert_ping(bystander)  # the server's side of its handshake is done too
         base = self.counters(d)
-        # Plaintext msg frames sent to the TLS port.
+        # Input that is not TLS at all: a plaintext msg frame, one followed by
+        # more than the server reads, an HTTP request. Each gets a fatal
+        # protocol_version alert record, then the end of the stream (not a
+        # reset that could destroy the alert), and is counted.
+        inputs = [mp.encode(mp.PING, b"plain"),
+                  mp.encode(mp.PING, b"plain") + mp.encode(mp.ECHO, b"x" * 60000) * 4,
+                  b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"]
+        for data in inputs:
+            with socket.create_connection((HOST, port), timeout=timeout()) as s:
+                s.sendall(data)
+                self.assertEqual(read_to_end(s), ALERT_PROTOCOL_VERSION, data[:20])
+        self.wait_counter(d, "tls_failed.protocol", base["tls_failed.protocol"] + len(inputs),
+                          bystander)
+        # A TLS record that is not a ClientHello: OpenSSL's own alert
+        # (unexpected_message), not a second one.
         with socket.create_connection((HOST, port), timeout=timeout()) as s:
-            s.sendall(mp.encode(mp.PING, b"plain"))
-            s.settimeout(timeout())
-            data = b""
-            try:
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-            except ConnectionResetError:
-                pass
-            self.assertNotIn(b"MSGP", data, "a plaintext reply on the TLS port")
-        self.wait_counter(d, "tls_failed.protocol", base["tls_failed.protocol"] + 1, bystander)
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            self.assertEqual(read_to_end(s), b"\x15\x03\x03\x00\x02\x02\x0a")
         # Handshakes that stop halfway: half a ClientHello, and a whole one
         # whose sender then never answers. Both end at idle_timeout.
         hello = client_hello()
@@ -582,12 +600,7 @@ class TestBadInput(TlsTestBase):
             stalled.append(s)
         self.wait_counter(d, "tls_failed.timeout", base["tls_failed.timeout"] + 2, bystander)
         for s in stalled:
-            s.settimeout(timeout())
-            try:
-                while s.recv(65536):
-                    pass
-            except ConnectionResetError:
-                pass
+            read_to_end(s, resets_ok=True)
         self.assert_ping(bystander, b"after the stalls")
         # 1,000 handshakes opened and dropped, some before a byte, some after
         # the ClientHello, some with a reset.
