@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <ev.h>
 #ifdef __GLIBC__
@@ -194,9 +196,21 @@ static int readable(const char *cfgpath, const char *key, const char *file, char
         fclose(f);
         return 0;
     }
-    char eb[128];
-    snprintf(err, errlen, "%s: [tls] %s %s: %s", cfgpath, key, file,
-             strerror_r(errno, eb, sizeof eb));
+    int e = errno;
+    char eb[128], who[160] = "";
+    if (e == EACCES && geteuid() != 0) {
+        /* After the privilege drop a reload reads as [server] user. */
+        struct passwd pw, *p = NULL;
+        char pwbuf[1024];
+        if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &p) == 0 && p)
+            snprintf(who, sizeof who, " (msgd runs as user %s: let it or its group read the file)",
+                     p->pw_name);
+        else
+            snprintf(who, sizeof who, " (msgd runs as uid %u: let it read the file)",
+                     (unsigned)geteuid());
+    }
+    snprintf(err, errlen, "%s: [tls] %s %s: %s%s", cfgpath, key, file,
+             strerror_r(e, eb, sizeof eb), who);
     return -1;
 }
 

@@ -2,10 +2,15 @@
 with Python's ssl module and the `openssl` command as real clients: a
 handshake and PING, HELLO's `tls` feature, min_version 1.2 and 1.3, client
 certificates (good, missing, from the wrong CA), ALPN msgp/1 and session
-resumption seen by `openssl s_client`, a certificate reloaded on SIGHUP (and
-a reload that fails keeping the running one), `msgd -t` naming a bad
-certificate or key file, large and pipelined payloads with back-pressure, and
-the bad input: plaintext to a TLS port, a handshake that stops halfway, 1,000
+resumption seen by `openssl s_client`, tickets resumed across reloads (not
+across a change of client CAs), a certificate reloaded on SIGHUP (and a
+reload that fails, on a missing, bad or mismatched key or, as root with
+[server] user, a key only root can read, keeping the running one and naming
+the file), `msgd -t` naming a bad certificate or key file, large and
+pipelined payloads with back-pressure, a connection that went quiet (its TLS
+buffers freed) talking again, and the bad input: plaintext to a TLS port
+(answered with a protocol_version alert), a handshake that stops halfway
+(ended by idle_timeout, or by the 10 s bound with idle_timeout off), 1,000
 handshakes opened and dropped, each closed and counted while the other
 connections go on.
 
@@ -23,7 +28,7 @@ import unittest
 import msgproto as mp
 import test_client
 import tlspki
-from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
+from harness import HOST, MSGD_BIN, Daemon, MsgdTestCase, check_config, timeout, wait_until
 
 PKI = tlspki.Pki("msgd-it-tls-pki-")
 path = PKI.path
@@ -312,13 +317,62 @@ class TestReload(TlsTestBase):
         d.send_signal(signal.SIGHUP)
         wait_until(lambda: self.serial(d) == SERIAL_2, timeout(2), "the new certificate's serial")
         self.assert_ping(old, b"opened before the reload")
-        # A reload whose key cannot be read keeps the running certificate.
-        d.config["tls"] = {"cert": path("server.pem"), "key": path("missing.key")}
-        d.write_config()
-        d.send_signal(signal.SIGHUP)
-        wait_until(lambda: "missing.key" in d.read_log(), timeout(2), "the failed reload's log")
-        self.assertEqual(self.serial(d), SERIAL_2)
+        # A reload whose key cannot be read, is not a key, or is another
+        # certificate's keeps the running certificate, and the log names the file.
+        for key, why in (("missing.key", "No such file or directory"),
+                         ("garbage.pem", ""), ("server2.key", "key values mismatch")):
+            d.config["tls"] = {"cert": path("server.pem"), "key": path(key)}
+            d.write_config()
+            n = d.read_log().count("reload failed: running configuration kept")
+            d.send_signal(signal.SIGHUP)
+            wait_until(lambda: d.read_log().count("reload failed: running configuration kept") > n,
+                       timeout(2), "the failed reload's log")
+            line = [l for l in d.read_log().splitlines() if "[error] reload: " in l][-1]
+            self.assertIn("[tls] key %s" % path(key), line)
+            self.assertIn(why, line)
+            self.assertEqual(self.serial(d), SERIAL_2)
+            self.assert_ping(old)
+
+    def test_reload_as_the_user_a_root_only_key(self):
+        """[server] user: the key is read as root at start, but a reload
+        reads it as the user: a root-only key fails the reload, which says
+        so and keeps serving; a key the user's group can read reloads."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        d = Daemon(dict(TLS_CONFIG, server={"reactors": 2, "workers": 1, "user": "nobody"}),
+                   name="tlsuser")
+        d.open_notify = True  # also opens d.tmp (0711) to nobody
+        files = os.path.join(d.tmp, "tls")
+        os.mkdir(files)
+        os.chmod(files, 0o755)
+        cert, key = os.path.join(files, "server.pem"), os.path.join(files, "server.key")
+        for src, dst, mode in ((path("server.pem"), cert, 0o644), (path("server.key"), key, 0o600)):
+            with open(src, "rb") as f, open(dst, "wb") as g:
+                g.write(f.read())
+            os.chmod(dst, mode)
+        d.config["tls"] = {"cert": cert, "key": key}
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        os.chmod(d.config_path, 0o644)
+        self.assertIn("dropped privileges to user nobody", d.read_log())
+        old = self.tls(d)
         self.assert_ping(old)
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed: running configuration kept" in d.read_log(),
+                   timeout(2), "the failed reload's log")
+        self.assertIn("[tls] key %s: Permission denied (msgd runs as user nobody: let it or its "
+                      "group read the file)" % key, d.read_log())
+        self.assertEqual(self.serial(d), SERIAL_1)
+        self.assert_ping(old, b"still served")
+        os.chown(key, 0, nobody.pw_gid)
+        os.chmod(key, 0o640)
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloaded " in d.read_log(), timeout(2), "the reload")
+        self.assert_ping(self.tls(d), b"after the reload")
+
 
 
 class TestResumptionAcrossReload(TlsTestBase):
