@@ -93,7 +93,7 @@ static double mono_s(void)
 
 /* Copies the key to encrypt with (enc) or the one named name into *out,
  * rotating first when keys[0] is due. Returns 1 for keys[0], 2 for an
- * older key, 0 when there is none (or no randomness), as the callback. */
+ * older key, 0 when there is none (or no randomness). */
 static int ticket_key_get(int enc, const unsigned char *name, struct ticket_key *out)
 {
     int rc = 0;
@@ -122,11 +122,13 @@ static int ticket_key_get(int enc, const unsigned char *name, struct ticket_key 
 }
 
 /* SSL_CTX_set_tlsext_ticket_key_evp_cb's callback: AES-256-CBC and
- * HMAC-SHA256 under the process's keys, as OpenSSL's own default does. */
+ * HMAC-SHA256 under the process's keys, as OpenSSL's own default does, and
+ * as it does, a resumed TLS 1.3 session gets a new ticket (2: renew; TLS 1.3
+ * clients use a ticket once), a TLS 1.2 one only when its key is an older
+ * one. */
 static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     struct ticket_key k;
     int rc = ticket_key_get(enc, name, &k);
     if (rc == 0)
@@ -147,6 +149,8 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     }
     ok = ok && EVP_MAC_CTX_set_params(hctx, params) == 1;
     OPENSSL_cleanse(&k, sizeof k);
+    if (!enc && SSL_version(ssl) >= TLS1_3_VERSION)
+        rc = 2;
     return ok ? rc : -1;
 }
 
@@ -395,10 +399,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_start(loop, w);
 }
 
-/* A read or a write is about to use the record buffers. */
+/* A read or a write is about to use the record buffers. (Before the
+ * handshake is done the timer is its deadline, and nothing reads or writes.) */
 static void touch(struct tls_conn *t)
 {
-    if (!t->loop)
+    if (!t->loop || !t->ready)
         return;
     t->last = ev_now(t->loop);
     if (!t->held) {
