@@ -522,7 +522,10 @@ static void handshake(struct conn *c)
         stats_add(st, rc == -TLS_FAIL_CERT      ? STATS_TLS_FAILED_CERT
                       : rc == -TLS_FAIL_ABORTED ? STATS_TLS_FAILED_ABORTED
                                                 : STATS_TLS_FAILED_PROTOCOL, 1);
-        conn_close(c);
+        if (rc == -TLS_FAIL_ABORTED)
+            conn_close(c);
+        else
+            close_gracefully(c); /* the alert is read, not lost to a reset */
         return;
     }
     update_events(c);
@@ -735,10 +738,21 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
     return c;
 }
 
+/* The handshake's own deadline (tls.h TLS_HANDSHAKE_S) passed; a shorter
+ * idle_timeout ends it in idle_cb first. */
+static void handshake_expired(void *arg)
+{
+    struct conn *c = arg;
+    stats_add(c->host->env.stats, proxy_pending(c) ? STATS_CLOSED_PROXY : STATS_TLS_FAILED_TIMEOUT,
+              1);
+    conn_close(c);
+}
+
 void conn_start_tls(struct conn *c, struct tls_conn *tls)
 {
     c->tls = tls;
     c->pl.secure = true;
+    tls_conn_watch(tls, c->host->loop, handshake_expired, c);
     update_events(c);
 }
 

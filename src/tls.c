@@ -4,22 +4,47 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <ev.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
 
 #define TLS_SESSION_CACHE 20480       /* server-side sessions kept for resumption */
+#define TLS_TICKET_ROTATE_S 3600     /* a new ticket key this often; tickets of the */
+#define TLS_TICKET_KEYS 3             /* last 2 still resume (they live 2 h: OpenSSL's
+                                       * default session timeout) */
+#define TLS_QUIET_S 1.0               /* a connection quiet this long lets go of its
+                                       * record buffers (~34 KiB) */
 
 struct tls_conn {
     SSL *ssl;
     bool ready;                       /* the handshake is done */
     bool more;                        /* the last read stopped with its buffers full */
+    bool held;                        /* OpenSSL may hold record buffers: timer watches */
+    bool trim;                        /* they were freed: the timer gives pages back */
     int want;                         /* TLS_WANT_* of the last call that could not go on */
+    /* tls_conn_watch: the handshake's deadline, then the quiet check. */
+    struct ev_loop *loop;
+    ev_timer timer;
+    ev_tstamp last;                   /* the last read or write; when trim: the free */
+    void (*expired)(void *arg);
+    void *arg;
 };
 
 /* ---- the context ---- */
@@ -38,6 +63,121 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* ---- session tickets ----
+ *
+ * The keys that encrypt session tickets belong to the process, not to a
+ * context: a reload builds a new context, and tickets issued before it must
+ * still resume. keys[0] encrypts new tickets; every TLS_TICKET_ROTATE_S a
+ * fresh one takes its place and the older ones, still accepted, move down
+ * (a ticket under an older key gets a new ticket). Made on first use. Any
+ * reactor thread, under ticket_lock (once per handshake). */
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    bool set;
+};
+
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key ticket_keys[TLS_TICKET_KEYS];
+static double ticket_rotated;         /* CLOCK_MONOTONIC seconds of keys[0] */
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Copies the key to encrypt with (enc) or the one named name into *out,
+ * rotating first when keys[0] is due. Returns 1 for keys[0], 2 for an
+ * older key, 0 when there is none (or no randomness). */
+static int ticket_key_get(int enc, const unsigned char *name, struct ticket_key *out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ticket_lock);
+    double now = mono_s();
+    if (!ticket_keys[0].set || now - ticket_rotated >= TLS_TICKET_ROTATE_S) {
+        struct ticket_key k = {.set = true};
+        if (RAND_bytes(k.name, sizeof k.name) == 1 && RAND_bytes(k.aes, sizeof k.aes) == 1 &&
+            RAND_priv_bytes(k.hmac, sizeof k.hmac) == 1) {
+            OPENSSL_cleanse(&ticket_keys[TLS_TICKET_KEYS - 1], sizeof ticket_keys[0]);
+            memmove(&ticket_keys[1], &ticket_keys[0], sizeof ticket_keys[0] * (TLS_TICKET_KEYS - 1));
+            ticket_keys[0] = k;
+            ticket_rotated = now;
+        }
+        OPENSSL_cleanse(&k, sizeof k);
+    }
+    for (int i = 0; i < TLS_TICKET_KEYS; i++) {
+        if (!ticket_keys[i].set || (!enc && memcmp(name, ticket_keys[i].name, 16) != 0))
+            continue;
+        *out = ticket_keys[i];
+        rc = i == 0 ? 1 : 2;
+        break;
+    }
+    pthread_mutex_unlock(&ticket_lock);
+    return rc;
+}
+
+/* SSL_CTX_set_tlsext_ticket_key_evp_cb's callback: AES-256-CBC and
+ * HMAC-SHA256 under the process's keys, as OpenSSL's own default does, and
+ * as it does, a resumed TLS 1.3 session gets a new ticket (2: renew; TLS 1.3
+ * clients use a ticket once), a TLS 1.2 one only when its key is an older
+ * one. */
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key k;
+    int rc = ticket_key_get(enc, name, &k);
+    if (rc == 0)
+        return 0; /* encrypting: no ticket; decrypting: a full handshake */
+    char sha256[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, sha256, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok;
+    if (enc) {
+        memcpy(name, k.name, 16);
+        ok = RAND_bytes(iv, 16) == 1 &&
+             EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1;
+    } else {
+        ok = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1;
+    }
+    ok = ok && EVP_MAC_CTX_set_params(hctx, params) == 1;
+    OPENSSL_cleanse(&k, sizeof k);
+    if (!enc && SSL_version(ssl) >= TLS1_3_VERSION)
+        rc = 2;
+    return ok ? rc : -1;
+}
+
+/* The session id context: sessions (and tickets) resume only in a context
+ * that verifies clients the same way: "msgd" without [tls] ca, else a
+ * SHA-256 of "msgd" and the CA file's bytes, so a reload that changes the CAs
+ * does not let a session made under the old ones resume. Returns 0 or -1. */
+static int set_sid_ctx(SSL_CTX *ctx, const char *ca)
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (!ca)
+        return SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"msgd", 4) == 1 ? 0 : -1;
+    FILE *f = fopen(ca, "re");
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = f && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(h, "msgd", 4) == 1;
+    char buf[4096];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(h, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(h, md, &mdlen) == 1 &&
+         SSL_CTX_set_session_id_context(ctx, md, mdlen) == 1;
+    EVP_MD_CTX_free(h);
+    if (f)
+        fclose(f);
+    return ok ? 0 : -1;
 }
 
 /* OpenSSL's reason for the last failure, and the queue emptied. */
@@ -60,9 +200,21 @@ static int readable(const char *cfgpath, const char *key, const char *file, char
         fclose(f);
         return 0;
     }
-    char eb[128];
-    snprintf(err, errlen, "%s: [tls] %s %s: %s", cfgpath, key, file,
-             strerror_r(errno, eb, sizeof eb));
+    int e = errno;
+    char eb[128], who[160] = "";
+    if (e == EACCES && geteuid() != 0) {
+        /* After the privilege drop a reload reads as [server] user. */
+        struct passwd pw, *p = NULL;
+        char pwbuf[1024];
+        if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &p) == 0 && p)
+            snprintf(who, sizeof who, " (msgd runs as user %s: let it or its group read the file)",
+                     p->pw_name);
+        else
+            snprintf(who, sizeof who, " (msgd runs as uid %u: let it read the file)",
+                     (unsigned)geteuid());
+    }
+    snprintf(err, errlen, "%s: [tls] %s %s: %s%s", cfgpath, key, file,
+             strerror_r(e, eb, sizeof eb), who);
     return -1;
 }
 
@@ -123,13 +275,22 @@ struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, ch
     if (ktls && strcmp(ktls, "1") == 0)
         opts |= SSL_OP_ENABLE_KTLS;
     SSL_CTX_set_options(ctx, opts);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                          SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record
+     * buffers around every read and write. A connection keeps them while it
+     * talks and lets go once quiet (tls_conn_watch). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(ctx, 1);
-    /* Resumption: a session cache for TLS 1.2 ids, tickets for 1.2 and 1.3. */
+    /* Resumption: a session cache for TLS 1.2 ids (this context's: a reload
+     * starts an empty one), tickets for 1.2 and 1.3 under the process's
+     * keys (they survive reloads). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"msgd", 4);
+    if (set_sid_ctx(ctx, cfg->tls_ca[0] ? ca : NULL) < 0 ||
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+        snprintf(err, errlen, "%s: [tls] %s%s: %s", cfgpath, cfg->tls_ca[0] ? "ca " : "session tickets",
+                 cfg->tls_ca[0] ? ca : "", ssl_reason(why, sizeof why));
+        goto fail;
+    }
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     return ctx;
@@ -174,13 +335,119 @@ void tls_conn_free(struct tls_conn *t)
 {
     if (!t)
         return;
+    if (t->loop)
+        ev_timer_stop(t->loop, &t->timer);
     SSL_free(t->ssl);
     free(t);
 }
 
-/* Sorts a failed handshake, logging OpenSSL's reason at debug. */
+/* When (ev_now, in ms) malloc_trim last ran, in any reactor. */
+static atomic_llong trimmed_ms;
+
+/* Gives the pages of freed record buffers back to the kernel. glibc keeps
+ * freed heap memory for reuse, so without this a burst of busy connections
+ * that went quiet would keep the daemon's RSS at the burst's peak. One trim
+ * covers every buffer freed before it: a connection whose buffers were freed
+ * at freed trims only when nobody has since, so trims come at most about
+ * once per TLS_QUIET_S, process-wide. */
+static void give_back(ev_tstamp freed, ev_tstamp now)
+{
+#ifdef __GLIBC__
+    long long last = atomic_load_explicit(&trimmed_ms, memory_order_relaxed);
+    long long at = (long long)(now * 1000);
+    if (last < (long long)(freed * 1000) &&
+        atomic_compare_exchange_strong(&trimmed_ms, &last, at))
+        malloc_trim(0);
+#else
+    (void)freed;
+    (void)now;
+#endif
+}
+
+/* The timer: during the handshake, its deadline; after it, due when the
+ * connection may have been quiet for TLS_QUIET_S. Reads and writes only
+ * note the time (touch); the timer, when due, looks whether anything
+ * happened since and either waits for the rest or frees OpenSSL's record
+ * buffers, then once more TLS_QUIET_S later to give their pages back. So a
+ * busy connection costs one wake-up per TLS_QUIET_S, not a timer update per
+ * read, and never an allocation per read. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct tls_conn *t = w->data;
+    if (!t->ready) {
+        t->expired(t->arg); /* frees t */
+        return;
+    }
+    if (t->trim) {
+        t->trim = false;
+        give_back(t->last, ev_now(loop)); /* last: when they were freed */
+        return;
+    }
+    ev_tstamp left = t->last + TLS_QUIET_S - ev_now(loop);
+    /* Buffered input (a paused reader's) or unsent output stays; OpenSSL
+     * refuses those too (SSL_free_buffers returns 0). */
+    if (left <= 0 && !t->more && !SSL_has_pending(t->ssl) && SSL_free_buffers(t->ssl) == 1) {
+        t->held = false;
+        t->trim = true;
+        t->last = ev_now(loop);
+        left = TLS_QUIET_S;
+    } else if (left <= 0) {
+        left = TLS_QUIET_S;
+    }
+    ev_timer_set(w, left, 0.);
+    ev_timer_start(loop, w);
+}
+
+/* A read or a write is about to use the record buffers. (Before the
+ * handshake is done the timer is its deadline, and nothing reads or writes.) */
+static void touch(struct tls_conn *t)
+{
+    if (!t->loop || !t->ready)
+        return;
+    t->last = ev_now(t->loop);
+    if (!t->held) {
+        t->held = true;
+        t->trim = false;
+        ev_timer_stop(t->loop, &t->timer); /* a pending trim, if any */
+        ev_timer_set(&t->timer, TLS_QUIET_S, 0.);
+        ev_timer_start(t->loop, &t->timer);
+    }
+}
+
+void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(void *arg),
+                    void *arg)
+{
+    t->loop = loop;
+    t->expired = expired;
+    t->arg = arg;
+    ev_init(&t->timer, timer_cb);
+    t->timer.data = t;
+    if (t->ready) {
+        touch(t);
+        return;
+    }
+    ev_timer_set(&t->timer, TLS_HANDSHAKE_S, 0.);
+    ev_timer_start(loop, &t->timer);
+}
+
+/* A fatal protocol_version alert, for a first record that is not TLS at
+ * all (plaintext, HTTP): OpenSSL closes those without a word, while a TLS
+ * client (of a wrong version, say) that gets an alert can say why, and a
+ * plaintext client sees 7 bytes that are not its protocol, then the end. */
+static void alert_not_tls(struct tls_conn *t)
+{
+    static const unsigned char alert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46};
+    if (BIO_number_written(SSL_get_wbio(t->ssl)) == 0) /* OpenSSL sent nothing */
+        (void)!send(SSL_get_fd(t->ssl), alert, sizeof alert, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Sorts a failed handshake, logging OpenSSL's reason at debug; a protocol
+ * failure that OpenSSL did not answer gets its alert; the deadline stops. */
 static int classify(struct tls_conn *t, int e)
 {
+    if (t->loop)
+        ev_timer_stop(t->loop, &t->timer);
     unsigned long err = ERR_peek_last_error();
     int reason = ERR_GET_REASON(err);
     int kind = TLS_FAIL_PROTOCOL;
@@ -201,6 +468,8 @@ static int classify(struct tls_conn *t, int e)
                   kind == TLS_FAIL_CERT && vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
     }
     ERR_clear_error();
+    if (kind == TLS_FAIL_PROTOCOL)
+        alert_not_tls(t);
     return -kind;
 }
 
@@ -211,6 +480,11 @@ int tls_conn_handshake(struct tls_conn *t)
     if (rc == 1) {
         t->ready = true;
         t->want = 0;
+        if (t->loop) { /* from the deadline to the quiet check */
+            ev_timer_stop(t->loop, &t->timer);
+            t->held = false;
+            touch(t);
+        }
         return 1;
     }
     int e = SSL_get_error(t->ssl, rc);
@@ -236,6 +510,7 @@ int tls_conn_want(const struct tls_conn *t) { return t->want; }
 ssize_t tls_conn_readv(struct tls_conn *t, const struct iovec *iov, int iovcnt)
 {
     size_t total = 0;
+    touch(t); /* a read allocates the buffers even when it finds nothing */
     t->more = false;
     t->want &= ~TLS_WANT_WRITE;
     for (int i = 0; i < iovcnt; i++) {
@@ -281,6 +556,7 @@ ssize_t tls_conn_send(struct tls_conn *t, const void *p, size_t n)
     size_t w = 0;
     t->want &= ~TLS_WANT_READ;
     ERR_clear_error();
+    touch(t);
     if (SSL_write_ex(t->ssl, p, n, &w) == 1)
         return (ssize_t)w;
     int e = SSL_get_error(t->ssl, 0);

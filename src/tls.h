@@ -16,8 +16,13 @@
 
 struct ssl_ctx_st;  /* OpenSSL's SSL_CTX */
 struct tls_conn;
+struct ev_loop;
 
 #define TLS_ALPN "msgp/1"
+
+/* The longest a handshake may take, in seconds, whatever idle_timeout says
+ * (a shorter idle_timeout bounds it sooner: CONFIG.md). */
+#define TLS_HANDSHAKE_S 10.0
 
 /* What a failed handshake was (for the counters). */
 enum tls_fail {
@@ -46,11 +51,23 @@ void tls_ctx_unref(struct ssl_ctx_st *ctx);
  * Returns NULL when out of memory. The thread that owns fd. */
 struct tls_conn *tls_conn_new(struct ssl_ctx_st *ctx, int fd);
 
+/* Puts t under a timer on loop (its reactor's): expired(arg) is called when
+ * the handshake is not done TLS_HANDSHAKE_S after this call (it must free
+ * t); once done, OpenSSL's record buffers (~34 KiB) are kept while the
+ * connection reads or writes and freed once it has been quiet for a second,
+ * so a busy connection never reallocates them and an idle one holds none.
+ * Without this call t keeps its buffers and has no deadline. */
+void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(void *arg),
+                    void *arg);
+
 /* Frees t (the fd stays open). */
 void tls_conn_free(struct tls_conn *t);
 
 /* Advances the handshake. Returns 1 when it is done, 0 when it waits
- * (tls_conn_want says for what), or -enum tls_fail. */
+ * (tls_conn_want says for what), or -enum tls_fail. A failure has sent the
+ * peer a fatal alert where there is one to send (TLS_FAIL_PROTOCOL always:
+ * protocol_version for input that is not TLS at all), so close gracefully
+ * (write side first) for the peer to read it. */
 int tls_conn_handshake(struct tls_conn *t);
 
 /* Whether the handshake is done. */

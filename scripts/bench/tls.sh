@@ -9,7 +9,9 @@
 #   scripts/bench/tls.sh [BUILD_DIR]        (default build-bench)
 #
 # Environment: BENCH_RUNS=3, BENCH_SECONDS=4, BENCH_OUT=BUILD_DIR/bench,
-# BENCH_TLS_CONNS=8 (ping-pong connections). Where the kernel offers kTLS (the
+# BENCH_TLS_CONNS=8 (ping-pong connections), BENCH_TLS_IDLE=1000 (idle TLS
+# connections held per round for the memory row, each against a fresh msgd;
+# 0 skips the row). Where the kernel offers kTLS (the
 # "tls" ULP), msgd's ping-pong is measured with MSGD_TLS_KTLS=1 too.
 # Certificates are made in a temp dir with the openssl command. Every server is
 # started by launch.py and stopped by PID; every tool runs under timeout(1).
@@ -20,6 +22,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-4}
 CONNS=${BENCH_TLS_CONNS:-8}
+IDLE=${BENCH_TLS_IDLE:-1000}
 OUT=${BENCH_OUT:-$BUILD/bench}
 MSGD=$BUILD/msgd
 TB=$BUILD/tls_bench
@@ -27,6 +30,7 @@ TB=$BUILD/tls_bench
 die() { echo "bench-tls: $*" >&2; exit 2; }
 case $RUNS in ''|*[!0-9]*) die "BENCH_RUNS must be a number";; esac
 case $SECS in ''|*[!0-9]*) die "BENCH_SECONDS must be a number";; esac
+case $IDLE in ''|*[!0-9]*) die "BENCH_TLS_IDLE must be a number";; esac
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 9 ] || die "BENCH_RUNS must be 1..9"
 [ -x "$MSGD" ] && [ -x "$TB" ] || die "$MSGD or $TB missing (run make bench)"
 for p in haproxy openssl python3 taskset timeout; do
@@ -177,10 +181,23 @@ done
 stop "$MSGD_PID"
 stop "$HAP_PID"
 
+# ---- idle memory: RSS per idle TLS connection, each round a fresh msgd -------------------
+if [ "$IDLE" -gt 0 ]; then
+    for ((r = 1; r <= RUNS; r++)); do
+        sed -e "s/^listen = .*/listen = 127.0.0.1:$(freeport)/" \
+            -e "s/^tls_listen = .*/tls_listen = 127.0.0.1:$(freeport)/" "$TMP/msgd.ini" > "$TMP/idle.ini"
+        IPORT=$(sed -n 's/^tls_listen = 127.0.0.1://p' "$TMP/idle.ini")
+        start msgd-idle "$IPORT" taskset -c 0 "$MSGD" -c "$TMP/idle.ini" || exit 1
+        # 3 s: past the quiet time after which msgd lets go of a connection's TLS buffers.
+        measure $r tls_idle_rss msgd "$IPORT" idle "$IPORT" "$TMP/ca.pem" 3 "$IDLE" "$PID"
+        stop "$PID"
+    done
+fi
+
 # ---- the table ------------------------------------------------------------------------
-python3 - "$RESULTS" "$OUT/tls.md" "$KTLS" "$RUNS" "$CONNS" "${BENCH_DOC:-}" <<'EOF'
+python3 - "$RESULTS" "$OUT/tls.md" "$KTLS" "$RUNS" "$CONNS" "${BENCH_DOC:-}" "$IDLE" <<'EOF'
 import json, statistics, sys
-res, out, ktls, runs, conns, doc = sys.argv[1:7]
+res, out, ktls, runs, conns, doc, idle = sys.argv[1:8]
 vals = {}
 for line in open(res):
     r = json.loads(line)
@@ -201,6 +218,9 @@ if ("pingpong_16k_tls", "msgd_ktls") in med:
     k = med[("pingpong_16k_tls", "msgd_ktls")]
     lines.append("| the ping-pong with kTLS (MSGD_TLS_KTLS=1) | %.0f requests/s | | %.2fx of msgd without | |"
                  % (k, k / med[("pingpong_16k_tls", "msgd")]))
+if ("tls_idle_rss", "msgd") in med:
+    lines.append("| msgd's RSS per idle TLS connection (%s, after a handshake and one 64 B ECHO) | %.0f bytes | | | |"
+                 % (idle, med[("tls_idle_rss", "msgd")]))
 lines.append("")
 lines.append("Medians of %s rounds; kTLS on this machine: %s." % (runs, ktls))
 table = "\n".join(lines) + "\n"

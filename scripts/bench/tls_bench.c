@@ -6,6 +6,10 @@
  *   tls_bench connect PORT CAFILE SECONDS full|resumed  -> "connections/s"
  *       connect, handshake (resuming the first session when asked), one
  *       PING round trip, close; one thread
+ *   tls_bench idle PORT CAFILE SECONDS COUNT PID        -> "bytes per connection"
+ *       msgd's RSS (/proc/PID/status) before, then COUNT connections, each
+ *       with a handshake and one 64-byte ECHO, held idle; after SECONDS the
+ *       RSS again: (after - before) / COUNT. PID must be a fresh msgd.
  *
  * Loopback only (127.0.0.1); every loop ends at SECONDS. */
 #include <arpa/inet.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,11 +136,77 @@ static void *pingpong(void *arg)
     return NULL;
 }
 
+static long rss_kib(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "re");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = atol(line + 6);
+    if (f)
+        fclose(f);
+    if (kib < 0) {
+        fprintf(stderr, "tls_bench: no VmRSS for pid %d\n", pid);
+        exit(1);
+    }
+    return kib;
+}
+
+/* RSS once it stops moving (at most 2 s more). */
+static long settled_rss(int pid)
+{
+    long last = rss_kib(pid);
+    for (int i = 0; i < 10; i++) {
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        long now = rss_kib(pid);
+        if (now == last)
+            break;
+        last = now;
+    }
+    return last;
+}
+
+static int idle(int count, int pid)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)count + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    struct ssl_st **ssl = calloc((size_t)count, sizeof *ssl);
+    int *fds = calloc((size_t)count, sizeof *fds);
+    uint8_t buf[16 + 64];
+    long before = settled_rss(pid);
+    for (int i = 0; i < count; i++) {
+        fds[i] = dial();
+        ssl[i] = secure(fds[i], NULL);
+        round_trip(ssl[i], buf, 2 /* ECHO */, 64);
+    }
+    long busy = rss_kib(pid);
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    nanosleep(&ts, NULL);
+    long after = settled_rss(pid);
+    for (int i = 0; i < count; i++) {
+        msgclient_tls_free(ssl[i]);
+        close(fds[i]);
+    }
+    fprintf(stderr, "tls_bench idle: rss %ld KiB before, %ld KiB right after %d connections, "
+                    "%ld KiB %.1f s later\n", before, busy, count, after, seconds);
+    printf("%.0f\n", (double)(after - before) * 1024.0 / count);
+    free(ssl);
+    free(fds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
         fprintf(stderr, "usage: tls_bench pingpong PORT CAFILE SECONDS CONNS SIZE\n"
-                        "       tls_bench connect PORT CAFILE SECONDS full|resumed\n");
+                        "       tls_bench connect PORT CAFILE SECONDS full|resumed\n"
+                        "       tls_bench idle PORT CAFILE SECONDS COUNT PID\n");
         return 2;
     }
     port = atoi(argv[2]);
@@ -164,6 +235,12 @@ int main(int argc, char **argv)
         }
         printf("%.0f\n", (double)total / (now_s() - t0));
         return 0;
+    }
+    if (strcmp(argv[1], "idle") == 0 && argc == 7) {
+        int count = atoi(argv[5]), pid = atoi(argv[6]);
+        if (count < 1 || count > 100000 || pid < 1)
+            return 2;
+        return idle(count, pid);
     }
     if (strcmp(argv[1], "connect") == 0) {
         int resume = strcmp(argv[5], "resumed") == 0;

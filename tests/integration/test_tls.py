@@ -2,10 +2,15 @@
 with Python's ssl module and the `openssl` command as real clients: a
 handshake and PING, HELLO's `tls` feature, min_version 1.2 and 1.3, client
 certificates (good, missing, from the wrong CA), ALPN msgp/1 and session
-resumption seen by `openssl s_client`, a certificate reloaded on SIGHUP (and
-a reload that fails keeping the running one), `msgd -t` naming a bad
-certificate or key file, large and pipelined payloads with back-pressure, and
-the bad input: plaintext to a TLS port, a handshake that stops halfway, 1,000
+resumption seen by `openssl s_client`, tickets resumed across reloads (not
+across a change of client CAs), a certificate reloaded on SIGHUP (and a
+reload that fails, on a missing, bad or mismatched key or, as root with
+[server] user, a key only root can read, keeping the running one and naming
+the file), `msgd -t` naming a bad certificate or key file, large and
+pipelined payloads with back-pressure, a connection that went quiet (its TLS
+buffers freed) talking again, and the bad input: plaintext to a TLS port
+(answered with a protocol_version alert), a handshake that stops halfway
+(ended by idle_timeout, or by the 10 s bound with idle_timeout off), 1,000
 handshakes opened and dropped, each closed and counted while the other
 connections go on.
 
@@ -23,7 +28,7 @@ import unittest
 import msgproto as mp
 import test_client
 import tlspki
-from harness import HOST, MSGD_BIN, MsgdTestCase, check_config, timeout, wait_until
+from harness import HOST, MSGD_BIN, Daemon, MsgdTestCase, check_config, timeout, wait_until
 
 PKI = tlspki.Pki("msgd-it-tls-pki-")
 path = PKI.path
@@ -58,7 +63,7 @@ def client_context(cert=None, minimum=None, maximum=None, alpn=("msgp/1",)):
 class TlsClient(mp.Client):
     """mp.Client over TLS (the handshake done in the constructor)."""
 
-    def __init__(self, port, ctx=None, wait=None, rcvbuf=None):
+    def __init__(self, port, ctx=None, wait=None, rcvbuf=None, session=None):
         self.timeout = timeout() if wait is None else wait
         self.answer_pings = False
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,7 +77,8 @@ class TlsClient(mp.Client):
             raise
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            self.sock = (ctx or client_context()).wrap_socket(raw, server_hostname="localhost")
+            self.sock = (ctx or client_context()).wrap_socket(raw, server_hostname="localhost",
+                                                              session=session)
         except BaseException:
             raw.close()
             raise
@@ -89,6 +95,26 @@ class TlsClient(mp.Client):
             return super()._recv_some(deadline, what)
         except ssl.SSLError as e:
             raise mp.ConnectionClosed("TLS error while waiting for %s: %s" % (what, e))
+
+
+# A fatal protocol_version alert (TLS record type 21, version 1.2, 2 bytes).
+ALERT_PROTOCOL_VERSION = b"\x15\x03\x03\x00\x02\x02\x46"
+
+
+def read_to_end(s, wait=None, resets_ok=False):
+    """Everything s receives until the peer closes (within wait)."""
+    s.settimeout(timeout() if wait is None else wait)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except ConnectionResetError:
+        if not resets_ok:
+            raise
+        return got
 
 
 def client_hello():
@@ -200,6 +226,20 @@ class TestTls(TlsTestBase):
         self.assertFalse(sender.is_alive())
         self.assert_ping(slow)
 
+    def test_quiet_connection_comes_back(self):
+        """A connection quiet past a second lets go of its TLS buffers (and
+        the daemon trims the heap a second later); then it talks again, a
+        frame larger than a record both ways, and TLS 1.2 too."""
+        clients = [self.tls(self.daemon),
+                   self.tls(self.daemon, ctx=client_context(maximum=ssl.TLSVersion.TLSv1_2))]
+        for c in clients:
+            self.assert_ping(c)
+        time.sleep(2.5)  # the behaviour under test: quiet for 1 s, then the trim
+        for c in clients:
+            payload = bytes(range(256)) * 200
+            self.assert_frame(c.call(mp.ECHO, payload), mp.reply_cmd(mp.ECHO), payload)
+            self.assert_ping(c, b"again")
+
     def s_client(self, args, sess_out=None):
         """Runs openssl s_client; with sess_out, until it has written the
         session there (TLS 1.3 sends its ticket after the handshake), then
@@ -277,13 +317,134 @@ class TestReload(TlsTestBase):
         d.send_signal(signal.SIGHUP)
         wait_until(lambda: self.serial(d) == SERIAL_2, timeout(2), "the new certificate's serial")
         self.assert_ping(old, b"opened before the reload")
-        # A reload whose key cannot be read keeps the running certificate.
-        d.config["tls"] = {"cert": path("server.pem"), "key": path("missing.key")}
+        # A reload whose key cannot be read, is not a key, or is another
+        # certificate's keeps the running certificate, and the log names the file.
+        for key, why in (("missing.key", "No such file or directory"),
+                         ("garbage.pem", ""), ("server2.key", "key values mismatch")):
+            d.config["tls"] = {"cert": path("server.pem"), "key": path(key)}
+            d.write_config()
+            n = d.read_log().count("reload failed: running configuration kept")
+            d.send_signal(signal.SIGHUP)
+            wait_until(lambda: d.read_log().count("reload failed: running configuration kept") > n,
+                       timeout(2), "the failed reload's log")
+            line = [l for l in d.read_log().splitlines() if "[error] reload: " in l][-1]
+            self.assertIn("[tls] key %s" % path(key), line)
+            self.assertIn(why, line)
+            self.assertEqual(self.serial(d), SERIAL_2)
+            self.assert_ping(old)
+
+    def test_reload_as_the_user_a_root_only_key(self):
+        """[server] user: the key is read as root at start, but a reload
+        reads it as the user: a root-only key fails the reload, which says
+        so and keeps serving; a key the user's group can read reloads."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        d = Daemon(dict(TLS_CONFIG, server={"reactors": 2, "workers": 1, "user": "nobody"}),
+                   name="tlsuser")
+        d.open_notify = True  # also opens d.tmp (0711) to nobody
+        files = os.path.join(d.tmp, "tls")
+        os.mkdir(files)
+        os.chmod(files, 0o755)
+        cert, key = os.path.join(files, "server.pem"), os.path.join(files, "server.key")
+        for src, dst, mode in ((path("server.pem"), cert, 0o644), (path("server.key"), key, 0o600)):
+            with open(src, "rb") as f, open(dst, "wb") as g:
+                g.write(f.read())
+            os.chmod(dst, mode)
+        d.config["tls"] = {"cert": cert, "key": key}
+        self._daemons.append(d)
+        self.addCleanup(self._finish_daemon, d, 0)
+        d.start()
+        os.chmod(d.config_path, 0o644)
+        self.assertIn("dropped privileges to user nobody", d.read_log())
+        old = self.tls(d)
+        self.assert_ping(old)
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed: running configuration kept" in d.read_log(),
+                   timeout(2), "the failed reload's log")
+        self.assertIn("[tls] key %s: Permission denied (msgd runs as user nobody: let it or its "
+                      "group read the file)" % key, d.read_log())
+        self.assertEqual(self.serial(d), SERIAL_1)
+        self.assert_ping(old, b"still served")
+        os.chown(key, 0, nobody.pw_gid)
+        os.chmod(key, 0o640)
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloaded " in d.read_log(), timeout(2), "the reload")
+        self.assert_ping(self.tls(d), b"after the reload")
+
+
+
+class TestResumptionAcrossReload(TlsTestBase):
+    """Session tickets are encrypted under the process's keys, not the
+    context's, so a reload (a new context) still resumes them; a reload that
+    changes the client CAs does not (the session id context differs)."""
+
+    def session(self, d, ctx):
+        c = TlsClient(d.port("tls"), ctx=ctx)
+        try:
+            self.assert_ping(c)  # TLS 1.3: the ticket came before the reply
+            self.assertIsNotNone(c.sock.session)
+            return c.sock.session
+        finally:
+            c.close()
+
+    def resumes(self, d, ctx, session):
+        c = TlsClient(d.port("tls"), ctx=ctx, session=session)
+        try:
+            self.assert_ping(c)
+            if c.sock.session_reused and c.sock.version() == "TLSv1.3":
+                # A resumed TLS 1.3 session gets a new ticket (clients use
+                # each one once): OpenSSL names a ticket's session after it.
+                self.assertNotEqual(c.sock.session.id, session.id, "no new ticket")
+                self.assertTrue(self.resumes_again(d, ctx, c.sock.session))
+            return c.sock.session_reused
+        finally:
+            c.close()
+
+    def resumes_again(self, d, ctx, session):
+        c = TlsClient(d.port("tls"), ctx=ctx, session=session)
+        try:
+            self.assert_ping(c)
+            return c.sock.session_reused
+        finally:
+            c.close()
+
+    def reload(self, d, tls):
+        n = d.read_log().count("reloaded ")
+        d.config["tls"] = tls
         d.write_config()
         d.send_signal(signal.SIGHUP)
-        wait_until(lambda: "missing.key" in d.read_log(), timeout(2), "the failed reload's log")
-        self.assertEqual(self.serial(d), SERIAL_2)
-        self.assert_ping(old)
+        wait_until(lambda: d.read_log().count("reloaded ") > n, timeout(2), "the reload")
+
+    def test_tickets_resume_after_reload(self):
+        d = self.start_daemon(TLS_CONFIG)
+        ctx13, ctx12 = client_context(), client_context(maximum=ssl.TLSVersion.TLSv1_2)
+        sessions = [(ctx13, self.session(d, ctx13)), (ctx12, self.session(d, ctx12))]
+        base = self.counters(d)["tls_resumed"]
+        self.reload(d, dict(TLS_CONFIG["tls"]))
+        for (ctx, sess), version in zip(sessions, ("TLS 1.3", "TLS 1.2")):
+            self.assertTrue(self.resumes(d, ctx, sess), version + " after a reload")
+        # Another certificate: tickets still resume (the client checked the
+        # server once; the keys, not the certificate, protect the ticket).
+        self.reload(d, {"cert": path("server2.pem"), "key": path("server2.key")})
+        sess = self.session(d, ctx13)
+        self.assertTrue(self.resumes(d, ctx13, sessions[0][1]))
+        self.reload(d, dict(TLS_CONFIG["tls"]))
+        self.assertTrue(self.resumes(d, ctx13, sess))
+        self.assertEqual(self.counters(d)["tls_resumed"], base + 7)
+
+    def test_new_client_cas_do_not_resume_old_sessions(self):
+        with open(path("both-cas.pem"), "wb") as f:
+            f.write(open(path("ca.pem"), "rb").read() + open(path("otherca.pem"), "rb").read())
+        d = self.start_daemon(dict(TLS_CONFIG, tls=dict(TLS_CONFIG["tls"], ca=path("ca.pem"))))
+        ctx = client_context(cert="client")
+        sess = self.session(d, ctx)
+        self.assertTrue(self.resumes(d, ctx, sess))
+        self.reload(d, dict(TLS_CONFIG["tls"], ca=path("both-cas.pem")))
+        self.assertFalse(self.resumes(d, ctx, sess), "a session made under other client CAs")
+        sess = self.session(d, ctx)
+        self.assertTrue(self.resumes(d, ctx, sess))
 
 
 class TestMsgcli(TlsTestBase):
@@ -447,6 +608,28 @@ class TestCheckConfig(unittest.TestCase):
         self.assertIn("tls_listen needs [tls] cert and key", err)
 
 
+class TestHandshakeBound(TlsTestBase):
+    def test_handshake_bounded_with_idle_timeout_off(self):
+        """idle_timeout = 0 (the default config's): a handshake that stalls
+        still ends, at the fixed bound (tls.h TLS_HANDSHAKE_S, 10 s), counted
+        as tls_failed.timeout; a connection whose handshake was done stays."""
+        d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
+                                                         "idle_timeout": 0}))
+        done = self.tls(d)
+        self.assert_ping(done)
+        base = self.counters(d)["tls_failed.timeout"]
+        hello = client_hello()
+        s = socket.create_connection((HOST, d.port("tls")), timeout=timeout())
+        self.addCleanup(s.close)
+        s.sendall(hello[:len(hello) // 2])
+        t0 = time.monotonic()
+        read_to_end(s, 10 + timeout(2), resets_ok=True)
+        waited = time.monotonic() - t0
+        self.assertGreater(waited, 9, "closed before the bound")
+        self.assertEqual(self.counters(d)["tls_failed.timeout"], base + 1)
+        self.assert_ping(done, b"past the bound")
+
+
 class TestBadInput(TlsTestBase):
     def test_plaintext_half_handshakes_and_churn(self):
         d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
@@ -455,21 +638,24 @@ class TestBadInput(TlsTestBase):
         bystander = self.tls(d)
         self.assert_ping(bystander)  # the server's side of its handshake is done too
         base = self.counters(d)
-        # Plaintext msg frames sent to the TLS port.
+        # Input that is not TLS at all: a plaintext msg frame, one followed by
+        # more than the server reads, an HTTP request. Each gets a fatal
+        # protocol_version alert record, then the end of the stream (not a
+        # reset that could destroy the alert), and is counted.
+        inputs = [mp.encode(mp.PING, b"plain"),
+                  mp.encode(mp.PING, b"plain") + mp.encode(mp.ECHO, b"x" * 60000) * 4,
+                  b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"]
+        for data in inputs:
+            with socket.create_connection((HOST, port), timeout=timeout()) as s:
+                s.sendall(data)
+                self.assertEqual(read_to_end(s), ALERT_PROTOCOL_VERSION, data[:20])
+        self.wait_counter(d, "tls_failed.protocol", base["tls_failed.protocol"] + len(inputs),
+                          bystander)
+        # A TLS record that is not a ClientHello: OpenSSL's own alert
+        # (unexpected_message), not a second one.
         with socket.create_connection((HOST, port), timeout=timeout()) as s:
-            s.sendall(mp.encode(mp.PING, b"plain"))
-            s.settimeout(timeout())
-            data = b""
-            try:
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-            except ConnectionResetError:
-                pass
-            self.assertNotIn(b"MSGP", data, "a plaintext reply on the TLS port")
-        self.wait_counter(d, "tls_failed.protocol", base["tls_failed.protocol"] + 1, bystander)
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            self.assertEqual(read_to_end(s), b"\x15\x03\x03\x00\x02\x02\x0a")
         # Handshakes that stop halfway: half a ClientHello, and a whole one
         # whose sender then never answers. Both end at idle_timeout.
         hello = client_hello()
@@ -481,12 +667,7 @@ class TestBadInput(TlsTestBase):
             stalled.append(s)
         self.wait_counter(d, "tls_failed.timeout", base["tls_failed.timeout"] + 2, bystander)
         for s in stalled:
-            s.settimeout(timeout())
-            try:
-                while s.recv(65536):
-                    pass
-            except ConnectionResetError:
-                pass
+            read_to_end(s, resets_ok=True)
         self.assert_ping(bystander, b"after the stalls")
         # 1,000 handshakes opened and dropped, some before a byte, some after
         # the ClientHello, some with a reset.
