@@ -101,7 +101,7 @@ int conn_peer_name(const struct conn *c, char *out, size_t outlen);
 
 /* Puts c (just opened, nothing read or written yet) inside TLS, taking tls
  * (tls.h, made for c's fd) over: the handshake runs first, bounded by the
- * idle timeout, then the protocol sees the plaintext. */
+ * idle timeout and at most TLS_HANDSHAKE_S (10 s), then the protocol sees the plaintext. */
 void conn_start_tls(struct conn *c, struct tls_conn *tls);
 
 /* Closes the socket at once, calls host->closed, frees the connection. */

@@ -60,7 +60,7 @@ static const char *const stat_help[STATS_ERRORS] = {
     [STATS_TLS_FAILED_CERT] = "TLS handshakes failed because the client certificate was missing "
                               "or not signed by [tls] ca.",
     [STATS_TLS_FAILED_ABORTED] = "TLS handshakes the peer closed or reset halfway.",
-    [STATS_TLS_FAILED_TIMEOUT] = "TLS handshakes not done within idle_timeout.",
+    [STATS_TLS_FAILED_TIMEOUT] = "TLS handshakes not done within idle_timeout (at most 10 s).",
     [STATS_PROXY_HEADERS] = "PROXY protocol headers taken on listeners with proxy_protocol on.",
     [STATS_CLOSED_PROXY] = "Connections closed because their PROXY protocol header was "
                            "malformed, too long, or never came.",

@@ -47,7 +47,7 @@ enum stats_id {
     STATS_TLS_FAILED_PROTOCOL,  /* handshakes failed: not TLS, a version below min_version... */
     STATS_TLS_FAILED_CERT,      /* handshakes failed: client certificate missing or untrusted */
     STATS_TLS_FAILED_ABORTED,   /* handshakes the peer closed or reset halfway */
-    STATS_TLS_FAILED_TIMEOUT,   /* handshakes not done within idle_timeout */
+    STATS_TLS_FAILED_TIMEOUT,   /* handshakes not done within idle_timeout or 10 s */
     STATS_PROXY_HEADERS,        /* PROXY protocol headers taken */
     STATS_CLOSED_PROXY,         /* closed: a bad, too long or missing PROXY header */
     STATS_ERRORS,               /* + code: error replies sent, by code (1..MSG_ERR_MAX) */

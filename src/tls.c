@@ -15,7 +15,6 @@
 
 #include <ev.h>
 #ifdef __GLIBC__
-#include <malloc.h>
 #endif
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -29,20 +28,15 @@
 #define TLS_TICKET_ROTATE_S 3600     /* a new ticket key this often; tickets of the */
 #define TLS_TICKET_KEYS 3             /* last 2 still resume (they live 2 h: OpenSSL's
                                        * default session timeout) */
-#define TLS_QUIET_S 1.0               /* a connection quiet this long lets go of its
-                                       * record buffers (~34 KiB) */
 
 struct tls_conn {
     SSL *ssl;
     bool ready;                       /* the handshake is done */
     bool more;                        /* the last read stopped with its buffers full */
-    bool held;                        /* OpenSSL may hold record buffers: timer watches */
-    bool trim;                        /* they were freed: the timer gives pages back */
     int want;                         /* TLS_WANT_* of the last call that could not go on */
-    /* tls_conn_watch: the handshake's deadline, then the quiet check. */
+    /* tls_conn_watch: the handshake's deadline. */
     struct ev_loop *loop;
     ev_timer timer;
-    ev_tstamp last;                   /* the last read or write; when trim: the free */
     void (*expired)(void *arg);
     void *arg;
 };
@@ -275,10 +269,13 @@ struct ssl_ctx_st *tls_ctx_new(const struct config *cfg, const char *cfgpath, ch
     if (ktls && strcmp(ktls, "1") == 0)
         opts |= SSL_OP_ENABLE_KTLS;
     SSL_CTX_set_options(ctx, opts);
-    /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record
-     * buffers around every read and write. A connection keeps them while it
-     * talks and lets go once quiet (tls_conn_watch). */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Release buffers (as nginx does): an idle TLS connection holds no
+     * record buffer. Keeping them while a connection talks and freeing them
+     * once it is quiet was measured (docs/BENCHMARKS.md "TLS"): the same CPU
+     * per request, about 4% more requests/s, 2.6 KB more RSS per idle
+     * connection and a malloc_trim in the reactors; not kept. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
     /* Resumption: a session cache for TLS 1.2 ids (this context's: a reload
      * starts an empty one), tickets for 1.2 and 1.3 under the process's
@@ -341,78 +338,13 @@ void tls_conn_free(struct tls_conn *t)
     free(t);
 }
 
-/* When (ev_now, in ms) malloc_trim last ran, in any reactor. */
-static atomic_llong trimmed_ms;
-
-/* Gives the pages of freed record buffers back to the kernel. glibc keeps
- * freed heap memory for reuse, so without this a burst of busy connections
- * that went quiet would keep the daemon's RSS at the burst's peak. One trim
- * covers every buffer freed before it: a connection whose buffers were freed
- * at freed trims only when nobody has since, so trims come at most about
- * once per TLS_QUIET_S, process-wide. */
-static void give_back(ev_tstamp freed, ev_tstamp now)
-{
-#ifdef __GLIBC__
-    long long last = atomic_load_explicit(&trimmed_ms, memory_order_relaxed);
-    long long at = (long long)(now * 1000);
-    if (last < (long long)(freed * 1000) &&
-        atomic_compare_exchange_strong(&trimmed_ms, &last, at))
-        malloc_trim(0);
-#else
-    (void)freed;
-    (void)now;
-#endif
-}
-
-/* The timer: during the handshake, its deadline; after it, due when the
- * connection may have been quiet for TLS_QUIET_S. Reads and writes only
- * note the time (touch); the timer, when due, looks whether anything
- * happened since and either waits for the rest or frees OpenSSL's record
- * buffers, then once more TLS_QUIET_S later to give their pages back. So a
- * busy connection costs one wake-up per TLS_QUIET_S, not a timer update per
- * read, and never an allocation per read. */
+/* The handshake's deadline passed. */
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    (void)loop;
     (void)revents;
     struct tls_conn *t = w->data;
-    if (!t->ready) {
-        t->expired(t->arg); /* frees t */
-        return;
-    }
-    if (t->trim) {
-        t->trim = false;
-        give_back(t->last, ev_now(loop)); /* last: when they were freed */
-        return;
-    }
-    ev_tstamp left = t->last + TLS_QUIET_S - ev_now(loop);
-    /* Buffered input (a paused reader's) or unsent output stays; OpenSSL
-     * refuses those too (SSL_free_buffers returns 0). */
-    if (left <= 0 && !t->more && !SSL_has_pending(t->ssl) && SSL_free_buffers(t->ssl) == 1) {
-        t->held = false;
-        t->trim = true;
-        t->last = ev_now(loop);
-        left = TLS_QUIET_S;
-    } else if (left <= 0) {
-        left = TLS_QUIET_S;
-    }
-    ev_timer_set(w, left, 0.);
-    ev_timer_start(loop, w);
-}
-
-/* A read or a write is about to use the record buffers. (Before the
- * handshake is done the timer is its deadline, and nothing reads or writes.) */
-static void touch(struct tls_conn *t)
-{
-    if (!t->loop || !t->ready)
-        return;
-    t->last = ev_now(t->loop);
-    if (!t->held) {
-        t->held = true;
-        t->trim = false;
-        ev_timer_stop(t->loop, &t->timer); /* a pending trim, if any */
-        ev_timer_set(&t->timer, TLS_QUIET_S, 0.);
-        ev_timer_start(t->loop, &t->timer);
-    }
+    t->expired(t->arg); /* frees t */
 }
 
 void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(void *arg),
@@ -423,10 +355,8 @@ void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(vo
     t->arg = arg;
     ev_init(&t->timer, timer_cb);
     t->timer.data = t;
-    if (t->ready) {
-        touch(t);
+    if (t->ready)
         return;
-    }
     ev_timer_set(&t->timer, TLS_HANDSHAKE_S, 0.);
     ev_timer_start(loop, &t->timer);
 }
@@ -480,11 +410,8 @@ int tls_conn_handshake(struct tls_conn *t)
     if (rc == 1) {
         t->ready = true;
         t->want = 0;
-        if (t->loop) { /* from the deadline to the quiet check */
-            ev_timer_stop(t->loop, &t->timer);
-            t->held = false;
-            touch(t);
-        }
+        if (t->loop)
+            ev_timer_stop(t->loop, &t->timer); /* the deadline */
         return 1;
     }
     int e = SSL_get_error(t->ssl, rc);
@@ -510,7 +437,6 @@ int tls_conn_want(const struct tls_conn *t) { return t->want; }
 ssize_t tls_conn_readv(struct tls_conn *t, const struct iovec *iov, int iovcnt)
 {
     size_t total = 0;
-    touch(t); /* a read allocates the buffers even when it finds nothing */
     t->more = false;
     t->want &= ~TLS_WANT_WRITE;
     for (int i = 0; i < iovcnt; i++) {
@@ -556,7 +482,6 @@ ssize_t tls_conn_send(struct tls_conn *t, const void *p, size_t n)
     size_t w = 0;
     t->want &= ~TLS_WANT_READ;
     ERR_clear_error();
-    touch(t);
     if (SSL_write_ex(t->ssl, p, n, &w) == 1)
         return (ssize_t)w;
     int e = SSL_get_error(t->ssl, 0);

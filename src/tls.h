@@ -51,12 +51,9 @@ void tls_ctx_unref(struct ssl_ctx_st *ctx);
  * Returns NULL when out of memory. The thread that owns fd. */
 struct tls_conn *tls_conn_new(struct ssl_ctx_st *ctx, int fd);
 
-/* Puts t under a timer on loop (its reactor's): expired(arg) is called when
- * the handshake is not done TLS_HANDSHAKE_S after this call (it must free
- * t); once done, OpenSSL's record buffers (~34 KiB) are kept while the
- * connection reads or writes and freed once it has been quiet for a second,
- * so a busy connection never reallocates them and an idle one holds none.
- * Without this call t keeps its buffers and has no deadline. */
+/* Puts t's handshake under a deadline on loop (its reactor's): expired(arg)
+ * is called when the handshake is not done TLS_HANDSHAKE_S after this call
+ * (it must free t). Without this call the handshake has no deadline. */
 void tls_conn_watch(struct tls_conn *t, struct ev_loop *loop, void (*expired)(void *arg),
                     void *arg);
 

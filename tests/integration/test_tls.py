@@ -226,20 +226,6 @@ class TestTls(TlsTestBase):
         self.assertFalse(sender.is_alive())
         self.assert_ping(slow)
 
-    def test_quiet_connection_comes_back(self):
-        """A connection quiet past a second lets go of its TLS buffers (and
-        the daemon trims the heap a second later); then it talks again, a
-        frame larger than a record both ways, and TLS 1.2 too."""
-        clients = [self.tls(self.daemon),
-                   self.tls(self.daemon, ctx=client_context(maximum=ssl.TLSVersion.TLSv1_2))]
-        for c in clients:
-            self.assert_ping(c)
-        time.sleep(2.5)  # the behaviour under test: quiet for 1 s, then the trim
-        for c in clients:
-            payload = bytes(range(256)) * 200
-            self.assert_frame(c.call(mp.ECHO, payload), mp.reply_cmd(mp.ECHO), payload)
-            self.assert_ping(c, b"again")
-
     def s_client(self, args, sess_out=None):
         """Runs openssl s_client; with sess_out, until it has written the
         session there (TLS 1.3 sends its ticket after the handshake), then
