@@ -54,7 +54,6 @@ static struct pipeline *host_lookup(void *host, uint64_t conn_id)
     return c ? &c->pl : NULL;
 }
 
-
 static void host_defer(struct pipeline *pl) { conn_defer(conn_of_pipeline(pl)); }
 
 static void host_each(void *host, pipeline_each_fn fn, void *arg)

@@ -102,6 +102,7 @@ def msgd_config(path, reactors):
     with open(path, "w") as f:
         f.write("[server]\nreactors = %d\nmax_connections = 3000\nbacklog = 4096\n"
                 "[msg]\nlisten = 127.0.0.1:0\n"
+                "[admin]\nlisten = 127.0.0.1:0\n"   # not the default 7701, which may be taken
                 "[timeouts]\nheartbeat_interval = 0\nidle_timeout = 0\ndrain_timeout = 1s\n"
                 "[log]\nlevel = warn\n" % reactors)
 
