@@ -37,7 +37,8 @@ static void settle(struct conn *c);
 /* Whether c reads: not paused, not at the peer's end, not closing. */
 static bool reads(const struct conn *c)
 {
-    return !(c->state & (CONN_PAUSED | CONN_PEER_EOF)) && !(c->pl.flags & PIPELINE_CLOSE);
+    return !(c->state & (CONN_PAUSED | CONN_PEER_EOF)) &&
+           !(c->pl.flags & (PIPELINE_CLOSE | PIPELINE_HOLD));
 }
 
 /* The events TLS waits for beyond the usual ones (the handshake's, or a

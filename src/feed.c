@@ -12,7 +12,7 @@ struct feed_result feed_bytes(struct pipeline *pl, const uint8_t *p, size_t n, s
 {
     struct feed_result res = {0};
     pl->req_t0 = latency_now_ns();
-    while (res.used < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
+    while (res.used < n && !(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED | PIPELINE_HOLD))) {
         if (res.frames >= max_frames || pipeline_pending(pl) > high_water) {
             res.more = true;
             break;

@@ -93,8 +93,87 @@ static void direct_done(struct fanout *f, const struct pipeline_env *env)
 
 static const struct fanout_ops direct_ops = {.visit = direct_visit, .done = direct_done};
 
-/* DIRECT: u8 identity length (1..255), the identity, the message. Reactor
- * thread. */
+/* The fan-out of a DIRECT to target (u8 length, the identity) whose DELIVER
+ * payload is dlen bytes, with its frames fr, for reply slot seq of conn_id;
+ * the caller writes the plain payload at *deliver. NULL when out of memory.
+ * Reactor thread. */
+static struct fanout *direct_fanout(const struct pipeline_env *env, uint64_t conn_id,
+                                    uint32_t seq, const uint8_t *target,
+                                    const struct proto_msg_frames *fr, size_t dlen,
+                                    uint8_t **deliver)
+{
+    size_t tlen = target[0];
+    struct fanout *f = fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor, conn_id,
+                                  seq, NULL, 1 + tlen + proto_msg_frames_size(fr, dlen), false,
+                                  env->bufs);
+    if (!f)
+        return NULL;
+    memcpy(f->data, target, 1 + tlen);
+    *deliver = proto_msg_frames_write(f->data + 1 + tlen, MSG_CMD_DELIVER, fr, dlen);
+    return f;
+}
+
+/* One reactor and no other nodes: the count is known once this reactor
+ * has delivered. */
+static bool direct_alone(const struct pipeline_env *env)
+{
+    return env->nreactors == 1 && !env->backplane;
+}
+
+/* Delivers f, whose reply has slot seq of conn_id: here at once, on the
+ * other reactors through their mailboxes. Reactor thread. */
+static void direct_run(const struct pipeline_env *env, struct fanout *f, uint64_t conn_id,
+                       uint32_t seq)
+{
+    if (direct_alone(env))
+        direct_reply(env, conn_id, seq, (uint32_t)fanout_run_alone(f, env), 0);
+    else
+        fanout_start_here(f, env);
+}
+
+/* A big DIRECT's frames came back from the workers (data: the target, then
+ * the DELIVER payload; the sender's input was held meanwhile). */
+static void direct_ready(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                         const uint8_t *data, size_t len, const struct proto_msg_frames *fr)
+{
+    size_t off = 1 + (size_t)data[0];
+    uint8_t *deliver;
+    struct fanout *f = direct_fanout(env, conn_id, seq, data, fr, len - off, &deliver);
+    if (!f) {
+        proto_msg_fail(env, conn_id);
+        return;
+    }
+    memcpy(deliver, data + off, len - off);
+    direct_run(env, f, conn_id, seq);
+}
+
+/* Sends a big DIRECT (the target, then its DELIVER payload: from's length,
+ * from, the message) to the workers to compress. False when that could not
+ * be done (the caller goes on inline). */
+static bool direct_offload(struct pipeline *pl, uint32_t seq, const uint8_t *p, const char *from,
+                           size_t from_len, const uint8_t *msg, size_t mlen)
+{
+    const struct pipeline_env *env = pl->env;
+    size_t off = 1 + (size_t)p[0], len = off + 1 + from_len + mlen;
+    struct buffer data = BUFFER_INIT; /* from the reactor's pool, and back */
+    bool sent = false;
+    if (buffer_pool_reserve(env->bufs, &data, len) == 0) {
+        uint8_t n8 = (uint8_t)from_len;
+        buffer_append(&data, p, off);
+        buffer_append(&data, &n8, 1);
+        buffer_append(&data, from, from_len);
+        buffer_append(&data, msg, mlen);
+        sent = proto_msg_frames_offload(pl, seq, buffer_peek(&data), len, off, direct_ready);
+        buffer_consume(&data, len);
+        buffer_pool_put(env->bufs, &data);
+    }
+    buffer_free(&data);
+    return sent;
+}
+
+/* DIRECT: u8 identity length (1..255), the identity, the message. A message
+ * too big to compress on the reactor is compressed on the workers first,
+ * with the sender's input held. Reactor thread. */
 static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
 {
     struct pipeline *pl = proto_msg_req_pipeline(req);
@@ -110,8 +189,16 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
         return;
     }
     size_t tlen = p[0], mlen = len - 1 - tlen;
+    const uint8_t *msg = p + 1 + tlen;
     size_t dlen = 1 + from_len + mlen; /* DELIVER's payload */
     const struct pipeline_env *env = pl->env;
+    bool alone = direct_alone(env), big = proto_msg_frames_big(env, dlen);
+    long seq = alone && !big ? 0 : proto_msg_req_reserve(req);
+    if (seq < 0)
+        return; /* out of memory: the pipeline is marked failed */
+    stats_add(env->stats, STATS_DIRECTS, 1);
+    if (big && direct_offload(pl, (uint32_t)seq, p, from, from_len, msg, mlen))
+        return;
     /* Compressing needs the DELIVER payload in one piece; only then is it
      * put together first. */
     struct buffer whole = BUFFER_INIT; /* from the reactor's pool, and back */
@@ -120,42 +207,29 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
         uint8_t n8 = (uint8_t)from_len;
         buffer_append(&whole, &n8, 1);
         buffer_append(&whole, from, from_len);
-        buffer_append(&whole, p + 1 + tlen, mlen);
+        buffer_append(&whole, msg, mlen);
         proto_msg_frames_prepare(env, &fr, buffer_peek(&whole), dlen);
         buffer_consume(&whole, dlen);
         buffer_pool_put(env->bufs, &whole);
     }
     buffer_free(&whole);
-    /* One reactor and no other nodes: the count is known once this reactor
-     * has delivered, so the reply follows at once. */
-    bool alone = env->nreactors == 1 && !env->backplane;
-    long seq = alone ? 0 : proto_msg_req_reserve(req);
-    struct fanout *f = seq < 0 ? NULL
-                               : fanout_new(&direct_ops, env->nreactors, env->boxes, env->reactor,
-                                            pl->conn_id, (uint32_t)seq, NULL,
-                                            1 + tlen + proto_msg_frames_size(&fr, dlen), false,
-                                            env->bufs);
+    uint8_t *d;
+    struct fanout *f = direct_fanout(env, pl->conn_id, (uint32_t)seq, p, &fr, dlen, &d);
+    proto_msg_frames_free(env, &fr);
     if (!f) {
-        if (seq >= 0 && !alone)
-            pipeline_unreserve(pl, (uint32_t)seq);
-        pl->flags |= PIPELINE_FAILED;
-        proto_msg_frames_free(env, &fr);
+        pl->flags |= PIPELINE_FAILED; /* a reserved slot goes with it */
         return;
     }
-    memcpy(f->data, p, 1 + tlen);                /* target length and target */
-    uint8_t *d = proto_msg_frames_write(f->data + 1 + tlen, MSG_CMD_DELIVER, &fr, dlen);
     *d++ = (uint8_t)from_len;
     memcpy(d, from, from_len);
-    memcpy(d + from_len, p + 1 + tlen, mlen);
-    proto_msg_frames_free(env, &fr);
-    stats_add(env->stats, STATS_DIRECTS, 1);
-    if (alone) {
+    memcpy(d + from_len, msg, mlen);
+    if (alone && !big) {
         uint8_t counts[8];
         msg_put_u32(counts, (uint32_t)fanout_run_alone(f, env));
         msg_put_u32(counts + 4, 0);
         msgd_reply(req, counts, sizeof counts);
     } else {
-        fanout_start_here(f, env); /* this reactor's share at once */
+        direct_run(env, f, pl->conn_id, (uint32_t)seq);
     }
 }
 

@@ -85,12 +85,58 @@ static void publish_done(struct fanout *f, const struct pipeline_env *env)
 
 static const struct fanout_ops publish_ops = {.visit = publish_visit, .done = publish_done};
 
+/* The fan-out of a PUBLISH payload (u8 topic length, topic, message: the
+ * MESSAGE payload) with its frames fr, for reply slot seq of conn_id; NULL
+ * when out of memory. Reactor thread. */
+static struct fanout *publish_fanout(const struct pipeline_env *env, uint64_t conn_id,
+                                     uint32_t seq, const uint8_t *p, size_t len,
+                                     const struct proto_msg_frames *fr)
+{
+    size_t klen = 1 + (size_t)p[0];
+    struct fanout *f = fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor, conn_id,
+                                  seq, NULL, klen + proto_msg_frames_size(fr, len), false,
+                                  env->bufs);
+    if (!f)
+        return NULL;
+    memcpy(f->data, p, klen);
+    memcpy(proto_msg_frames_write(f->data + klen, MSG_CMD_MESSAGE, fr, len), p, len);
+    return f;
+}
+
+/* Delivers f, whose reply has slot seq of conn_id: here at once, and on
+ * the other reactors through their mailboxes. Reactor thread. */
+static void publish_run(const struct pipeline_env *env, struct fanout *f, uint64_t conn_id,
+                        uint32_t seq)
+{
+    if (env->nreactors == 1) {
+        uint8_t count[4];
+        msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
+        proto_msg_reply_late(env, conn_id, seq, MSG_CMD_PUBLISH, count, sizeof count);
+    } else {
+        fanout_start_here(f, env);
+    }
+}
+
+/* A big PUBLISH's frames came back from the workers (the sender's input
+ * was held meanwhile): it is delivered now, and its reply takes its slot. A
+ * sender that has gone still has its message delivered. */
+static void publish_ready(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
+                          const uint8_t *p, size_t len, const struct proto_msg_frames *fr)
+{
+    struct fanout *f = publish_fanout(env, conn_id, seq, p, len, fr);
+    if (f)
+        publish_run(env, f, conn_id, seq);
+    else
+        proto_msg_fail(env, conn_id);
+}
+
 /* PUBLISH: the request payload (u8 topic length, topic, message) is exactly
  * the MESSAGE payload, so the MESSAGE frame is encoded once here (and once
  * compressed per codec in use) and shared by every reactor. This reactor's
  * subscribers get it at once; with one reactor the reply follows at once too,
  * otherwise it waits in its place until the other reactors have delivered.
- * Reactor thread. */
+ * A payload too big to compress on the reactor is compressed on the workers
+ * first, with the sender's input held. Reactor thread. */
 static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
 {
     struct pipeline *pl = proto_msg_req_pipeline(req);
@@ -101,32 +147,30 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
     }
     const struct pipeline_env *env = pl->env;
     bool alone = env->nreactors == 1;
-    struct proto_msg_frames fr;
-    proto_msg_frames_prepare(env, &fr, p, len);
-    size_t klen = 1 + (size_t)p[0];
-    long seq = alone ? 0 : proto_msg_req_reserve(req);
-    struct fanout *f = seq < 0 ? NULL
-                               : fanout_new(&publish_ops, env->nreactors, env->boxes, env->reactor,
-                                            pl->conn_id, (uint32_t)seq, NULL,
-                                            klen + proto_msg_frames_size(&fr, len), false,
-                                            env->bufs);
-    if (!f) {
-        if (seq >= 0 && !alone)
-            pipeline_unreserve(pl, (uint32_t)seq);
-        pl->flags |= PIPELINE_FAILED;
-        proto_msg_frames_free(env, &fr);
-        return;
-    }
-    memcpy(f->data, p, klen);
-    memcpy(proto_msg_frames_write(f->data + klen, MSG_CMD_MESSAGE, &fr, len), p, len);
-    proto_msg_frames_free(env, &fr);
-    stats_add(env->stats, STATS_PUBLISHED, 1);
-    if (alone) {
-        uint8_t count[4];
-        msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
-        msgd_reply(req, count, sizeof count);
+    bool big = proto_msg_frames_big(env, len);
+    long seq = alone && !big ? 0 : proto_msg_req_reserve(req);
+    if (seq < 0)
+        return; /* out of memory: the pipeline is marked failed */
+    struct fanout *f = NULL;
+    if (big && proto_msg_frames_offload(pl, (uint32_t)seq, p, len, 0, publish_ready)) {
+        stats_add(env->stats, STATS_PUBLISHED, 1);
     } else {
-        fanout_start_here(f, env);
+        struct proto_msg_frames fr;
+        proto_msg_frames_prepare(env, &fr, p, len);
+        f = publish_fanout(env, pl->conn_id, (uint32_t)seq, p, len, &fr);
+        proto_msg_frames_free(env, &fr);
+        if (!f) {
+            pl->flags |= PIPELINE_FAILED; /* its reserved slot goes with it */
+            return;
+        }
+        stats_add(env->stats, STATS_PUBLISHED, 1);
+        if (alone && !big) {
+            uint8_t count[4];
+            msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
+            msgd_reply(req, count, sizeof count);
+        } else {
+            publish_run(env, f, pl->conn_id, (uint32_t)seq);
+        }
     }
     /* The other nodes get it once, in the order this connection sent it. */
     if (env->backplane)

@@ -135,6 +135,9 @@ enum pipeline_flags {
     PIPELINE_CLOSE = 1u << 0,   /* close once the output is flushed; read no more */
     PIPELINE_FAILED = 1u << 1,  /* out of memory: close now */
     PIPELINE_GONE = 1u << 2,    /* being freed: nothing may be queued to it any more */
+    PIPELINE_HOLD = 1u << 3,    /* input held: a request waits on a worker before the
+                                 * next may run (proto_msg_frames_offload); reading
+                                 * and handling stop until it is cleared */
 };
 
 /* A reply slot held for order: either a worker job not back yet, or replies

@@ -244,6 +244,15 @@ const struct proto proto_msg = {
     .identity = msg_identity_cb,
 };
 
+void proto_msg_fail(const struct pipeline_env *env, uint64_t conn_id)
+{
+    struct pipeline *pl = env->ops->lookup(env->host, conn_id);
+    if (!pl)
+        return;
+    pl->flags |= PIPELINE_FAILED;
+    env->ops->defer(pl);
+}
+
 void proto_msg_reply_late(const struct pipeline_env *env, uint64_t conn_id, uint32_t seq,
                           uint32_t cmd, const void *payload, size_t len)
 {

@@ -99,6 +99,12 @@ void proto_msg_authenticated(struct pipeline *pl);
 /* Queues the reply to request command cmd: REPLY | cmd, then payload. */
 void proto_msg_reply(struct pipeline *pl, uint32_t cmd, const void *payload, size_t len);
 
+/* Connection conn_id on env's reactor ran out of memory finishing a
+ * request away from its callbacks (a reply it is owed cannot be made): it is
+ * closed at the end of the turn, like any pipeline that failed. Nothing
+ * happens when it has gone. Reactor thread. */
+void proto_msg_fail(const struct pipeline_env *env, uint64_t conn_id);
+
 /* Completes slot seq of connection conn_id on env's reactor with the reply
  * REPLY | cmd, then payload (the answer of a deferred command, once its
  * fan-out has reported). A reply that cannot be encoded leaves the slot
@@ -159,6 +165,31 @@ uint8_t *proto_msg_frames_write(uint8_t *dst, uint32_t word, const struct proto_
 
 /* Gives the compressed payloads' memory back. */
 void proto_msg_frames_free(const struct pipeline_env *env, struct proto_msg_frames *fr);
+
+/* Called on the reactor when a fan-out's frames were compressed on the
+ * worker pool: data (len bytes) is what the caller handed over, fr the
+ * compressed payloads (views into the job: read them, do not free them),
+ * conn_id and seq the sender and its reply slot (the connection may have
+ * gone meanwhile). */
+typedef void (*proto_msg_frames_ready_fn)(const struct pipeline_env *env, uint64_t conn_id,
+                                          uint32_t seq, const uint8_t *data, size_t len,
+                                          const struct proto_msg_frames *fr);
+
+/* Whether compressing a fan-out payload of len bytes for the codecs in use
+ * would hold the reactor longer than an ordinary handler (the same bounds
+ * as for replies): then proto_msg_frames_offload is worth it. */
+bool proto_msg_frames_big(const struct pipeline_env *env, size_t len);
+
+/* For a fan-out whose payload (data's bytes from off on) is big
+ * (proto_msg_frames_big): copies data (len bytes) into a worker job that
+ * compresses the payload once for each codec in use, and returns true. ready then runs on pl's reactor, and until it has run pl's
+ * input is held (PIPELINE_HOLD: nothing more it sent is handled), so the
+ * sender's later requests keep their order behind this one. Returns false
+ * when it cannot be done now (no workers, a full queue, no memory): the
+ * caller prepares the frames inline. seq is pl's reply slot
+ * for the request, reserved by the caller. Reactor thread. */
+bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *data, size_t len,
+                              size_t off, proto_msg_frames_ready_fn ready);
 
 /* Reads a block back: the frame for each codec. Any thread. */
 void proto_msg_frames_view(const uint8_t *block, struct pubsub_frames *out);

@@ -204,6 +204,113 @@ static bool write_offloaded(struct pipeline *pl, uint32_t word, const void *p, s
     return false;
 }
 
+/* ---- fan-out frames compressed on the worker pool ---- */
+
+/* What a frames job takes along, before the caller's data. */
+struct fjob_args {
+    proto_msg_frames_ready_fn ready;
+    size_t off;                        /* the payload's start in the data */
+    int level;
+    bool codec[CODEC_COUNT];           /* compress with these */
+};
+
+/* On a worker thread: job->result becomes, for each codec 1.., a u32 length
+ * (0: not compressed, or not smaller) and that many bytes. */
+static void fjob_run(struct worker_pool *pool, struct worker_job *job)
+{
+    (void)pool;
+    struct fjob_args a;
+    memcpy(&a, job->payload, sizeof a);
+    const uint8_t *p = job->payload + sizeof a + a.off;
+    size_t plen = job->len - sizeof a - a.off;
+    struct zthread *t = zthread_get();
+    for (unsigned id = 1; id < CODEC_COUNT; id++) {
+        long zn = -1;
+        if (t && a.codec[id])
+            zn = codec_compress(t->ctx, id, a.level, p, plen, &t->scratch);
+        uint8_t n[4];
+        msg_put_u32(n, zn >= 0 && (size_t)zn < plen ? (uint32_t)zn : 0);
+        if (buffer_append(&job->result, n, sizeof n) < 0 ||
+            (msg_get_u32(n) && buffer_append(&job->result, buffer_peek(&t->scratch), (size_t)zn) < 0)) {
+            buffer_free(&job->result); /* out of memory: all plain */
+            break;
+        }
+        if (t)
+            buffer_consume(&t->scratch, buffer_readable(&t->scratch));
+    }
+    if (t)
+        buffer_shrink(&t->scratch, ZSCRATCH_KEEP);
+}
+
+/* Back on the reactor: the caller's ready runs with the frames, then the
+ * sender's input is let go. */
+static void fjob_back(struct mailbox_item *it, void *ctx)
+{
+    const struct pipeline_env *env = ctx;
+    struct worker_job *job = (struct worker_job *)it;
+    struct fjob_args a;
+    memcpy(&a, job->payload, sizeof a);
+    struct proto_msg_frames fr;
+    memset(&fr, 0, sizeof fr);
+    const uint8_t *r = buffer_peek(&job->result);
+    size_t left = buffer_readable(&job->result);
+    for (unsigned id = 1; id < CODEC_COUNT && left >= 4; id++) {
+        size_t n = msg_get_u32(r);
+        r += 4;
+        left -= 4;
+        if (n == 0 || n > left)
+            continue;
+        fr.used[id] = true;
+        /* A view of the job's memory: read, never freed, as the contract says. */
+        fr.z[id] = (struct buffer){.data = (uint8_t *)(uintptr_t)r, .cap = n, .rpos = 0, .wpos = n};
+        r += n;
+        left -= n;
+    }
+    a.ready(env, job->conn_id, job->seq, job->payload + sizeof a, job->len - sizeof a, &fr);
+    struct pipeline *pl = env->ops->lookup(env->host, job->conn_id);
+    if (pl) {
+        pl->flags &= ~(uint32_t)PIPELINE_HOLD;
+        env->ops->defer(pl); /* its held input is handled this turn */
+    }
+    worker_job_free(job);
+}
+
+bool proto_msg_frames_big(const struct pipeline_env *env, size_t len)
+{
+    if (!env->pool || !env->ops || !env->codec || len < env->cfg->compress_min)
+        return false;
+    for (unsigned id = 1; id < CODEC_COUNT; id++)
+        if (len >= offload_min[id] && atomic_load_explicit(&users[id], memory_order_relaxed) > 0)
+            return true;
+    return false;
+}
+
+bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *data, size_t len,
+                              size_t off, proto_msg_frames_ready_fn ready)
+{
+    const struct pipeline_env *env = pl->env;
+    if (!env->pool)
+        return false;
+    struct fjob_args a = {.ready = ready, .off = off, .level = env->cfg->compress_level};
+    for (unsigned id = 1; id < CODEC_COUNT; id++)
+        a.codec[id] = atomic_load_explicit(&users[id], memory_order_relaxed) > 0;
+    struct worker_job *job = worker_job_new(pl->conn_id, seq, 0, fjob_run, fjob_back, NULL,
+                                            sizeof a + len);
+    if (!job)
+        return false;
+    memcpy(job->payload, &a, sizeof a);
+    memcpy(job->payload + sizeof a, data, len);
+    if (worker_submit(env->pool, job) < 0) {
+        worker_job_free(job);
+        return false;
+    }
+    for (unsigned id = 1; id < CODEC_COUNT; id++)
+        if (a.codec[id])
+            stats_add(env->stats, STATS_COMPRESSIONS, 1); /* counted when handed over */
+    pl->flags |= PIPELINE_HOLD;
+    return true;
+}
+
 /* ---- frames written to a connection ---- */
 
 void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push)

@@ -28,7 +28,7 @@ struct worker_job *worker_job_new(uint64_t conn_id, uint32_t seq, uint32_t comma
     job->item.run = back;
     job->item.drop = job_drop;
     job->len = len;
-    if (len)
+    if (len && p)
         memcpy(job->payload, p, len);
     return job;
 }

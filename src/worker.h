@@ -45,7 +45,8 @@ struct worker_pool {
     struct mailbox *home;              /* finished jobs go here (the reactor's) */
 };
 
-/* Allocates a job with room for len payload bytes (copied from p). run is
+/* Allocates a job with room for len payload bytes (copied from p, or left
+ * for the caller to fill when p is NULL). run is
  * the work, on a worker thread; back runs the finished job on the reactor
  * (ctx: its struct pipeline_env) and must free it. A job dropped unrun or
  * unreturned (shutdown) is freed. Returns NULL when out of memory.

@@ -9,7 +9,8 @@ many receivers on several reactors, and big replies compressed on the worker
 pool (DESIGN.md "Compression off the reactor"): in order with what is
 pipelined around them, with their reactor free meanwhile, dropped when their
 connection closes first, delivered through a drain, and compressed inline
-when the worker queue is full."""
+when the worker queue is full; big PUBLISH and DIRECT frames compressed on
+the workers too, with the sender's later requests held behind them."""
 import os
 import select
 import signal
@@ -317,15 +318,16 @@ class BigReplyTests(MsgdTestCase):
         self.assertEqual(c.call(mp.ECHO, b, timeout(2)), (mp.reply_cmd(mp.ECHO), b))
 
 
-class BigCompressionOffReactorTests(MsgdTestCase):
-    """One reactor with one worker: a DELAY holds the worker, so a big
-    reply's compression waits in the queue behind it for as long as the test
-    needs, with no sleep and no race."""
+class OneWorkerBase(MsgdTestCase):
+    """One worker (and one reactor unless REACTORS says): a DELAY holds the
+    worker, so a big compression waits in the queue behind it for as long as
+    the test needs, with no sleep and no race."""
     shared_daemon = False
+    REACTORS = 1
 
     def setUp(self):
         super().setUp()
-        self.d = self.start_daemon(big_config())
+        self.d = self.start_daemon(big_config(reactors=self.REACTORS))
         self.probe = self.connect(daemon=self.d)
 
     def stat(self, name):
@@ -338,6 +340,14 @@ class BigCompressionOffReactorTests(MsgdTestCase):
         a.send_raw(delay_req(ms, b"held"))
         wait_until(lambda: self.stat("worker_jobs") > jobs, timeout(), "the DELAY to be queued")
         return a
+
+    def hello(self, c, codec):
+        cmd, p = c.call(mp.HELLO, b"compress=" + codec.encode(), timeout(1))
+        self.assertEqual(parse_hello(p)["compress"], codec)
+
+
+class BigCompressionOffReactorTests(OneWorkerBase):
+    """Big replies: compressed on the worker pool, off the reactor."""
 
     def send_big(self, codec, payload, extra=b""):
         """A connection with codec that sent a big ECHO (then extra), once the
@@ -404,6 +414,107 @@ class BigCompressionOffReactorTests(MsgdTestCase):
         self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
         a.expect_eof(timeout(2))
         self.assertEqual(self.d.wait_exit(timeout(4)), 0, self.d.log_tail())
+
+
+class BigFanoutOffReactorTests(OneWorkerBase):
+    """A PUBLISH or DIRECT too big to compress on the reactor is compressed
+    on the workers, once per codec in use, while the sender's later requests
+    wait behind it (their order holds) and the reactor serves everyone else."""
+
+    def subscribers(self, topic):
+        subs = {}
+        for codec in ("zstd", "deflate", None):
+            c = self.connect(daemon=self.d)
+            if codec:
+                self.hello(c, codec)
+            self.assertEqual(c.call(mp.SUBSCRIBE, topic, timeout(1)),
+                             (mp.reply_cmd(mp.SUBSCRIBE), b""))
+            subs[codec] = c
+        return subs
+
+    def hold_workers(self):
+        """Every reactor's only worker held (connections go round robin)."""
+        return [self.hold_worker(300) for _ in range(self.REACTORS)]
+
+    def first_the_holders(self, holders, others):
+        # The fan-out cannot be readable before a DELAY's reply (it may be
+        # too by the time we look, never alone).
+        r, _, _ = select.select(holders + others, [], [], timeout(2))
+        self.assertTrue(set(r) & set(holders), "the fan-out came before the DELAYs holding "
+                        "the workers: compressed on the reactor?")
+        for h in holders:
+            self.assertEqual(h.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+
+    def expect_message(self, c, codec, want, compressed):
+        cmd, payload = c.recv_frame(timeout(3))
+        self.assertEqual(cmd & ~mp.COMPRESSED, mp.MESSAGE, mp.describe(cmd, b""))
+        self.assertEqual(bool(cmd & mp.COMPRESSED), compressed)
+        if compressed:
+            payload = decompress(codec, payload)
+        self.assertTrue(payload == want, "MESSAGE differs (%d bytes, want %d)"
+                        % (len(payload), len(want)))
+
+    def test_a_big_publish_waits_for_the_workers_and_keeps_its_order(self):
+        subs = self.subscribers(b"big")
+        holders = self.hold_workers()
+        big = bytes([3]) + b"big" + big_text(BIG, b"fan")
+        small = bytes([3]) + b"big" + b"after"
+        pub = self.connect(daemon=self.d)
+        before = self.stat("compressions")
+        pub.send_raw(mp.encode(mp.PUBLISH, big) + mp.encode(mp.PUBLISH, small) +
+                     mp.encode(mp.PING, b"behind"))
+        wait_until(lambda: self.stat("compressions") >= before + 2, timeout(),
+                   "the PUBLISH's two compressions to be handed over")
+        # The reactor is not held: others are answered meanwhile.
+        self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
+                         (mp.reply_cmd(mp.PING), b"free"))
+        self.first_the_holders(holders, [pub] + list(subs.values()))
+        for want in (b"\x00\x00\x00\x03", b"\x00\x00\x00\x03"):
+            self.assertEqual(pub.recv_frame(timeout(3)), (mp.reply_cmd(mp.PUBLISH), want))
+        self.assertEqual(pub.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+        for codec, c in subs.items():
+            self.expect_message(c, codec, big, codec is not None)
+            self.expect_message(c, codec, small, False)
+
+    def test_a_publisher_gone_meanwhile_still_has_its_message_delivered(self):
+        subs = self.subscribers(b"left")
+        holders = self.hold_workers()
+        big = bytes([4]) + b"left" + big_text(BIG, b"bye")
+        pub = self.connect(daemon=self.d)
+        before = self.stat("compressions")
+        pub.send_raw(mp.encode(mp.PUBLISH, big))
+        wait_until(lambda: self.stat("compressions") >= before + 2, timeout(),
+                   "the PUBLISH's compressions to be handed over")
+        pub.close_rst()
+        self.first_the_holders(holders, list(subs.values()))
+        for codec, c in subs.items():
+            self.expect_message(c, codec, big, codec is not None)
+
+    def test_a_big_direct_is_compressed_on_the_workers(self):
+        rcv = self.connect(daemon=self.d)
+        self.assertEqual(rcv.call(mp.AUTH, b"rcv", timeout(1)), (mp.reply_cmd(mp.AUTH), b""))
+        self.hello(rcv, "deflate")
+        snd = self.connect(daemon=self.d)
+        self.assertEqual(snd.call(mp.AUTH, b"snd", timeout(1)), (mp.reply_cmd(mp.AUTH), b""))
+        holders = self.hold_workers()
+        body = big_text(BIG, b"direct")
+        before = self.stat("compressions")
+        snd.send_raw(mp.encode(mp.DIRECT, b"\x03rcv" + body) + mp.encode(mp.PING, b"behind"))
+        wait_until(lambda: self.stat("compressions") > before, timeout(),
+                   "the DIRECT's compression to be handed over")
+        self.first_the_holders(holders, [snd, rcv])
+        self.assertEqual(snd.recv_frame(timeout(3)),
+                         (mp.reply_cmd(mp.DIRECT), struct.pack(">II", 1, 0)))
+        self.assertEqual(snd.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+        cmd, payload = rcv.recv_frame(timeout(3))
+        self.assertEqual(cmd, mp.DELIVER | mp.COMPRESSED, mp.describe(cmd, b""))
+        self.assertTrue(decompress("deflate", payload) == b"\x03snd" + body)
+
+
+class BigFanoutTwoReactorsTests(BigFanoutOffReactorTests):
+    """The same with two reactors: the other reactor's share crosses its
+    mailbox once the frames are back."""
+    REACTORS = 2
 
 
 class FullWorkerQueueTests(MsgdTestCase):
