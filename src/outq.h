@@ -28,7 +28,9 @@
 /* Pieces smaller than this are copied into the receiver's own output
  * instead: for a small frame the copy costs less than the reference (an
  * atomic count shared between reactors) and one more iovec entry per write. */
+#ifndef OUTQ_SHARE_MIN /* -DOUTQ_SHARE_MIN=... to measure another threshold */
 #define OUTQ_SHARE_MIN 2048
+#endif
 
 /* The most iovec entries one write is given. */
 #define OUTQ_IOV_MAX 64
