@@ -17,11 +17,11 @@ connections go on.
 The CA, the certificates and their keys are made at run time with the
 `openssl` command in a temp dir (no private key is committed)."""
 import os
+import select
 import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import unittest
 
@@ -207,23 +207,48 @@ class TestTls(TlsTestBase):
     def test_back_pressure(self):
         """9.6 MB of replies (more than the kernel's largest send buffer)
         against output_high_water 64K, to a reader with a small receive
-        window; sent from a thread, since the paused server stops taking
-        them."""
+        window that reads nothing until the server has paused it. One thread
+        writes and reads without blocking (an SSL object must not be read
+        and written from two threads at once)."""
         d = self.start_daemon(dict(TLS_CONFIG, limits={
             "output_high_water": "64K", "output_low_water": "16K", "output_hard_limit": "1M"}))
         payloads = [bytes([i]) * (60000 - i) for i in range(160)]
         slow = self.tls(d, rcvbuf=16384)
         before = self.counters(d)["read_pauses"]
-        data = b"".join(mp.encode(mp.ECHO, p) for p in payloads)
-        sender = threading.Thread(target=slow.send_raw, args=(data,), daemon=True)
-        sender.start()
-        self.addCleanup(sender.join, timeout(2))
-        wait_until(lambda: self.counters(d)["read_pauses"] > before, timeout(2),
-                   "the server pausing the TLS reader")
-        for p in payloads:
-            self.assert_frame(slow.recv_frame(), mp.reply_cmd(mp.ECHO), p)
-        sender.join(timeout(2))
-        self.assertFalse(sender.is_alive())
+        data = memoryview(b"".join(mp.encode(mp.ECHO, p) for p in payloads))
+        sock = slow.sock
+        sock.setblocking(False)
+        reader = mp.FrameReader()
+        got, sent, paused = [], 0, False
+        deadline = time.monotonic() + timeout(30)
+        while len(got) < len(payloads):
+            self.assertLess(time.monotonic(), deadline, "%d of %d replies, %d of %d bytes sent"
+                            % (len(got), len(payloads), sent, len(data)))
+            wrote = False
+            if sent < len(data):
+                try:
+                    sent += sock.send(data[sent:sent + 65536])
+                    wrote = True
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    pass
+            if not paused:
+                if not wrote:   # the server stopped taking input: has it paused us?
+                    paused = self.counters(d)["read_pauses"] > before
+                    if not paused:
+                        select.select([], [sock], [], 0.01)
+                continue
+            try:
+                chunk = sock.recv(262144)
+                self.assertTrue(chunk, "the server closed")
+                reader.feed(chunk)
+                got.extend(reader.frames())
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                if not wrote and not sock.pending():
+                    select.select([sock], [sock] if sent < len(data) else [], [], 0.05)
+        self.assertEqual(sent, len(data))
+        for f, p in zip(got, payloads):
+            self.assertTrue((f.cmd, f.payload) == (mp.reply_cmd(mp.ECHO), p), "a reply differs")
+        sock.setblocking(True)
         self.assert_ping(slow)
 
     def s_client(self, args, sess_out=None):
