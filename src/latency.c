@@ -1,15 +1,18 @@
 /* latency: log-linear latency histograms, single writer, merged on read. */
 #include "latency.h"
 
-/* Bucket 0 holds <= 1 us. Above that, the octave lg of the duration in ns
- * (ns in [2^lg, 2^(lg+1)), lg >= 9) is split in four: bucket 1 + 4*(lg-9) + sub.
+/* Bucket 0 holds <= 1 us. Above that, n = ns - 1 is placed by its octave lg
+ * (n in [2^lg, 2^(lg+1)), lg >= 9), split in four: bucket 1 + 4*(lg-9) + sub.
+ * Placing ns - 1 makes each bucket (lower, upper]: a duration equal to a
+ * bound counts at or below it, as Prometheus's inclusive `le` says.
  * (Buckets 1..3 would hold 512..1000 ns and stay empty.) */
 unsigned latency_bucket(uint64_t ns)
 {
     if (ns <= 1000)
         return 0;
-    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
-    unsigned sub = (unsigned)(ns >> (lg - 2)) & 3u;
+    uint64_t n = ns - 1;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(n);
+    unsigned sub = (unsigned)(n >> (lg - 2)) & 3u;
     unsigned b = 1 + 4 * (lg - 9) + sub;
     return b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1;
 }
@@ -21,7 +24,7 @@ uint64_t latency_bucket_upper_ns(unsigned b)
     if (b >= LATENCY_BUCKETS - 1)
         return UINT64_MAX;
     unsigned lg = (b - 1) / 4 + 9, sub = (b - 1) % 4;
-    return ((uint64_t)(5 + sub) << lg) / 4; /* [ (4+sub) 2^lg/4, (5+sub) 2^lg/4 ) */
+    return ((uint64_t)(5 + sub) << lg) / 4; /* ( (4+sub) 2^lg/4, (5+sub) 2^lg/4 ] */
 }
 
 void latency_record(struct latency *l, int idx, uint64_t ns)

@@ -1,5 +1,5 @@
 /* latency: per-command latency histograms with log-linear buckets (four per
- * octave) from 1 us to 64 s. Each reactor owns its own set and is the
+ * octave) from 1 us to about 100 s. Each reactor owns its own set and is the
  * only writer (relaxed atomics, no lock); readers merge the sets when they
  * read (STATS, metrics). */
 #ifndef MSGD_LATENCY_H
@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define LATENCY_BUCKETS 112        /* bucket 0: <= 1 us; the last: >= 64 s */
+#define LATENCY_BUCKETS 112        /* bucket 0: <= 1 us; the last: > 103 s (1.5 * 2^36 ns) */
 
 #define LATENCY_SLOTS 64            /* one per command (cmdtab.h); slot 0: OTHER */
 #define LAT_OTHER 0                /* what is timed but is no command (admin) */
