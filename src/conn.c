@@ -54,6 +54,7 @@ static int tls_events(const struct conn *c)
  * the kernel for the usual path. Bytes known to be part of it are read
  * into hdr; the rest is only peeked. */
 struct conn_proxy {
+    ev_timer deadline;                 /* the header's own bound (PROXY_HEADER_S) */
     bool pending;                      /* still waiting for the header */
     bool has_peer;                     /* the header gave the client's address */
     size_t n;                          /* header bytes consumed so far */
@@ -439,6 +440,27 @@ void conn_defer(struct conn *c)
     backlog_push(c); /* the backlog's turn processes (nothing) and settles */
 }
 
+/* The PROXY header did not come within PROXY_HEADER_S (a shorter
+ * idle_timeout ends the wait in idle_cb first). */
+static void proxy_expired(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = w->data;
+    stats_add(c->host->env.stats, STATS_CLOSED_PROXY, 1);
+    conn_close(c);
+}
+
+/* The header is whole, or the connection is going: its bound is no more. */
+static void proxy_done(struct conn *c)
+{
+    struct conn_proxy *p = c->proxy;
+    ev_timer_stop(c->host->loop, &p->deadline);
+    p->pending = false;
+    free(p->hdr);
+    p->hdr = NULL;
+}
+
 int conn_expect_proxy(struct conn *c)
 {
     struct conn_proxy *p = calloc(1, sizeof *p);
@@ -449,6 +471,9 @@ int conn_expect_proxy(struct conn *c)
     }
     p->hdr = hdr;
     p->pending = true;
+    ev_timer_init(&p->deadline, proxy_expired, PROXY_HEADER_S, 0.);
+    p->deadline.data = c;
+    ev_timer_start(c->host->loop, &p->deadline);
     c->proxy = p;
     update_events(c);
     return 0;
@@ -499,9 +524,7 @@ static void proxy_step(struct conn *c)
     if (r == 0)
         return;
     stats_add(st, STATS_PROXY_HEADERS, 1);
-    p->pending = false;
-    free(p->hdr);
-    p->hdr = NULL;
+    proxy_done(c);
     if (!h.local && (h.src.ss_family == AF_INET || h.src.ss_family == AF_INET6)) {
         p->peer = h.src;
         p->has_peer = true;
@@ -767,7 +790,7 @@ void conn_close(struct conn *c)
     timer_remove(c->timer, &c->te);
     tls_conn_free(c->tls);
     if (c->proxy)
-        free(c->proxy->hdr);
+        proxy_done(c);
     free(c->proxy);
     close(c->fd);
     c->pl.flags |= PIPELINE_GONE;

@@ -91,8 +91,9 @@ struct conn *conn_open(struct conn_host *h, int fd, const struct proto *proto, u
 
 /* Makes c (just opened, nothing read yet) wait for a PROXY protocol header
  * before anything else, TLS included. Once it has come, the address in it is
- * c's peer everywhere (conn_peer_name); a bad, too long or missing header
- * closes c and is counted. Returns 0 or -ENOMEM. */
+ * c's peer everywhere (conn_peer_name); a bad or too long header, or none
+ * within idle_timeout or PROXY_HEADER_S (proxy.h), closes c and is counted.
+ * Returns 0 or -ENOMEM. Reactor thread of c only. */
 int conn_expect_proxy(struct conn *c);
 
 /* Writes c's peer as text: the client's address from a PROXY header, else

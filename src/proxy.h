@@ -12,6 +12,7 @@
 
 #define PROXY_V1_MAX 107        /* the longest v1 line, "\r\n" included */
 #define PROXY_V2_MAX 2048       /* the most bytes a v2 header may carry after its 16 */
+#define PROXY_HEADER_S 10.0     /* the longest wait for a header, whatever idle_timeout says */
 
 /* What a header said. */
 struct proxy_header {

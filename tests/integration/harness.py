@@ -61,6 +61,25 @@ def poll_pause(i):
     threading.Event().wait(min(0.002 * (2 ** min(i, 5)), 0.05))
 
 
+def read_to_end(s, wait=None, resets_ok=False):
+    """Everything socket s receives until the peer closes (within wait, the
+    standard wait by default). A reset raises, unless resets_ok: then it
+    ends the stream like a close (the server closing with our bytes still
+    unread resets)."""
+    s.settimeout(timeout() if wait is None else wait)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+    except ConnectionResetError:
+        if not resets_ok:
+            raise
+        return got
+
+
 def wait_until(pred, wait=None, what="condition"):
     """Polls pred() until it returns a true value (returned) or the timeout
     passes (AssertionError with the last value)."""

@@ -17,7 +17,7 @@ import time
 import unittest
 
 import msgproto as mp
-from harness import MsgdTestCase, poll_pause, timeout, wait_until
+from harness import MsgdTestCase, poll_pause, read_to_end, timeout, wait_until
 from test_admin import AdminClient
 
 V2_SIG = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
@@ -31,16 +31,7 @@ def v2_tcp4(src, sport, dst="127.0.0.1", dport=7700, tlv=b""):
 def closed_silently(s):
     """What the server sent before closing s (a reset, when our bytes were
     still unread, counts as a close with nothing sent)."""
-    s.settimeout(timeout(1))
-    got = b""
-    try:
-        while True:
-            data = s.recv(100)
-            if not data:
-                return got
-            got += data
-    except ConnectionResetError:
-        return got
+    return read_to_end(s, timeout(1), resets_ok=True)
 
 
 def v2_local():

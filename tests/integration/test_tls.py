@@ -10,7 +10,8 @@ the file), `msgd -t` naming a bad certificate or key file, large and
 pipelined payloads with back-pressure, a connection that went quiet (its TLS
 buffers freed) talking again, and the bad input: plaintext to a TLS port
 (answered with a protocol_version alert), a handshake that stops halfway
-(ended by idle_timeout, or by the 10 s bound with idle_timeout off), 1,000
+(ended by idle_timeout, or by the 10 s bound with idle_timeout off, as a
+PROXY header that stops halfway is), 1,000
 handshakes opened and dropped, each closed and counted while the other
 connections go on.
 
@@ -28,7 +29,8 @@ import unittest
 import msgproto as mp
 import test_client
 import tlspki
-from harness import HOST, MSGD_BIN, Daemon, MsgdTestCase, check_config, timeout, wait_until
+from harness import (HOST, MSGD_BIN, Daemon, MsgdTestCase, check_config, read_to_end, timeout,
+                     wait_until)
 
 PKI = tlspki.Pki("msgd-it-tls-pki-")
 path = PKI.path
@@ -99,22 +101,6 @@ class TlsClient(mp.Client):
 
 # A fatal protocol_version alert (TLS record type 21, version 1.2, 2 bytes).
 ALERT_PROTOCOL_VERSION = b"\x15\x03\x03\x00\x02\x02\x46"
-
-
-def read_to_end(s, wait=None, resets_ok=False):
-    """Everything s receives until the peer closes (within wait)."""
-    s.settimeout(timeout() if wait is None else wait)
-    got = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return got
-            got += chunk
-    except ConnectionResetError:
-        if not resets_ok:
-            raise
-        return got
 
 
 def client_hello():
@@ -614,24 +600,33 @@ class TestCheckConfig(unittest.TestCase):
 
 
 class TestHandshakeBound(TlsTestBase):
-    def test_handshake_bounded_with_idle_timeout_off(self):
+    def test_handshake_and_proxy_header_bounded_with_idle_timeout_off(self):
         """idle_timeout = 0 (the default config's): a handshake that stalls
         still ends, at the fixed bound (tls.h TLS_HANDSHAKE_S, 10 s), counted
-        as tls_failed.timeout; a connection whose handshake was done stays."""
-        d = self.start_daemon(dict(TLS_CONFIG, timeouts={"heartbeat_interval": 0,
-                                                         "idle_timeout": 0}))
+        as tls_failed.timeout; so does a PROXY header that stops halfway on a
+        plain listener (proxy.h PROXY_HEADER_S, 10 s), counted as
+        closed_by_limit.proxy_header. Both wait at once, so the test waits
+        10 s, not 20. A connection whose handshake was done stays."""
+        d = self.start_daemon(dict(TLS_CONFIG, echo={"proxy_protocol": "on"},
+                                   timeouts={"heartbeat_interval": 0, "idle_timeout": 0}))
         done = self.tls(d)
         self.assert_ping(done)
-        base = self.counters(d)["tls_failed.timeout"]
+        base = self.counters(d)
         hello = client_hello()
-        s = socket.create_connection((HOST, d.port("tls")), timeout=timeout())
-        self.addCleanup(s.close)
-        s.sendall(hello[:len(hello) // 2])
+        half_hello = socket.create_connection((HOST, d.port("tls")), timeout=timeout())
+        self.addCleanup(half_hello.close)
+        half_header = socket.create_connection((HOST, d.port("echo")), timeout=timeout())
+        self.addCleanup(half_header.close)
         t0 = time.monotonic()
-        read_to_end(s, 10 + timeout(2), resets_ok=True)
-        waited = time.monotonic() - t0
-        self.assertGreater(waited, 9, "closed before the bound")
-        self.assertEqual(self.counters(d)["tls_failed.timeout"], base + 1)
+        half_hello.sendall(hello[:len(hello) // 2])
+        half_header.sendall(b"PROXY TCP4 192.0.2.1 ")
+        for s, what in ((half_hello, "handshake"), (half_header, "PROXY header")):
+            self.assertEqual(read_to_end(s, 10 + timeout(2), resets_ok=True), b"", what)
+            self.assertGreater(time.monotonic() - t0, 9, "%s: closed before the bound" % what)
+        now = self.counters(d)
+        self.assertEqual(now["tls_failed.timeout"], base["tls_failed.timeout"] + 1)
+        self.assertEqual(now["closed_by_limit.proxy_header"],
+                         base["closed_by_limit.proxy_header"] + 1)
         self.assert_ping(done, b"past the bound")
 
 
