@@ -45,6 +45,7 @@ static struct pipeline_slot *slot_append(struct pipeline *pl, bool waiting)
     if (!s)
         return NULL;
     s->waiting = waiting;
+    s->codec = pl->codec;
     if (pl->slots_tail)
         pl->slots_tail->next = s;
     else
@@ -161,6 +162,14 @@ int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
     pl->jobs_pending--;
     pl->held_bytes += buffer_readable(&s->bytes);
     drain_ready(pl);
+    return 0;
+}
+
+unsigned pipeline_slot_codec(const struct pipeline *pl, uint32_t seq)
+{
+    for (const struct pipeline_slot *s = pl->slots_head; s; s = s->next)
+        if (s->waiting && s->seq == seq)
+            return s->codec;
     return 0;
 }
 

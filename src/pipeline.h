@@ -146,6 +146,8 @@ struct pipeline_slot {
     struct pipeline_slot *next;
     uint32_t seq;                /* the job's sequence number (job slots) */
     bool waiting;                /* a job slot whose result has not come back */
+    uint8_t codec;               /* the pipeline's codec when the slot was opened:
+                                  * the most its reply may be compressed with */
     int lat_idx;                 /* job slots: the latency histogram (latency.h) */
     uint64_t t0_ns;              /* job slots: when the request was decoded */
     struct buffer bytes;         /* encoded replies, in order */
@@ -211,6 +213,21 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
  * and lat_idx, or -ENOENT when no slot has that number. Reactor thread only. */
 int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
                       uint64_t *t0_ns, int *lat_idx);
+
+/* The codec job seq's reply may be compressed with: the one in force when
+ * its request was handled (a reply to a request sent before HELLO goes out
+ * plain, even when it completes after HELLO), CODEC_NONE when there is no
+ * such slot. Reactor thread only. */
+unsigned pipeline_slot_codec(const struct pipeline *pl, uint32_t seq);
+
+/* The codec a push queued now may be compressed with: pl->codec, except
+ * while a job from before HELLO agreed it is still out. Its reply, and
+ * HELLO's behind it, are not on the wire yet, and a push goes ahead of
+ * them. Reactor thread only. */
+static inline unsigned pipeline_push_codec(const struct pipeline *pl)
+{
+    return pl->slots_head && pl->slots_head->codec != pl->codec ? 0u : pl->codec;
+}
 
 /* True when output waits for the socket. */
 static inline bool pipeline_has_output(const struct pipeline *pl)

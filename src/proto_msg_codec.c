@@ -316,13 +316,14 @@ bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *dat
 void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push)
 {
     const struct pipeline_env *env = pl->env;
-    if (!push && pl->codec && !(word & MSG_FLAG_ERROR) && offloads(env, pl->codec, len) &&
+    unsigned codec = push ? pipeline_push_codec(pl) : pl->codec;
+    if (!push && codec && !(word & MSG_FLAG_ERROR) && offloads(env, codec, len) &&
         write_offloaded(pl, word, p, len)) {
         stats_add(env->stats, STATS_FRAMES_OUT, 1);
         return;
     }
     struct buffer z = BUFFER_INIT;
-    if (pl->codec && !(word & MSG_FLAG_ERROR) && compress_smaller(env, pl->codec, p, len, &z)) {
+    if (codec && !(word & MSG_FLAG_ERROR) && compress_smaller(env, codec, p, len, &z)) {
         word |= MSG_FLAG_COMPRESSED;
         p = buffer_peek(&z);
         len = buffer_readable(&z);
@@ -343,17 +344,17 @@ int proto_msg_complete(const struct pipeline_env *env, uint64_t conn_id, uint32_
                        struct buffer *frame)
 {
     struct pipeline *pl = env->ops ? env->ops->lookup(env->host, conn_id) : NULL;
+    unsigned codec = pl ? pipeline_slot_codec(pl, seq) : 0;
     size_t n = buffer_readable(frame);
     const uint8_t *f = buffer_peek(frame);
-    if (pl && pl->codec && f && n > MSG_HEADER_LEN) {
+    if (codec && f && n > MSG_HEADER_LEN) {
         uint32_t word = msg_get_u32(f + 8);
         if (word & (MSG_FLAG_ERROR | MSG_FLAG_COMPRESSED))
             return pipeline_complete_late(env, conn_id, seq, frame);
-        if (offloads(env, pl->codec, n - MSG_HEADER_LEN) &&
-            offload(env, pl->codec, conn_id, seq, frame) == 0)
+        if (offloads(env, codec, n - MSG_HEADER_LEN) && offload(env, codec, conn_id, seq, frame) == 0)
             return 0;
         struct buffer z = BUFFER_INIT;
-        if (compress_smaller(env, pl->codec, f + MSG_HEADER_LEN, n - MSG_HEADER_LEN, &z)) {
+        if (compress_smaller(env, codec, f + MSG_HEADER_LEN, n - MSG_HEADER_LEN, &z)) {
             uint8_t h[MSG_HEADER_LEN];
             msg_header_encode(h, word | MSG_FLAG_COMPRESSED, (uint32_t)buffer_readable(&z));
             buffer_consume(frame, n); /* the frame's memory takes the smaller one */

@@ -219,7 +219,8 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen,
             (*skipped)++;
             continue;
         }
-        unsigned c = pl->codec < CODEC_COUNT && frames->p[pl->codec] ? pl->codec : 0;
+        unsigned c = pipeline_push_codec(pl);
+        c = c < CODEC_COUNT && frames->p[c] ? c : 0;
         if (frames->owner)
             pipeline_push_shared(pl, frames->owner, frames->p[c], frames->n[c]);
         else

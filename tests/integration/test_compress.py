@@ -205,6 +205,37 @@ class CompressionTests(MsgdTestCase):
         self.assertEqual(self.recv_plain(c, "deflate"),
                          (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 0), False))
 
+    def test_nothing_compressed_reaches_the_wire_before_the_hello_reply(self):
+        """A DELAY sent before HELLO completes after it: its reply goes out
+        plain (the client could not know the codec yet). So does a push
+        queued while that DELAY holds HELLO's reply back, since pushes go
+        ahead of held replies. What follows HELLO's reply is compressed."""
+        c = self.connect()
+        self.assert_frame(c.call(mp.SUBSCRIBE, b"news", timeout(1)),
+                          mp.reply_cmd(mp.SUBSCRIBE), b"")
+        mon = self.connect()
+        before = self.stats(mon)["compressions"]
+        c.send_raw(mp.encode(mp.DELAY, struct.pack(">I", 1000) + TEXT) +
+                   mp.encode(mp.HELLO, hello_payload(compress="zstd")) +
+                   mp.encode(mp.ECHO, TEXT[::-1]))
+        # HELLO has been handled once the ECHO behind it has been compressed
+        # (the DELAY has 1 s to run); then a push to c.
+        wait_until(lambda: self.stats(mon)["compressions"] > before, timeout(1),
+                   "the ECHO after HELLO compressed")
+        self.assertEqual(mon.call(mp.PUBLISH, b"\x04news" + TEXT, timeout(1)),
+                         (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 1)))
+        got = [c.recv_frame(timeout(2)) for _ in range(4)]
+        self.assertEqual([cmd for cmd, _ in got],
+                         [mp.MESSAGE, mp.reply_cmd(mp.DELAY), mp.reply_cmd(mp.HELLO),
+                          mp.reply_cmd(mp.ECHO) | mp.COMPRESSED])
+        self.assertEqual(got[0][1], b"\x04news" + TEXT)
+        self.assertEqual(got[1][1], TEXT)
+        self.assertEqual(parse_hello(got[2][1])["compress"], "zstd")
+        self.assertEqual(decompress("zstd", got[3][1]), TEXT[::-1])
+        # Once nothing from before HELLO is out, pushes are compressed too.
+        mon.call(mp.PUBLISH, b"\x04news" + TEXT, timeout(1))
+        self.assertEqual(self.recv_plain(c, "zstd"), (mp.MESSAGE, b"\x04news" + TEXT, True))
+
     def test_publish_is_compressed_once_per_codec(self):
         mon = self.connect()
         subs = {"zstd": [], "deflate": [], "none": []}

@@ -4,7 +4,8 @@
  * move to out, in request order, when the jobs before them complete (in any
  * order). Pushes bypass the order. Also unreserve, -ENOENT for unknown
  * sequence numbers, the latency bookkeeping (t0_ns, lat_idx) that complete
- * hands back, a randomized run against a model, and pipeline_free.
+ * hands back, the codec a reply or push may use around HELLO, a randomized
+ * run against a model, and pipeline_free.
  *
  * These functions touch neither pl->env nor pl->proto, so both stay NULL. */
 #include "pipeline.h"
@@ -482,6 +483,28 @@ TEST(free_releases_everything)
     CHECK(pipeline_idle(&pl));
     CHECK_EQ(pipeline_pending(&pl), 0);
     pipeline_free(&pl);                    /* twice is harmless */
+}
+
+/* A job opened before HELLO agreed a codec keeps its reply plain, and holds
+ * pushes plain until it is done; jobs opened after may use the codec. */
+TEST(codec_follows_the_order_of_hello)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    CHECK_EQ(pipeline_push_codec(&pl), 0);
+    uint32_t before = reserve(&pl);
+    pl.codec = 1;                          /* HELLO handled behind the job */
+    uint32_t after = reserve(&pl);
+    CHECK_EQ(pipeline_slot_codec(&pl, before), 0);
+    CHECK_EQ(pipeline_slot_codec(&pl, after), 1);
+    CHECK_EQ(pipeline_slot_codec(&pl, after + 1), 0); /* no such slot */
+    CHECK_EQ(pipeline_push_codec(&pl), 0); /* HELLO's reply is still held */
+    complete_str(&pl, before, "plain");
+    CHECK_EQ(pipeline_push_codec(&pl), 1); /* only jobs from after HELLO are out */
+    complete_str(&pl, after, "maybe compressed");
+    CHECK_EQ(pipeline_push_codec(&pl), 1);
+    check_out(&pl, "plainmaybe compressed");
+    pipeline_free(&pl);
 }
 
 /* ---- randomized run against a model ---- */
