@@ -56,6 +56,12 @@ size_t codec_bound(enum codec_id id, size_t n);
 long codec_compress(struct codec_ctx *ctx, enum codec_id id, int level, const void *src, size_t n,
                     struct buffer *out);
 
+/* About how many bytes the n bytes at src decompress to: a zstd frame's
+ * declared content size when it has one, else a guess of 4 times n. Cheap
+ * (reads a header at most); for choosing where to decompress, never for
+ * bounding it. Thread-safe. */
+size_t codec_size_hint(enum codec_id id, const void *src, size_t n);
+
 /* Decompresses the n bytes at src (one whole zstd frame or zlib stream) and
  * appends the result to out, never producing more than max bytes: returns
  * the decompressed length, -EFBIG when the result would pass max (nothing

@@ -46,10 +46,26 @@ static void handle_request(struct pipeline *pl, uint32_t cmd, const uint8_t *pay
     pl->req_t0 = now;
 }
 
+void proto_msg_decompressed(struct pipeline *pl, uint32_t cmd, long n, const struct buffer *plain)
+{
+    if (n == -EFBIG) {
+        stats_add(pl->env->stats, STATS_CLOSED_VIOLATION, 1);
+        proto_msg_conn_error(pl, MSG_ERR_TOO_LARGE, "frame too large once decompressed");
+    } else if (n == -ENOMEM) {
+        pl->flags |= PIPELINE_FAILED;
+    } else if (n < 0) {
+        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "payload does not decompress");
+    } else {
+        static const uint8_t none[1];
+        handle_request(pl, cmd & ~MSG_FLAG_COMPRESSED, n ? buffer_peek(plain) : none, (size_t)n);
+    }
+}
+
 /* A COMPRESSED request (PROTOCOL.md "Compression"): decompressed within
  * max_frame (the pre-auth cap before AUTH), then handled as if plain. Past
  * the bound is connection-level TOO_LARGE; what does not decompress is
- * BAD_PAYLOAD, and the connection goes on. */
+ * BAD_PAYLOAD, and the connection goes on. A big one is decompressed on the
+ * worker pool, with the connection's later requests held behind it. */
 static void handle_compressed(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len)
 {
     if (!pl->codec) { /* rule 4: no codec agreed, no such command */
@@ -60,24 +76,15 @@ static void handle_compressed(struct pipeline *pl, uint32_t cmd, const uint8_t *
     size_t max = cfg->max_frame;
     if (cfg->ntokens > 0 && !proto_msg_authed(pl) && max > PROTO_MSG_PREAUTH_MAX)
         max = PROTO_MSG_PREAUTH_MAX;
+    if (proto_msg_decompress_offload(pl, cmd, p, len, max))
+        return;
     /* The room comes from the reactor's pool and goes back to it: a fresh
      * buffer per request would be mmap'd and munmap'd each time (past 16
      * KiB), and the TLB shootdowns of munmap cost more than zstd itself. */
     struct buffer plain = BUFFER_INIT;
     size_t guess = len < max / 8 ? len * 8 : max;
     buffer_pool_get_fit(pl->env->bufs, &plain, guess < 4096 ? 4096 : guess);
-    long n = proto_msg_decompress(pl, p, len, max, &plain);
-    if (n == -EFBIG) {
-        stats_add(pl->env->stats, STATS_CLOSED_VIOLATION, 1);
-        proto_msg_conn_error(pl, MSG_ERR_TOO_LARGE, "frame too large once decompressed");
-    } else if (n == -ENOMEM) {
-        pl->flags |= PIPELINE_FAILED;
-    } else if (n < 0) {
-        proto_msg_error(pl, cmd, MSG_ERR_BAD_PAYLOAD, "payload does not decompress");
-    } else {
-        static const uint8_t none[1];
-        handle_request(pl, cmd & ~MSG_FLAG_COMPRESSED, n ? buffer_peek(&plain) : none, (size_t)n);
-    }
+    proto_msg_decompressed(pl, cmd, proto_msg_decompress(pl, p, len, max, &plain), &plain);
     buffer_consume(&plain, buffer_readable(&plain));
     buffer_pool_put(pl->env->bufs, &plain);
     buffer_free(&plain);

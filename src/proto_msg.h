@@ -139,6 +139,28 @@ int proto_msg_complete(const struct pipeline_env *env, uint64_t conn_id, uint32_
 long proto_msg_decompress(struct pipeline *pl, const uint8_t *p, size_t len, size_t max,
                           struct buffer *out);
 
+/* The calling worker thread's codec state (made on first use, freed when the
+ * thread exits), or NULL when out of memory. Worker threads only. */
+struct codec_ctx *proto_msg_worker_codec(void);
+
+/* ---- big requests decompressed on the worker pool (proto_msg_decompress.c) ---- */
+
+/* For a COMPRESSED request cmd on pl whose payload (len bytes at p) likely
+ * decompresses to more than an ordinary handler's worth of reactor time:
+ * copies it into a worker job that decompresses it within max bytes, holds
+ * pl's input (PIPELINE_HOLD) and returns true. When the job comes back to
+ * pl's reactor, proto_msg_decompressed handles the outcome there, in the
+ * request's place, and the held input goes on. Returns false when it is not
+ * worth it or cannot be done now (no workers, a full queue, no memory): the
+ * caller decompresses inline. Reactor thread. */
+bool proto_msg_decompress_offload(struct pipeline *pl, uint32_t cmd, const uint8_t *p, size_t len,
+                                  size_t max);
+
+/* A COMPRESSED request's outcome (codec_decompress's n, plain's bytes):
+ * handled as if sent plain, or answered BAD_PAYLOAD, or the connection ended
+ * with TOO_LARGE (-EFBIG) or marked failed (-ENOMEM). Reactor thread. */
+void proto_msg_decompressed(struct pipeline *pl, uint32_t cmd, long n, const struct buffer *plain);
+
 /* A push frame that many receivers share (a PUBLISH's MESSAGE, a DIRECT's
  * DELIVER), encoded once: plain, and compressed once for each codec some
  * connection uses now (where that pays). Laid out in one block: a u32 length
@@ -182,8 +204,8 @@ bool proto_msg_frames_big(const struct pipeline_env *env, size_t len);
 
 /* For a fan-out whose payload (data's bytes from off on) is big
  * (proto_msg_frames_big): copies data (len bytes) into a worker job that
- * compresses the payload once for each codec in use, and returns true. ready then runs on pl's reactor, and until it has run pl's
- * input is held (PIPELINE_HOLD: nothing more it sent is handled), so the
+ * compresses the payload once for each codec in use, and returns true.
+ * ready then runs on pl's reactor, and until it has run pl's input is held (PIPELINE_HOLD: nothing more it sent is handled), so the
  * sender's later requests keep their order behind this one. Returns false
  * when it cannot be done now (no workers, a full queue, no memory): the
  * caller prepares the frames inline. seq is pl's reply slot

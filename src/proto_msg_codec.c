@@ -110,6 +110,12 @@ static struct zthread *zthread_get(void)
     return t;
 }
 
+struct codec_ctx *proto_msg_worker_codec(void)
+{
+    struct zthread *t = zthread_get();
+    return t ? t->ctx : NULL;
+}
+
 /* On a worker thread: job->result holds one whole plain frame; when its
  * payload compresses smaller it is replaced, in the same memory, by the
  * COMPRESSED frame. Otherwise (or out of memory) it goes out plain. */

@@ -447,6 +447,93 @@ class BigCompressionOffReactorTests(OneWorkerBase):
         self.assertEqual(self.d.wait_exit(timeout(4)), 0, self.d.log_tail())
 
 
+class BigDecompressionOffReactorTests(OneWorkerBase):
+    """Big COMPRESSED requests: decompressed on the worker pool, within
+    max_frame, while the sender's later requests wait behind them and the
+    reactor serves everyone else."""
+
+    def send_compressed(self, codec, frames):
+        """A connection with codec that sent frames, once the reactor has
+        handed the first one's decompression to the worker queue."""
+        z = self.connect(daemon=self.d)
+        self.hello(z, codec)
+        before = self.stat("decompressions")
+        z.send_raw(frames)
+        wait_until(lambda: self.stat("decompressions") > before, timeout(),
+                   "the big request's decompression to be handed over")
+        return z
+
+    def test_the_reactor_answers_others_while_a_big_request_is_decompressed(self):
+        # zstd's size comes from the frame header (with and without it:
+        # then it is guessed from the length, as deflate's always is).
+        # Without it, the guess needs a payload that compresses less than
+        # big_text: random letters (about 1.7 times).
+        unsized = zstandard.ZstdCompressor(level=3, write_content_size=False)
+        letters = bytes(97 + x % 26 for x in os.urandom(BIG))
+        cases = [("zstd", "sized", ZC.compress, big_text(BIG, b"zstd")),
+                 ("zstd", "unsized", unsized.compress, letters),
+                 ("deflate", "-", zlib.compress, big_text(BIG, b"deflate"))]
+        for codec, kind, squeeze, b in cases:
+            with self.subTest(codec=codec, kind=kind):
+                a = self.hold_worker(300)
+                # STATS ignores its payload: its small reply needs no worker,
+                # so only the decompression can make it wait.
+                z = self.send_compressed(codec, mp.encode(mp.STATS | mp.COMPRESSED, squeeze(b)) +
+                                         mp.encode(mp.PING, b"behind"))
+                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
+                                 (mp.reply_cmd(mp.PING), b"free"))
+                r, _, _ = select.select([a, z], [], [], timeout(2))
+                self.assertIn(a, r, "the big STATS was answered before the DELAY holding the "
+                              "only worker: decompressed on the reactor?")
+                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                cmd, payload = z.recv_frame(timeout(2))
+                self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(mp.STATS))
+                if cmd & mp.COMPRESSED:
+                    payload = decompress(codec, payload)
+                self.assertIn(b"\nworker_jobs ", payload)
+                self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+
+    def test_garbage_and_bombs_on_the_workers(self):
+        # A zstd frame that declares 1 MiB but holds garbage: BAD_PAYLOAD
+        # from the worker, and the request behind it is answered.
+        fake = bytearray(ZC.compress(big_text(1 << 20, b"fake")))
+        fake[len(fake) // 2:] = bytes(len(fake) - len(fake) // 2)
+        z = self.send_compressed("zstd", mp.encode(mp.ECHO | mp.COMPRESSED, bytes(fake)) +
+                                 mp.encode(mp.PING, b"still here"))
+        self.assert_error(z.recv_frame(timeout(2)), mp.ECHO | mp.COMPRESSED, mp.BAD_PAYLOAD)
+        self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"still here"))
+        # Past max_frame (2M) once decompressed: connection-level TOO_LARGE.
+        letters = bytes(97 + x % 26 for x in os.urandom(5 << 19))  # 2.5 MiB, ~1.6 MiB deflated
+        for codec, squeeze in (("zstd", ZC.compress), ("deflate", zlib.compress)):
+            with self.subTest(codec=codec):
+                violations = self.stat("closed_by_limit.protocol_violation")
+                z = self.send_compressed(codec, mp.encode(mp.ECHO | mp.COMPRESSED,
+                                                          squeeze(letters)))
+                cmd, payload = z.recv_frame(timeout(2))
+                self.assertEqual(cmd, mp.CONN_ERROR, mp.describe(cmd, payload))
+                self.assertEqual(struct.unpack(">I", payload[:4])[0], mp.TOO_LARGE)
+                z.expect_eof(timeout(2))
+                self.assertEqual(self.stat("closed_by_limit.protocol_violation"), violations + 1)
+
+    def test_a_connection_that_resets_while_its_request_is_decompressed(self):
+        """Its input is held, so the reset is seen once the request is back
+        and handled: then it closes, and the reactor and worker go on."""
+        a = self.hold_worker(500)
+        live = self.stat("connections_current")
+        b = big_text(BIG, b"gone")
+        z = self.send_compressed("deflate", mp.encode(mp.STATS | mp.COMPRESSED, zlib.compress(b)))
+        z.close_rst()
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+        wait_until(lambda: self.stat("connections_current") == live, timeout(),
+                   "the reset connection to be closed")
+        z2 = self.connect(daemon=self.d)
+        self.hello(z2, "deflate")
+        z2.send_frame(mp.ECHO | mp.COMPRESSED, zlib.compress(b))
+        cmd, payload = z2.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
+        self.assertTrue(decompress("deflate", payload) == b)
+
+
 class BigFanoutOffReactorTests(OneWorkerBase):
     """A PUBLISH or DIRECT too big to compress on the reactor is compressed
     on the workers, once per codec in use, while the sender's later requests
