@@ -13,12 +13,14 @@
 #include "worker.h"
 
 /* A request whose payload looks like it decompresses to at least this much
- * (codec_size_hint) goes to the workers. At these sizes one decompression
- * costs a reactor about 0.15 ms (docs/BENCHMARKS.md "Compression":
- * decompressing 1 MiB takes 0.37 to 0.79 ms with zstd, 3.2 ms with deflate),
- * a few times the worker hop; below them it is cheaper done at once. */
+ * (codec_size_hint) goes to the workers. deflate: from 64 KiB, where one
+ * decompression costs a reactor about 0.2 ms (3 ms for 1 MiB). zstd is four
+ * times faster: under 1 MiB (the default max_frame) it costs less than the
+ * worker hop saves on this machine, from 1 MiB on it is 0.7 ms and more,
+ * 14 ms at 4 MiB with the page faults of a fresh buffer (docs/BENCHMARKS.md
+ * "Big decompressions off the reactor"). */
 static const size_t offload_min[CODEC_COUNT] = {
-    [CODEC_ZSTD] = 256u * 1024u,
+    [CODEC_ZSTD] = 1024u * 1024u,
     [CODEC_DEFLATE] = 64u * 1024u,
 };
 
@@ -54,17 +56,18 @@ static void djob_back(struct mailbox_item *it, void *ctx)
     struct pipeline *pl = env->ops->lookup(env->host, job->conn_id);
     if (!pl) {
         stats_add(env->stats, STATS_RESULTS_DROPPED, 1);
-        worker_job_free(job);
-        return;
+    } else {
+        struct djob_args a;
+        memcpy(&a, job->payload, sizeof a);
+        pl->flags &= ~(uint32_t)PIPELINE_HOLD;
+        if (!(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
+            pl->req_t0 = a.t0_ns; /* its latency includes the trip */
+            proto_msg_decompressed(pl, a.cmd, a.n, &job->result);
+        }
+        env->ops->defer(pl); /* its output goes out and its held input is handled this turn */
     }
-    struct djob_args a;
-    memcpy(&a, job->payload, sizeof a);
-    pl->flags &= ~(uint32_t)PIPELINE_HOLD;
-    if (!(pl->flags & (PIPELINE_CLOSE | PIPELINE_FAILED))) {
-        pl->req_t0 = a.t0_ns; /* its latency includes the trip */
-        proto_msg_decompressed(pl, a.cmd, a.n, &job->result);
-    }
-    env->ops->defer(pl); /* its output goes out and its held input is handled this turn */
+    buffer_consume(&job->result, buffer_readable(&job->result));
+    buffer_pool_put(env->bufs, &job->result); /* the room goes back where it came from */
     worker_job_free(job);
 }
 
@@ -73,8 +76,10 @@ bool proto_msg_decompress_offload(struct pipeline *pl, uint32_t cmd, const uint8
 {
     const struct pipeline_env *env = pl->env;
     unsigned id = pl->codec;
-    if (!env->pool || !env->ops || id == CODEC_NONE || id >= CODEC_COUNT ||
-        codec_size_hint(id, p, len) < offload_min[id])
+    if (!env->pool || !env->ops || id == CODEC_NONE || id >= CODEC_COUNT)
+        return false;
+    size_t hint = codec_size_hint(id, p, len);
+    if (hint < offload_min[id])
         return false;
     struct djob_args a = {.cmd = cmd, .codec = (uint8_t)id, .max = max, .t0_ns = pl->req_t0};
     struct worker_job *job = worker_job_new(pl->conn_id, 0, 0, djob_run, djob_back, NULL,
@@ -83,7 +88,13 @@ bool proto_msg_decompress_offload(struct pipeline *pl, uint32_t cmd, const uint8
         return false;
     memcpy(job->payload, &a, sizeof a);
     memcpy(job->payload + sizeof a, p, len);
-    if (worker_submit(env->pool, job) < 0) {
+    /* The plain payload is made in room from the reactor's pool, as big as
+     * it should need: a fresh buffer grown on the worker would be mmap'd,
+     * faulted in page by page and munmap'd for every request (ten times
+     * the decompression itself here). */
+    if (buffer_pool_get_fit(env->bufs, &job->result, hint < max ? hint : max) < 0 ||
+        worker_submit(env->pool, job) < 0) {
+        buffer_pool_put(env->bufs, &job->result);
         worker_job_free(job);
         return false;
     }

@@ -12,7 +12,10 @@ workers = 2, then:
 
 CODEC is zstd, deflate, none (no HELLO: plain replies) or publish (A
 PUBLISHes SIZE bytes to a topic with one zstd and one deflate subscriber:
-a fan-out's frames, compressed once per codec on the publisher's reactor).
+a fan-out's frames, compressed once per codec on the publisher's reactor),
+or zstd-in / deflate-in (A sends STATS with SIZE bytes of text compressed
+at level 1 as its payload, which STATS ignores: a big request's
+decompression, and a small reply).
 
 usage: compress_stall.py MSGD_BIN CODEC [SIZE] [SECONDS] [LEVEL]
 """
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "tests", "integration"))
@@ -65,17 +69,33 @@ def subscribers(port, ready, until):
                 return
 
 
+def squeeze(codec, data):
+    """data compressed at level 1, as msgbench would."""
+    if codec == "deflate":
+        return zlib.compress(data, 1)
+    try:
+        import zstandard
+    except ImportError:  # Debian's python3-zstandard, for a python3 not Debian's own
+        sys.path.append("/usr/lib/python3/dist-packages")
+        import zstandard
+    return zstandard.ZstdCompressor(level=1).compress(data)
+
+
 def sender(port, codec, size, until, gap, q):
     c = mp.Client("127.0.0.1", port, timeout=10)
     if codec not in ("none", "publish"):
-        hello(c, codec)
-    cmd, payload = (mp.PUBLISH, b"\x03big" + text(size)) if codec == "publish" \
-        else (mp.ECHO, text(size))
+        hello(c, codec.split("-")[0])
+    if codec == "publish":
+        cmd, payload = mp.PUBLISH, b"\x03big" + text(size)
+    elif codec.endswith("-in"):
+        cmd, payload = mp.STATS | mp.COMPRESSED, squeeze(codec.split("-")[0], text(size))
+    else:
+        cmd, payload = mp.ECHO, text(size)
     n = 0
     while time.monotonic() < until:
         c.send_frame(cmd, payload)
         got, _ = c.recv_frame(10)
-        assert got & mp.CMD_MASK == cmd and not got & mp.ERROR, hex(got)
+        assert got & mp.CMD_MASK == cmd & mp.CMD_MASK and not got & mp.ERROR, hex(got)
         n += 1
         if gap:
             time.sleep(gap)  # pacing of the load, not synchronisation

@@ -466,11 +466,12 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
     def test_the_reactor_answers_others_while_a_big_request_is_decompressed(self):
         # zstd's size comes from the frame header (with and without it:
         # then it is guessed from the length, as deflate's always is).
-        # Without it, the guess needs a payload that compresses less than
-        # big_text: random letters (about 1.7 times).
+        # Without it, the guess (4 times the length) needs a payload that
+        # compresses less than big_text: random letters (about 1.7 times).
+        # The bounds (src/proto_msg_decompress.c): zstd 1 MiB, deflate 64 KiB.
         unsized = zstandard.ZstdCompressor(level=3, write_content_size=False)
-        letters = bytes(97 + x % 26 for x in os.urandom(BIG))
-        cases = [("zstd", "sized", ZC.compress, big_text(BIG, b"zstd")),
+        letters = bytes(97 + x % 26 for x in os.urandom(600 << 10))
+        cases = [("zstd", "sized", ZC.compress, big_text(1 << 20, b"zstd")),
                  ("zstd", "unsized", unsized.compress, letters),
                  ("deflate", "-", zlib.compress, big_text(BIG, b"deflate"))]
         for codec, kind, squeeze, b in cases:
