@@ -256,12 +256,15 @@ static long deflate_decompress(struct codec_ctx *ctx, const void *src, size_t n,
     }
 }
 
-size_t codec_size_hint(enum codec_id id, const void *src, size_t n)
+size_t codec_size_hint(enum codec_id id, const void *src, size_t n, bool *declared)
 {
+    *declared = false;
     if (id == CODEC_ZSTD) {
-        unsigned long long declared = ZSTD_getFrameContentSize(src, n);
-        if (declared != ZSTD_CONTENTSIZE_ERROR && declared != ZSTD_CONTENTSIZE_UNKNOWN)
-            return declared < SIZE_MAX ? (size_t)declared : SIZE_MAX;
+        unsigned long long size = ZSTD_getFrameContentSize(src, n);
+        if (size != ZSTD_CONTENTSIZE_ERROR && size != ZSTD_CONTENTSIZE_UNKNOWN) {
+            *declared = true;
+            return size < SIZE_MAX ? (size_t)size : SIZE_MAX;
+        }
     }
     return n <= SIZE_MAX / 4 ? n * 4 : SIZE_MAX;
 }

@@ -57,10 +57,10 @@ long codec_compress(struct codec_ctx *ctx, enum codec_id id, int level, const vo
                     struct buffer *out);
 
 /* About how many bytes the n bytes at src decompress to: a zstd frame's
- * declared content size when it has one, else a guess of 4 times n. Cheap
- * (reads a header at most); for choosing where to decompress, never for
- * bounding it. Thread-safe. */
-size_t codec_size_hint(enum codec_id id, const void *src, size_t n);
+ * declared content size when it has one (*declared true), else a guess of 4
+ * times n. Cheap (reads a header at most); for choosing where to
+ * decompress, never for bounding it. Thread-safe. */
+size_t codec_size_hint(enum codec_id id, const void *src, size_t n, bool *declared);
 
 /* Decompresses the n bytes at src (one whole zstd frame or zlib stream) and
  * appends the result to out, never producing more than max bytes: returns

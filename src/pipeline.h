@@ -241,10 +241,13 @@ static inline size_t pipeline_pending(const struct pipeline *pl)
     return buffer_readable(&pl->out) + outq_shared(pl->outq) + pl->held_bytes;
 }
 
-/* True when the connection owes nothing: no output, no job out. */
+/* True when the connection owes nothing: no output, no job out, no request
+ * held on a worker (PIPELINE_HOLD: a big COMPRESSED request being
+ * decompressed has no reply slot yet, and the input behind it is owed
+ * answers too). */
 static inline bool pipeline_idle(const struct pipeline *pl)
 {
-    return !pipeline_has_output(pl) && pl->slots_head == NULL;
+    return !pipeline_has_output(pl) && pl->slots_head == NULL && !(pl->flags & PIPELINE_HOLD);
 }
 
 /* Puts reply, produced away from the connection's own callbacks (a worker

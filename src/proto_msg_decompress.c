@@ -13,14 +13,14 @@
 #include "worker.h"
 
 /* A request whose payload looks like it decompresses to at least this much
- * (codec_size_hint) goes to the workers. deflate: from 64 KiB, where one
- * decompression costs a reactor about 0.2 ms (3 ms for 1 MiB). zstd is four
- * times faster: under 1 MiB (the default max_frame) it costs less than the
- * worker hop saves on this machine, from 1 MiB on it is 0.7 ms and more,
- * 14 ms at 4 MiB with the page faults of a fresh buffer (docs/BENCHMARKS.md
- * "Big decompressions off the reactor"). */
+ * (codec_size_hint, within the bound) goes to the workers. deflate: from 64
+ * KiB, where one decompression costs a reactor about 0.2 ms (3 ms for 1
+ * MiB). zstd is four times faster: at 1 MiB (0.7 ms) the worker hop cost
+ * more than it saved on this machine, at 4 MiB (14 ms, with the page faults
+ * of fresh memory) it saved nearly all of it (docs/BENCHMARKS.md "Big
+ * decompressions off the reactor"); 2 MiB is between. */
 static const size_t offload_min[CODEC_COUNT] = {
-    [CODEC_ZSTD] = 1024u * 1024u,
+    [CODEC_ZSTD] = 2048u * 1024u,
     [CODEC_DEFLATE] = 64u * 1024u,
 };
 
@@ -78,8 +78,12 @@ bool proto_msg_decompress_offload(struct pipeline *pl, uint32_t cmd, const uint8
     unsigned id = pl->codec;
     if (!env->pool || !env->ops || id == CODEC_NONE || id >= CODEC_COUNT)
         return false;
-    size_t hint = codec_size_hint(id, p, len);
-    if (hint < offload_min[id])
+    /* The work is bounded by max (the pre-auth cap before AUTH); a zstd
+     * frame that declares more than max fails at once, on the reactor. */
+    bool declared;
+    size_t hint = codec_size_hint(id, p, len, &declared);
+    size_t work = hint < max ? hint : max;
+    if (work < offload_min[id] || (declared && hint > max))
         return false;
     struct djob_args a = {.cmd = cmd, .codec = (uint8_t)id, .max = max, .t0_ns = pl->req_t0};
     struct worker_job *job = worker_job_new(pl->conn_id, 0, 0, djob_run, djob_back, NULL,
@@ -92,7 +96,7 @@ bool proto_msg_decompress_offload(struct pipeline *pl, uint32_t cmd, const uint8
      * it should need: a fresh buffer grown on the worker would be mmap'd,
      * faulted in page by page and munmap'd for every request (ten times
      * the decompression itself here). */
-    if (buffer_pool_get_fit(env->bufs, &job->result, hint < max ? hint : max) < 0 ||
+    if (buffer_pool_get_fit(env->bufs, &job->result, work) < 0 ||
         worker_submit(env->pool, job) < 0) {
         buffer_pool_put(env->bufs, &job->result);
         worker_job_free(job);

@@ -14,6 +14,7 @@ the workers too, with the sender's later requests held behind them."""
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 import unittest
@@ -215,11 +216,12 @@ class CompressionTests(MsgdTestCase):
                           mp.reply_cmd(mp.SUBSCRIBE), b"")
         mon = self.connect()
         before = self.stats(mon)["compressions"]
-        c.send_raw(mp.encode(mp.DELAY, struct.pack(">I", 1000) + TEXT) +
+        # The DELAY (2 s, scaled like every wait) outlasts the steps below.
+        c.send_raw(mp.encode(mp.DELAY, struct.pack(">I", int(timeout(0.4) * 1000)) + TEXT) +
                    mp.encode(mp.HELLO, hello_payload(compress="zstd")) +
                    mp.encode(mp.ECHO, TEXT[::-1]))
-        # HELLO has been handled once the ECHO behind it has been compressed
-        # (the DELAY has 1 s to run); then a push to c.
+        # HELLO has been handled once the ECHO behind it has been compressed;
+        # then a push to c.
         wait_until(lambda: self.stats(mon)["compressions"] > before, timeout(1),
                    "the ECHO after HELLO compressed")
         self.assertEqual(mon.call(mp.PUBLISH, b"\x04news" + TEXT, timeout(1)),
@@ -468,10 +470,10 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
         # then it is guessed from the length, as deflate's always is).
         # Without it, the guess (4 times the length) needs a payload that
         # compresses less than big_text: random letters (about 1.7 times).
-        # The bounds (src/proto_msg_decompress.c): zstd 1 MiB, deflate 64 KiB.
+        # The bounds (src/proto_msg_decompress.c): zstd 2 MiB, deflate 64 KiB.
         unsized = zstandard.ZstdCompressor(level=3, write_content_size=False)
-        letters = bytes(97 + x % 26 for x in os.urandom(600 << 10))
-        cases = [("zstd", "sized", ZC.compress, big_text(1 << 20, b"zstd")),
+        letters = bytes(97 + x % 26 for x in os.urandom(1 << 20))
+        cases = [("zstd", "sized", ZC.compress, big_text(2 << 20, b"zstd")),
                  ("zstd", "unsized", unsized.compress, letters),
                  ("deflate", "-", zlib.compress, big_text(BIG, b"deflate"))]
         for codec, kind, squeeze, b in cases:
@@ -495,9 +497,9 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
                 self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
 
     def test_garbage_and_bombs_on_the_workers(self):
-        # A zstd frame that declares 1 MiB but holds garbage: BAD_PAYLOAD
+        # A zstd frame that declares 2 MiB but holds garbage: BAD_PAYLOAD
         # from the worker, and the request behind it is answered.
-        fake = bytearray(ZC.compress(big_text(1 << 20, b"fake")))
+        fake = bytearray(ZC.compress(big_text(2 << 20, b"fake")))
         fake[len(fake) // 2:] = bytes(len(fake) - len(fake) // 2)
         z = self.send_compressed("zstd", mp.encode(mp.ECHO | mp.COMPRESSED, bytes(fake)) +
                                  mp.encode(mp.PING, b"still here"))
@@ -515,6 +517,47 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
                 self.assertEqual(struct.unpack(">I", payload[:4])[0], mp.TOO_LARGE)
                 z.expect_eof(timeout(2))
                 self.assertEqual(self.stat("closed_by_limit.protocol_violation"), violations + 1)
+
+    def test_a_drain_answers_a_request_being_decompressed_and_what_follows(self):
+        """Rule 6: what was read before the drain is answered, the request
+        on the worker and the one held behind it included."""
+        a = self.hold_worker(500)
+        b = big_text(BIG, b"drain")
+        z = self.send_compressed("deflate", mp.encode(mp.ECHO | mp.COMPRESSED, zlib.compress(b)) +
+                                 mp.encode(mp.PING, b"behind"))
+        self.d.send_signal(signal.SIGTERM)
+        self.assertEqual(z.recv_frame(timeout(2))[0], mp.GOAWAY)
+        cmd, payload = z.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED, mp.describe(cmd, b""))
+        self.assertTrue(decompress("deflate", payload) == b)
+        self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+        z.expect_eof(timeout(2))
+        self.assertEqual(a.recv_frame(timeout(2))[0], mp.GOAWAY)
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+        self.assertEqual(self.d.wait_exit(timeout(4)), 0, self.d.log_tail())
+
+    def test_a_half_close_answers_a_request_being_decompressed_and_what_follows(self):
+        """Rule 7: a client that sent everything and shut its side down gets
+        every answer. Enough PINGs first that the end of its stream is read
+        before the big request is reached (a turn handles at most a few
+        thousand frames), so the end is known while the request is out."""
+        a = self.hold_worker(500)
+        b = big_text(BIG, b"half")
+        n = 20000
+        z = self.connect(daemon=self.d)
+        self.hello(z, "deflate")
+        z.send_raw(mp.encode(mp.PING, b"p") * n + mp.encode(mp.ECHO | mp.COMPRESSED,
+                                                            zlib.compress(b)) +
+                   mp.encode(mp.PING, b"behind"))
+        z.sock.shutdown(socket.SHUT_WR)
+        for _ in range(n):
+            self.assertEqual(z.recv_frame(timeout(2)), (mp.reply_cmd(mp.PING), b"p"))
+        self.assertEqual(a.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+        cmd, payload = z.recv_frame(timeout(2))
+        self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED, mp.describe(cmd, b""))
+        self.assertTrue(decompress("deflate", payload) == b)
+        self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+        z.expect_eof(timeout(2))
 
     def test_a_connection_that_resets_while_its_request_is_decompressed(self):
         """Its input is held, so the reset is seen once the request is back
