@@ -648,6 +648,13 @@ static void linger_cb(struct timer *t, struct timer_entry *e)
 static void idle_cb(struct timer *t, struct timer_entry *e)
 {
     struct conn *c = CONN_OF_ENTRY(e);
+    if (c->pl.flags & PIPELINE_HOLD) {
+        /* Its input waits on a worker (a big compression or decompression),
+         * so what it sent since, heartbeat answers included, is unread: the
+         * silence is ours. Counted from when the input goes on. */
+        timer_activity(t, e);
+        return;
+    }
     timer_remove(t, e);
     if (proxy_pending(c)) {
         stats_add(c->host->env.stats, STATS_CLOSED_PROXY, 1);

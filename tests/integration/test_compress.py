@@ -357,10 +357,11 @@ class OneWorkerBase(MsgdTestCase):
     the test needs, with no sleep and no race."""
     shared_daemon = False
     REACTORS = 1
+    EXTRA = {}                         # more config sections
 
     def setUp(self):
         super().setUp()
-        self.d = self.start_daemon(big_config(reactors=self.REACTORS))
+        self.d = self.start_daemon(dict(big_config(reactors=self.REACTORS), **self.EXTRA))
         self.probe = self.connect(daemon=self.d)
 
     def stat(self, name):
@@ -576,6 +577,29 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
         cmd, payload = z2.recv_frame(timeout(2))
         self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
         self.assertTrue(decompress("deflate", payload) == b)
+
+
+class HeldInputIsNotIdleTests(OneWorkerBase):
+    """A connection whose input is held while its big request waits for a
+    worker is not idle: what it sent since is unread, heartbeat answers
+    included. idle_timeout 1 s, the worker held 3 s (scaled)."""
+    EXTRA = {"timeouts": {"heartbeat_interval": 0, "idle_timeout": "1s"}}
+
+    def test_a_held_connection_outlives_the_idle_timeout(self):
+        # The holder itself is closed as idle meanwhile; its DELAY still
+        # keeps the worker.
+        self.hold_worker(int(timeout(0.6) * 1000))
+        b = big_text(BIG, b"held")
+        z = self.connect(daemon=self.d)
+        self.hello(z, "deflate")
+        before = self.stat("decompressions")
+        z.send_raw(mp.encode(mp.STATS | mp.COMPRESSED, zlib.compress(b)) +
+                   mp.encode(mp.PING, b"behind"))
+        wait_until(lambda: self.stat("decompressions") > before, timeout(0.15),
+                   "the decompression handed over")
+        cmd, payload = z.recv_frame(timeout(1))
+        self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(mp.STATS), mp.describe(cmd, b""))
+        self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
 
 
 class BigFanoutOffReactorTests(OneWorkerBase):
