@@ -497,7 +497,7 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
                 self.assertIn(b"\nworker_jobs ", payload)
                 self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
 
-    def test_garbage_and_bombs_on_the_workers(self):
+    def test_garbage_and_bombs_of_big_requests(self):
         # A zstd frame that declares 2 MiB but holds garbage: BAD_PAYLOAD
         # from the worker, and the request behind it is answered.
         fake = bytearray(ZC.compress(big_text(2 << 20, b"fake")))
@@ -506,10 +506,15 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
                                  mp.encode(mp.PING, b"still here"))
         self.assert_error(z.recv_frame(timeout(2)), mp.ECHO | mp.COMPRESSED, mp.BAD_PAYLOAD)
         self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"still here"))
-        # Past max_frame (2M) once decompressed: connection-level TOO_LARGE.
+        # Past max_frame (2M) once decompressed: connection-level TOO_LARGE,
+        # found on a worker (deflate, zstd without a declared size) or at
+        # once on the reactor (a zstd frame that declares more).
         letters = bytes(97 + x % 26 for x in os.urandom(5 << 19))  # 2.5 MiB, ~1.6 MiB deflated
-        for codec, squeeze in (("zstd", ZC.compress), ("deflate", zlib.compress)):
-            with self.subTest(codec=codec):
+        unsized = zstandard.ZstdCompressor(level=3, write_content_size=False)
+        for codec, kind, squeeze in (("zstd", "declared", ZC.compress),
+                                     ("zstd", "unsized", unsized.compress),
+                                     ("deflate", "-", zlib.compress)):
+            with self.subTest(codec=codec, kind=kind):
                 violations = self.stat("closed_by_limit.protocol_violation")
                 z = self.send_compressed(codec, mp.encode(mp.ECHO | mp.COMPRESSED,
                                                           squeeze(letters)))
