@@ -48,7 +48,10 @@ class PubSubTests(MsgdTestCase):
         left (a uint32 negated before widening). Every gauge stays sane and
         the subscription gauge is back to 0 once the subscribers are gone."""
         probe = self.connect()
-        base = self.stats(probe)
+        # The shared daemon closes an earlier test's connections (and drops
+        # their subscriptions) on their reactors, after their clients have
+        # gone: the baseline is taken once only the probe is left.
+        base = self.wait_connections(probe, 1, "before the test (earlier tests' clients gone)")
         subs = [self.connect() for _ in range(3)]
         for i, c in enumerate(subs):
             for t in (b"g1", b"g2", b"g%d" % (10 + i)):
