@@ -147,6 +147,16 @@ class SlowSubscriberTests(MsgdTestCase):
         slow.connect(("127.0.0.1", self.daemon.port()))
         self.addCleanup(slow.close)
         slow.sendall(mp.encode(mp.SUBSCRIBE, b"firehose"))
+        # Its reply says it is subscribed: the first PUBLISH (maybe read on
+        # another reactor first) must count it.
+        slow.settimeout(timeout(1))
+        want = mp.encode(mp.reply_cmd(mp.SUBSCRIBE), b"")
+        got = b""
+        while len(got) < len(want):
+            chunk = slow.recv(len(want) - len(got))
+            self.assertTrue(chunk, "the slow subscriber was closed before its SUBSCRIBE reply")
+            got += chunk
+        self.assertEqual(got, want)
         fast = self.connect()
         self.assert_frame(fast.call(mp.SUBSCRIBE, b"firehose"), mp.REPLY | mp.SUBSCRIBE, b"")
         pub = self.connect()
