@@ -236,4 +236,6 @@ class ReactorsPerCpuTests(harness.MsgdTestCase):
         finally:
             os.sched_setaffinity(0, mine)
         self.assertEqual(self.reactors_of(pinned), 1)
-        self.assertIn("ready: 1 reactors", pinned.read_log())
+        # Logged after READY=1, and written by the log thread.
+        harness.wait_until(lambda: "ready: 1 reactors" in pinned.read_log(), timeout(1),
+                           "'ready: 1 reactors' in the log")
