@@ -361,7 +361,12 @@ class SlowReaderTests(FaultCase):
                                 sa["closed_by_limit.output_hard_limit"],
                                 "the slow DELAY client to be closed at the hard limit")
             ts.join(timeout(1))
-            self.assertGreater(sb["read_pauses"], sa["read_pauses"])
+            # No read_pauses check here: the results come from the worker
+            # through the mailbox and are written once per reactor turn, so
+            # when the worker runs ahead (a loaded machine) one turn can take
+            # the pending output from below output_high_water past the hard
+            # limit, and settle() closes without a pause in between (CI-like
+            # stress saw read_pauses 1 -> 1). (a) checks the pause.
             self.assertEqual(sb["closed_by_limit.output_hard_limit"] -
                              s0["closed_by_limit.output_hard_limit"], 1)
             # the connection is really gone: the client reads what was sent, then EOF/reset
