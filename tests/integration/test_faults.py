@@ -257,7 +257,8 @@ class SlowReaderTests(FaultCase):
         is read. A client pipelines a DELAY of 200 ms x scale and then N
         DELAYs of 0 ms with 60 KB payloads and never reads: all are read while
         nothing is pending (the first job holds the one worker), then the
-        results pile up, reading stops, and the connection is closed at the
+        results pile up (reading stops, unless one turn takes them past the
+        hard cap at once), and the connection is closed at the
         hard cap (closed_by_limit.output_hard_limit + 1). The kernel's socket
         buffers take their share first (msgd's send buffer autotunes up to
         tcp_wmem's maximum, 4 MB), so N x 60 KB exceeds that maximum + the
