@@ -145,7 +145,14 @@ unsigned buffer_class(size_t cap)
 
 void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item)
 {
-    *p = (struct buffer_pool){.max_bytes = max_bytes, .max_item = max_item};
+    *p = (struct buffer_pool){0};
+    buffer_pool_set_bounds(p, max_bytes, max_item);
+}
+
+void buffer_pool_set_bounds(struct buffer_pool *p, size_t max_bytes, size_t max_item)
+{
+    p->max_bytes = max_bytes;
+    p->max_item = max_item < BUFFER_POOL_ITEM_MAX ? max_item : BUFFER_POOL_ITEM_MAX;
 }
 
 /* Unlinks the first buffer of class k; returns its memory and cap. */

@@ -92,8 +92,16 @@ struct buffer_pool {
 unsigned buffer_class(size_t cap);
 static inline size_t buffer_class_cap(unsigned k) { return (size_t)1024 << k; }
 
-/* Sets up an empty pool with its bounds (max_item at most 32 MiB). */
+/* The largest max_item a pool may have (its top size class). */
+#define BUFFER_POOL_ITEM_MAX ((size_t)32 << 20)
+
+/* Sets up an empty pool with its bounds (max_item at most
+ * BUFFER_POOL_ITEM_MAX). */
 void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item);
+
+/* Changes the bounds of a pool in use. What it keeps past new, smaller ones
+ * goes as buffers come and go, and at the next trims. */
+void buffer_pool_set_bounds(struct buffer_pool *p, size_t max_bytes, size_t max_item);
 
 /* Gives b, which must hold no memory, the largest kept buffer. Returns 1
  * when it did, 0 when the pool is empty (b is unchanged then). (Writers use

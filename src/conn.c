@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "feed.h"
+#include "msg.h"
 #include "net.h"
 #include "proxy.h"
 #include "stats.h"
@@ -23,7 +24,8 @@
 #define CONN_READ_EXTRA (64 * 1024)     /* the stack buffer behind the input buffer */
 #define CONN_READ_MIN 4096              /* least room offered in a non-empty input buffer */
 #define CONN_POOL_BYTES (8u << 20)      /* the reactor's pool of emptied buffers keeps at */
-#define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this */
+#define CONN_POOL_ITEM (4u << 20)       /* most this much, and no buffer larger than this
+                                         * (or more: pool_bounds) */
 #define CONN_WRITE_EARLY (32 * 1024)    /* queued output written at once, not at the turn's end */
 #define CONN_POOL_TRIM_S 1.0            /* what it kept unused this long is freed */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
@@ -698,8 +700,29 @@ static void timer_intervals(const struct conn_host *h, int i, ev_tstamp *hb, ev_
     *idle = ms_to_s(idle_ms);
 }
 
+/* The pool's bounds for max_frame: CONN_POOL_BYTES and CONN_POOL_ITEM, or
+ * more, so that a client sending frames of max_frame reuses memory instead
+ * of taking fresh pages each time: an item as big as such a frame needs (a
+ * power of two past it), and room for three of them (the input, the
+ * reply's output, and the smaller buffers the input grew through, which
+ * add up to one more). Fresh pages are faulted in one by one, and on this
+ * VM that made a 4 MiB ECHO cost its reactor 40 ms (docs/BENCHMARKS.md).
+ * Past BUFFER_POOL_ITEM_MAX they are not kept. */
+static void pool_bounds(const struct conn_host *h, size_t *bytes, size_t *item)
+{
+    size_t need = (size_t)h->env.cfg->max_frame + MSG_HEADER_LEN + BUFFER_PREPEND;
+    size_t frame = CONN_POOL_ITEM / 4;
+    while (frame < need && frame < BUFFER_POOL_ITEM_MAX)
+        frame *= 2;
+    *item = frame > CONN_POOL_ITEM ? frame : CONN_POOL_ITEM;
+    *bytes = 3 * frame > CONN_POOL_BYTES ? 3 * frame : CONN_POOL_BYTES;
+}
+
 void conn_host_reload(struct conn_host *h)
 {
+    size_t bytes, item;
+    pool_bounds(h, &bytes, &item);
+    buffer_pool_set_bounds(&h->bufs, bytes, item);
     for (int i = 0; i < CONN_TIMERS; i++) {
         ev_tstamp hb, idle;
         timer_intervals(h, i, &hb, &idle);
@@ -719,7 +742,9 @@ void conn_host_init(struct conn_host *h, struct ev_loop *loop)
     }
     h->loop = loop;
     h->backlog = h->backlog_tail = NULL;
-    buffer_pool_init(&h->bufs, CONN_POOL_BYTES, CONN_POOL_ITEM);
+    size_t bytes, item;
+    pool_bounds(h, &bytes, &item);
+    buffer_pool_init(&h->bufs, bytes, item);
     h->env.bufs = &h->bufs;
     ev_init(&h->bufs_trim, bufs_trim_cb);
     h->bufs_trim.repeat = CONN_POOL_TRIM_S;

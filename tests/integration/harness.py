@@ -279,6 +279,24 @@ class Daemon:
             raise
         return self
 
+    def reload(self, overrides=None, wait=None):
+        """Merges overrides into the config file, sends SIGHUP and waits for
+        the READY=1 that ends the reload (every reactor has the new config
+        by then); returns that datagram's lines."""
+        if overrides:
+            self.config = merge_config(self.config, overrides)
+            self.write_config()
+        self.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + (timeout(1) if wait is None else wait)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no READY=1 after the reload; datagrams: %r\n%s"
+                                     % (self.datagrams[-10:], self.log_tail()))
+            lines = self.recv_notify(min(left, 0.2))
+            if lines is not None and "READY=1" in lines:
+                return lines
+
     def recv_notify(self, wait):
         """Next notify datagram as a list of lines, or None on timeout."""
         r, _, _ = select.select([self.notify], [], [], max(0.0, wait))

@@ -677,6 +677,27 @@ TEST(pool_keeps_within_its_bounds_and_prefers_large_buffers)
     CHECK_EQ(p.bytes, 0);
 }
 
+/* New bounds apply to what is put from then on; max_item stops at
+ * BUFFER_POOL_ITEM_MAX. */
+TEST(pool_set_bounds_applies_to_later_puts)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 16384, 8192);
+    struct buffer a = grown(16384);
+    CHECK_EQ(buffer_pool_put(&p, &a), 1);
+    CHECK_EQ(buffer_pool_count(&p), 0);        /* over max_item: freed */
+    buffer_pool_set_bounds(&p, 65536, 16384);
+    struct buffer b = grown(16384);
+    CHECK_EQ(buffer_pool_put(&p, &b), 1);
+    CHECK_EQ(buffer_pool_count(&p), 1);
+    CHECK_EQ(p.bytes, 16384);
+    buffer_pool_set_bounds(&p, SIZE_MAX, SIZE_MAX);
+    CHECK(p.max_item == BUFFER_POOL_ITEM_MAX);
+    CHECK(p.max_bytes == SIZE_MAX);
+    buffer_pool_free(&p);
+    CHECK_EQ(p.bytes, 0);
+}
+
 TEST(pool_null_frees_what_it_is_given)
 {
     struct buffer b = grown(4096);
