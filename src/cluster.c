@@ -438,14 +438,17 @@ struct sent {
     bool self;                         /* this node subscribes to the channel too */
 };
 
+/* Redis answered a PUBLISH, or the link went with it unanswered (reply
+ * NULL): only an answer counts it as published; a lost one is dropped. */
 static void published_cb(redisAsyncContext *ac, void *r, void *priv)
 {
     struct cluster *c = ac->data;
     const redisReply *reply = r;
     struct sent *s = priv;
     c->pending--;
-    uint32_t n = reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0
-                     ? (uint32_t)reply->integer : 0;
+    bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
+    cstat_add(c, ok ? STATS_CLUSTER_PUBLISHED : STATS_CLUSTER_DROPPED, 1);
+    uint32_t n = ok && reply->integer > 0 ? (uint32_t)reply->integer : 0;
     if (s) {
         answer(s->reply, n > 0 && s->self ? n - 1 : n);
         free(s);
@@ -488,8 +491,7 @@ static void publish_run(struct mailbox_item *it, void *ctx)
     const char *argv[3] = {"PUBLISH", ch, (const char *)body};
     size_t lens[3] = {7, chlen, blen};
     if (redisAsyncCommandArgv(c->pub, published_cb, s, 3, argv, lens) == REDIS_OK) {
-        c->pending++;
-        cstat_add(c, STATS_CLUSTER_PUBLISHED, 1);
+        c->pending++; /* counted when Redis answers (published_cb) */
     } else {
         cstat_add(c, STATS_CLUSTER_DROPPED, 1);
         answer(m->reply, 0);

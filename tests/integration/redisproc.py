@@ -126,6 +126,13 @@ class RedisServer:
     def numsub(self, channel):
         return self.call("PUBSUB", "NUMSUB", channel)[1]
 
+    def kill(self):
+        """SIGKILL: the server goes at once, whatever it was doing."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout(2))
+        self.proc = None
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
