@@ -297,13 +297,16 @@ class SharedPayloadTests(MsgdTestCase):
             self.assertEqual(pings, [(mp.REPLY | mp.PING, b"p%d" % j) for j in range(5)])
 
     def test_a_subscriber_reset_mid_queue_harms_nobody(self):
+        pub = self.connect()
+        # Earlier tests' subscribers on this daemon gone first, so the count
+        # below is of this test's five.
+        self.wait_connections(pub, 1, "only the publisher")
         gone = [socket.create_connection(("127.0.0.1", self.daemon.port())) for _ in range(4)]
         for g in gone:
             g.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             g.sendall(mp.encode(mp.SUBSCRIBE, b"big"))
         stay = self.connect()
         self.assert_frame(stay.call(mp.SUBSCRIBE, b"big"), mp.REPLY | mp.SUBSCRIBE, b"")
-        pub = self.connect()
         wait_until(lambda: self.stats(pub)["subscriptions_current"] == 5, timeout(2),
                    "the subscriptions")
         msgs = [self.message(i) for i in range(30)]
