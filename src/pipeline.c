@@ -82,10 +82,18 @@ void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b
         pl->flags |= PIPELINE_FAILED;
 }
 
+void pipeline_push_data2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn)
+{
+    if (pl->push_holds)
+        pipeline_write2(pl, a, an, b, bn); /* behind the held push */
+    else
+        pipeline_push2(pl, a, an, b, bn);
+}
+
 void pipeline_push_shared(struct pipeline *pl, struct outq_ref *ref, const void *p, size_t len)
 {
-    if (len < OUTQ_SHARE_MIN || outq_push(&pl->outq, &pl->out, ref, p, len) < 0)
-        pipeline_push2(pl, p, len, NULL, 0);
+    if (pl->push_holds || len < OUTQ_SHARE_MIN || outq_push(&pl->outq, &pl->out, ref, p, len) < 0)
+        pipeline_push_data2(pl, p, len, NULL, 0);
 }
 
 long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx)
@@ -98,6 +106,16 @@ long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx)
     s->seq = pl->next_seq++;
     pl->jobs_pending++;
     return (long)s->seq;
+}
+
+long pipeline_reserve_push(struct pipeline *pl)
+{
+    long seq = pipeline_reserve(pl, 0, -1);
+    if (seq >= 0) {
+        pl->slots_tail->push = true;
+        pl->push_holds++;
+    }
+    return seq;
 }
 
 static void slot_free(struct pipeline *pl, struct pipeline_slot *s)
@@ -120,6 +138,8 @@ void pipeline_unreserve(struct pipeline *pl, uint32_t seq)
         pl->slots_head = NULL;
     pl->slots_tail = prev;
     pl->jobs_pending--;
+    if (s->push)
+        pl->push_holds--;
     slot_free(pl, s);
 }
 
@@ -160,6 +180,8 @@ int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
     *reply = (struct buffer)BUFFER_INIT;
     s->waiting = false;
     pl->jobs_pending--;
+    if (s->push)
+        pl->push_holds--;
     pl->held_bytes += buffer_readable(&s->bytes);
     drain_ready(pl);
     return 0;
@@ -183,6 +205,7 @@ void pipeline_free(struct pipeline *pl)
     pl->slots_tail = NULL;
     pl->held_bytes = 0;
     pl->jobs_pending = 0;
+    pl->push_holds = 0;
     outq_free(&pl->outq);
     buffer_pool_put(pool_of(pl), &pl->out);
     buffer_free(&pl->out);
@@ -198,7 +221,8 @@ int pipeline_complete_late(const struct pipeline_env *env, uint64_t conn_id, uin
         buffer_free(reply);
         return -ENOENT;
     }
-    latency_record(&env->stats->lat, idx, latency_now_ns() - t0);
+    if (idx >= 0)
+        latency_record(&env->stats->lat, idx, latency_now_ns() - t0);
     env->ops->kick(pl);
     return 0;
 }

@@ -148,6 +148,7 @@ struct pipeline_slot {
     bool waiting;                /* a job slot whose result has not come back */
     uint8_t codec;               /* the pipeline's codec when the slot was opened:
                                   * the most its reply may be compressed with */
+    bool push;                   /* a job slot for a push (pipeline_reserve_push) */
     int lat_idx;                 /* job slots: the latency histogram (latency.h) */
     uint64_t t0_ns;              /* job slots: when the request was decoded */
     struct buffer bytes;         /* encoded replies, in order */
@@ -169,6 +170,7 @@ struct pipeline {
      * out, so inline-only traffic goes straight to out and pays nothing. */
     struct pipeline_slot *slots_head, *slots_tail;
     uint32_t jobs_pending;       /* job slots still waiting */
+    uint32_t push_holds;         /* of them, pushes (pipeline_reserve_push) */
     uint32_t next_seq;           /* the next job's sequence number */
     size_t held_bytes;           /* bytes held in slots */
     void *state;                 /* the protocol's own per-connection state, or NULL
@@ -194,10 +196,15 @@ void pipeline_write2(struct pipeline *pl, const void *a, size_t an, const void *
  * go between replies. Reactor thread only. */
 void pipeline_push2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
 
-/* Queues a server push whose bytes (len at p) others share: a reference to
- * them owned by ref, or, when that is not worth it (a small frame) or
- * memory is short, a copy. Like pipeline_push2 otherwise. Reactor thread
- * only. */
+/* Queues a data push (a MESSAGE, a DELIVER, a module's push): like
+ * pipeline_push2, except while a push is held (pipeline_reserve_push):
+ * then behind it, in order. Reactor thread only. */
+void pipeline_push_data2(struct pipeline *pl, const void *a, size_t an, const void *b, size_t bn);
+
+/* Queues a data push whose bytes (len at p) others share: a reference to
+ * them owned by ref, or, when that is not worth it (a small frame), memory
+ * is short or a push is held, a copy. Like pipeline_push_data2 otherwise.
+ * Reactor thread only. */
 void pipeline_push_shared(struct pipeline *pl, struct outq_ref *ref, const void *p, size_t len);
 
 /* Holds a place in the reply order for a reply that comes later (a worker
@@ -205,12 +212,20 @@ void pipeline_push_shared(struct pipeline *pl, struct outq_ref *ref, const void 
  * lat_idx are kept for the latency histogram. Reactor thread only. */
 long pipeline_reserve(struct pipeline *pl, uint64_t t0_ns, int lat_idx);
 
+/* Holds a place for a data push that comes later (one compressed on a
+ * worker): in the reply order, like a job's, and ahead of every data push
+ * queued after it (pipeline_push_data2), so pushes keep their order.
+ * Control pushes (PING, GOAWAY, a connection error) still go straight out.
+ * Not timed. Returns its sequence number, or -ENOMEM. Reactor thread only. */
+long pipeline_reserve_push(struct pipeline *pl);
+
 /* Gives back the place just reserved (the job could not be queued). */
 void pipeline_unreserve(struct pipeline *pl, uint32_t seq);
 
 /* Delivers job seq's encoded reply (its buffer is taken over and emptied)
  * and moves every reply now in order to out. Returns 0 and the slot's t0_ns
- * and lat_idx, or -ENOENT when no slot has that number. Reactor thread only. */
+ * and lat_idx (-1: a push, not timed), or -ENOENT when no slot has that
+ * number. Reactor thread only. */
 int pipeline_complete(struct pipeline *pl, uint32_t seq, struct buffer *reply,
                       uint64_t *t0_ns, int *lat_idx);
 

@@ -119,11 +119,12 @@ void proto_msg_codec_set(struct pipeline *pl, unsigned id);
 
 /* Queues a frame with command word word and payload: compressed with pl's
  * codec when it has one, the frame is not an error, the payload is at least
- * compress_min and it came out smaller. As a push (straight to out) or in
- * reply order. A big reply (past a size per codec, proto_msg_codec.c) is
- * compressed on env's worker pool: its place in the order is held (as for a
- * worker job) and a copy of it goes to a worker; when the queue is full it is
- * compressed here instead. Pushes are always compressed here. */
+ * compress_min and it came out smaller. As a data push (pipeline_push_data2)
+ * or in reply order. A big frame (past a size per codec, proto_msg_codec.c)
+ * is compressed on env's worker pool: its place is held (a reply's in the
+ * reply order, as for a worker job; a push's there too, and ahead of the
+ * data pushes after it) and a copy of it goes to a worker; when the queue is
+ * full it is compressed here instead. */
 void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, size_t len, bool push);
 
 /* pipeline_complete_late for a whole reply frame (a worker's, a deferred

@@ -184,14 +184,17 @@ static int offload(const struct pipeline_env *env, unsigned id, uint64_t conn_id
     return 0;
 }
 
-/* A big reply on pl: holds its place in the reply order and sends a copy of
- * it to the workers. False (nothing held) when that cannot be done now: the
- * caller then compresses it inline, so the reply is never lost. */
-static bool write_offloaded(struct pipeline *pl, uint32_t word, const void *p, size_t len)
+/* A big reply or data push on pl, to compress with codec: holds its place
+ * (in the reply order; a push also ahead of later data pushes) and sends a
+ * copy of it to the workers. False (nothing held) when that cannot be done
+ * now: the caller then compresses it inline, so the frame is never lost. */
+static bool write_offloaded(struct pipeline *pl, uint32_t word, const void *p, size_t len,
+                            unsigned codec, bool push)
 {
     const struct pipeline_env *env = pl->env;
     const struct cmd_def *def = cmdtab_find(word & MSG_CMD_MASK);
-    long seq = pipeline_reserve(pl, pl->req_t0, def ? def->slot : 0);
+    long seq = push ? pipeline_reserve_push(pl)
+                    : pipeline_reserve(pl, pl->req_t0, def ? def->slot : 0);
     if (seq < 0)
         return false;
     struct buffer f = BUFFER_INIT;
@@ -200,7 +203,7 @@ static bool write_offloaded(struct pipeline *pl, uint32_t word, const void *p, s
     if (buffer_pool_reserve(env->bufs, &f, sizeof h + len) == 0) {
         buffer_append(&f, h, sizeof h);
         buffer_append(&f, p, len);
-        if (offload(env, pl->codec, pl->conn_id, (uint32_t)seq, &f) == 0)
+        if (offload(env, codec, pl->conn_id, (uint32_t)seq, &f) == 0)
             return true;
         buffer_consume(&f, buffer_readable(&f));
         buffer_pool_put(env->bufs, &f);
@@ -323,8 +326,8 @@ void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, si
 {
     const struct pipeline_env *env = pl->env;
     unsigned codec = push ? pipeline_push_codec(pl) : pl->codec;
-    if (!push && codec && !(word & MSG_FLAG_ERROR) && offloads(env, codec, len) &&
-        write_offloaded(pl, word, p, len)) {
+    if (codec && !(word & MSG_FLAG_ERROR) && offloads(env, codec, len) &&
+        write_offloaded(pl, word, p, len, codec, push)) {
         stats_add(env->stats, STATS_FRAMES_OUT, 1);
         return;
     }
@@ -337,7 +340,7 @@ void proto_msg_write_frame(struct pipeline *pl, uint32_t word, const void *p, si
     uint8_t h[MSG_HEADER_LEN];
     msg_header_encode(h, word, (uint32_t)len);
     if (push)
-        pipeline_push2(pl, h, sizeof h, p, len);
+        pipeline_push_data2(pl, h, sizeof h, p, len);
     else
         pipeline_write2(pl, h, sizeof h, p, len);
     stats_add(env->stats, STATS_FRAMES_OUT, 1);

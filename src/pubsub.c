@@ -224,7 +224,7 @@ uint32_t pubsub_deliver(struct pubsub *ps, const uint8_t *key, size_t klen,
         if (frames->owner)
             pipeline_push_shared(pl, frames->owner, frames->p[c], frames->n[c]);
         else
-            pipeline_push2(pl, frames->p[c], frames->n[c], NULL, 0);
+            pipeline_push_data2(pl, frames->p[c], frames->n[c], NULL, 0);
         n++;
         pl->env->ops->defer(pl);
     }

@@ -21,7 +21,7 @@ import unittest
 import zlib
 
 import msgproto as mp
-from harness import MsgdTestCase, timeout, wait_until
+from harness import MsgdTestCase, module_path, timeout, wait_until
 
 try:
     import zstandard
@@ -605,6 +605,50 @@ class HeldInputIsNotIdleTests(OneWorkerBase):
         cmd, payload = z.recv_frame(timeout(1))
         self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(mp.STATS), mp.describe(cmd, b""))
         self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+
+
+PUSH_BACK, MODULE_PUSH = 1110, 1199  # tests/modules/apitest.c
+
+
+class BigModulePushOffReactorTests(OneWorkerBase):
+    """A module's big push (msgd_send) to a connection with a codec is
+    compressed on the workers too; data pushes after it (a MESSAGE) wait
+    behind it, so pushes keep their order."""
+    EXTRA = {"modules": {"load": module_path("apitest")}}
+
+    def test_a_big_push_waits_for_the_workers_and_keeps_its_order(self):
+        for codec in ("zstd", "deflate"):
+            with self.subTest(codec=codec):
+                a = self.hold_worker(300)
+                c = self.connect(daemon=self.d)
+                self.hello(c, codec)
+                topic = codec.encode()  # one per round: the last round's c stays subscribed
+                self.assertEqual(c.call(mp.SUBSCRIBE, topic, timeout(1)),
+                                 (mp.reply_cmd(mp.SUBSCRIBE), b""))
+                b = big_text(BIG, codec.encode())
+                before = self.stat("compressions")
+                c.send_raw(mp.encode(PUSH_BACK, b) + mp.encode(mp.PING, b"behind"))
+                wait_until(lambda: self.stat("compressions") > before, timeout(),
+                           "the push's compression to be handed over")
+                pub = self.connect(daemon=self.d)
+                message = bytes([len(topic)]) + topic + b"after"
+                self.assertEqual(pub.call(mp.PUBLISH, message, timeout(1)),
+                                 (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 1)))
+                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
+                                 (mp.reply_cmd(mp.PING), b"free"))
+                r, _, _ = select.select([a, c], [], [], timeout(2))
+                self.assertIn(a, r, "the big push came before the DELAY holding the only "
+                              "worker: compressed on the reactor?")
+                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                got = [c.recv_frame(timeout(2)) for _ in range(4)]
+                cmds = [cmd for cmd, _ in got]
+                self.assertEqual(cmds[0], MODULE_PUSH | mp.COMPRESSED, cmds)
+                self.assertTrue(decompress(codec, got[0][1]) == b)
+                self.assertLess(cmds.index(mp.reply_cmd(PUSH_BACK)),
+                                cmds.index(mp.reply_cmd(mp.PING)), cmds)
+                self.assertIn((mp.MESSAGE, message), got)
+                self.assertEqual(got[cmds.index(mp.reply_cmd(PUSH_BACK))][1],
+                                 struct.pack(">i", 0))
 
 
 class BigFanoutOffReactorTests(OneWorkerBase):

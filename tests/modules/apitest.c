@@ -29,6 +29,8 @@ enum {
     CMD_EVENTS = 1107,           /* reply the event counters */
     CMD_DESCRIBE = 1108,         /* reply greeting, peer, listener, identity, reactor */
     CMD_CLOSE_ME = 1109,         /* msgd_close(own id) from another thread */
+    CMD_PUSH_BACK = 1110,        /* msgd_send(own id) of the payload, on the reactor;
+                                  * reply i32 rc */
     PUSH = 1199,                 /* the pushes this module sends */
 };
 
@@ -56,6 +58,13 @@ static void send_from_worker(msgd_req *req, const uint8_t *p, size_t len)
     int32_t on_reactor = msgd_reactor_index();
     int32_t v[2] = {rc, on_reactor};
     reply_i32s(req, v, 2);
+}
+
+/* Reactor thread: the payload pushed back to its own connection. */
+static void push_back(msgd_req *req, const uint8_t *p, size_t len)
+{
+    int32_t rc = msgd_send(msgd_req_conn_id(req), PUSH, p, len);
+    reply_i32s(req, &rc, 1);
 }
 
 /* Reactor thread: a push to any id. */
@@ -305,6 +314,7 @@ static int init(const struct msgd_module *self, char *err, size_t errlen)
         {CMD_EVENTS, "EVENTS", MSGD_INLINE, 0, events_cmd, NULL},
         {CMD_DESCRIBE, "DESCRIBE", MSGD_INLINE, MSGD_NEEDS_AUTH, describe_cmd, NULL},
         {CMD_CLOSE_ME, "CLOSE_ME", MSGD_INLINE, 0, close_me, NULL},
+        {CMD_PUSH_BACK, "PUSH_BACK", MSGD_INLINE, 0, push_back, NULL},
     };
     self_module = self;
 #ifdef APITEST_CLASH

@@ -507,6 +507,43 @@ TEST(codec_follows_the_order_of_hello)
     pipeline_free(&pl);
 }
 
+/* A held push (one compressed elsewhere) keeps data pushes behind it, in
+ * order; control pushes still go straight out; it is not timed. */
+TEST(held_push_keeps_data_pushes_in_order)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    pipeline_push_data2(&pl, "d0", 2, NULL, 0); /* nothing held: straight out */
+    check_out(&pl, "d0");
+    long seq = pipeline_reserve_push(&pl);
+    CHECK(seq >= 0);
+    CHECK_EQ(pl.push_holds, 1);
+    pipeline_push_data2(&pl, "d1", 2, NULL, 0);
+    pipeline_push2(&pl, "ping", 4, NULL, 0);   /* control: not held */
+    write_str(&pl, "r1");
+    pipeline_push_data2(&pl, "d2", 2, NULL, 0);
+    check_out(&pl, "d0ping");
+    struct buffer b = BUFFER_INIT;
+    CHECK_EQ(buffer_append(&b, "P", 1), 0);
+    uint64_t t0 = 1;
+    int lat = 0;
+    CHECK_EQ(pipeline_complete(&pl, (uint32_t)seq, &b, &t0, &lat), 0);
+    CHECK_EQ(lat, -1);
+    CHECK_EQ(pl.push_holds, 0);
+    check_out(&pl, "d0pingPd1r1d2");
+    pipeline_push_data2(&pl, "d3", 2, NULL, 0);
+    check_out(&pl, "d0pingPd1r1d2d3");
+    /* Given back unused: data pushes go straight out again. */
+    seq = pipeline_reserve_push(&pl);
+    CHECK(seq >= 0);
+    pipeline_unreserve(&pl, (uint32_t)seq);
+    CHECK_EQ(pl.push_holds, 0);
+    pipeline_push_data2(&pl, "d4", 2, NULL, 0);
+    check_out(&pl, "d0pingPd1r1d2d3d4");
+    buffer_free(&b);
+    pipeline_free(&pl);
+}
+
 /* ---- randomized run against a model ---- */
 
 static uint64_t rng_state;
