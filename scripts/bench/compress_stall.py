@@ -15,7 +15,9 @@ PUBLISHes SIZE bytes to a topic with one zstd and one deflate subscriber:
 a fan-out's frames, compressed once per codec on the publisher's reactor),
 or zstd-in / deflate-in (A sends STATS with SIZE bytes of text compressed
 at level 1 as its payload, which STATS ignores: a big request's
-decompression, and a small reply).
+decompression, and a small reply), or zstd-push / deflate-push (A sends
+the test module apitest's PUSH_BACK, which pushes the payload back with
+msgd_send: a module's big push; loads MSGD_BIN's modules/apitest.so).
 
 usage: compress_stall.py MSGD_BIN CODEC [SIZE] [SECONDS] [LEVEL]
 """
@@ -69,6 +71,9 @@ def subscribers(port, ready, until):
                 return
 
 
+PUSH_BACK, MODULE_PUSH = 1110, 1199  # tests/modules/apitest.c
+
+
 def squeeze(codec, data):
     """data compressed at level 1, as msgbench would."""
     if codec == "deflate":
@@ -89,11 +94,16 @@ def sender(port, codec, size, until, gap, q):
         cmd, payload = mp.PUBLISH, b"\x03big" + text(size)
     elif codec.endswith("-in"):
         cmd, payload = mp.STATS | mp.COMPRESSED, squeeze(codec.split("-")[0], text(size))
+    elif codec.endswith("-push"):
+        cmd, payload = PUSH_BACK, text(size)
     else:
         cmd, payload = mp.ECHO, text(size)
     n = 0
     while time.monotonic() < until:
         c.send_frame(cmd, payload)
+        if cmd == PUSH_BACK:
+            got, _ = c.recv_frame(10)
+            assert got & mp.CMD_MASK == MODULE_PUSH, hex(got)
         got, _ = c.recv_frame(10)
         assert got & mp.CMD_MASK == cmd & mp.CMD_MASK and not got & mp.ERROR, hex(got)
         n += 1
@@ -135,6 +145,9 @@ def main():
                 "listen =\n[timeouts]\nheartbeat_interval = 0\nidle_timeout = 0\n[limits]\n"
                 "output_high_water = 8M\noutput_low_water = 1M\noutput_hard_limit = 64M\n"
                 "[log]\nlevel = warn\n" % (port, level))
+        if codec.endswith("-push"):
+            f.write("[modules]\nload = %s\n" % os.path.join(
+                os.path.dirname(os.path.abspath(binary)), "modules", "apitest.so"))
     p = subprocess.Popen([binary, "-c", ini], stderr=open(os.path.join(d, "log"), "w"))
     procs = []
     try:
