@@ -149,12 +149,6 @@ void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item)
     buffer_pool_set_bounds(p, max_bytes, max_item);
 }
 
-void buffer_pool_set_bounds(struct buffer_pool *p, size_t max_bytes, size_t max_item)
-{
-    p->max_bytes = max_bytes;
-    p->max_item = max_item < BUFFER_POOL_ITEM_MAX ? max_item : BUFFER_POOL_ITEM_MAX;
-}
-
 /* Unlinks the first buffer of class k; returns its memory and cap. */
 static uint8_t *pool_pop(struct buffer_pool *p, unsigned k, size_t *cap)
 {
@@ -166,6 +160,21 @@ static uint8_t *pool_pop(struct buffer_pool *p, unsigned k, size_t *cap)
         p->low = p->bytes;
     *cap = l->cap;
     return (uint8_t *)l;
+}
+
+void buffer_pool_set_bounds(struct buffer_pool *p, size_t max_bytes, size_t max_item)
+{
+    p->max_bytes = max_bytes;
+    p->max_item = max_item < BUFFER_POOL_ITEM_MAX ? max_item : BUFFER_POOL_ITEM_MAX;
+    /* What the new bounds no longer allow goes now, largest first. */
+    for (unsigned k = BUFFER_POOL_CLASSES; k-- > 0;) {
+        while (p->list[k] &&
+               (p->bytes > p->max_bytes || ((struct pool_link *)p->list[k])->cap > p->max_item)) {
+            size_t cap;
+            uint8_t *m = pool_pop(p, k, &cap);
+            mem_free(m, cap);
+        }
+    }
 }
 
 int buffer_pool_get(struct buffer_pool *p, struct buffer *b)
@@ -232,7 +241,7 @@ int buffer_pool_append(struct buffer_pool *p, struct buffer *b, const void *data
  * 1 when they fit, 0 when they cannot (nothing smaller is left). */
 static int pool_make_room(struct buffer_pool *p, unsigned k, size_t cap)
 {
-    for (unsigned j = 0; j < k && p->max_bytes - p->bytes < cap;) {
+    for (unsigned j = 0; j < k && p->bytes + cap > p->max_bytes;) {
         if (!p->list[j]) {
             j++;
             continue;
@@ -241,7 +250,7 @@ static int pool_make_room(struct buffer_pool *p, unsigned k, size_t cap)
         uint8_t *m = pool_pop(p, j, &c);
         mem_free(m, c);
     }
-    return p->max_bytes - p->bytes >= cap;
+    return p->bytes + cap <= p->max_bytes;
 }
 
 int buffer_pool_put(struct buffer_pool *p, struct buffer *b)

@@ -100,7 +100,7 @@ static inline size_t buffer_class_cap(unsigned k) { return (size_t)1024 << k; }
 void buffer_pool_init(struct buffer_pool *p, size_t max_bytes, size_t max_item);
 
 /* Changes the bounds of a pool in use. What it keeps past new, smaller ones
- * goes as buffers come and go, and at the next trims. */
+ * is freed at once, largest buffers first. */
 void buffer_pool_set_bounds(struct buffer_pool *p, size_t max_bytes, size_t max_item);
 
 /* Gives b, which must hold no memory, the largest kept buffer. Returns 1

@@ -30,7 +30,10 @@
 #define CONN_POOL_TRIM_S 1.0            /* what it kept unused this long is freed */
 #define CONN_LINGER_READS 4             /* discarding reads per turn while lingering */
 
-enum { CONN_MORE = 1u << 8 };           /* stopped at a cap with input left: needs a turn */
+enum {
+    CONN_MORE = 1u << 8,                /* stopped at a cap with input left: needs a turn */
+    CONN_IDLE_HELD = 1u << 9,           /* the idle timeout came while input was held */
+};
 
 static void settle(struct conn *c);
 
@@ -369,6 +372,10 @@ static void settle(struct conn *c)
         conn_close(c);
         return;
     }
+    if ((c->state & CONN_IDLE_HELD) && !(pl->flags & PIPELINE_HOLD)) {
+        c->state &= ~(uint32_t)CONN_IDLE_HELD;
+        timer_activity(c->timer, &c->te); /* its silence counts from the release */
+    }
     if (flush(c) < 0)
         return;
     size_t pending = pipeline_pending(pl);
@@ -653,7 +660,8 @@ static void idle_cb(struct timer *t, struct timer_entry *e)
     if (c->pl.flags & PIPELINE_HOLD) {
         /* Its input waits on a worker (a big compression or decompression),
          * so what it sent since, heartbeat answers included, is unread: the
-         * silence is ours. Counted from when the input goes on. */
+         * silence is ours. Counted again from the release (settle). */
+        c->state |= CONN_IDLE_HELD;
         timer_activity(t, e);
         return;
     }
@@ -723,6 +731,7 @@ void conn_host_reload(struct conn_host *h)
     size_t bytes, item;
     pool_bounds(h, &bytes, &item);
     buffer_pool_set_bounds(&h->bufs, bytes, item);
+    watch_pool(h); /* the gauge, at once */
     for (int i = 0; i < CONN_TIMERS; i++) {
         ev_tstamp hb, idle;
         timer_intervals(h, i, &hb, &idle);

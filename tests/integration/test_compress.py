@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import unittest
 import zlib
 
@@ -587,13 +588,14 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
 class HeldInputIsNotIdleTests(OneWorkerBase):
     """A connection whose input is held while its big request waits for a
     worker is not idle: what it sent since is unread, heartbeat answers
-    included. idle_timeout 1 s, the worker held 3 s (scaled)."""
+    included. Its silence counts again from the release. idle_timeout 1 s,
+    the worker held 2.5 s (scaled)."""
     EXTRA = {"timeouts": {"heartbeat_interval": 0, "idle_timeout": "1s"}}
 
     def test_a_held_connection_outlives_the_idle_timeout(self):
         # The holder itself is closed as idle meanwhile; its DELAY still
         # keeps the worker.
-        self.hold_worker(int(timeout(0.6) * 1000))
+        self.hold_worker(int(timeout(0.5) * 1000))
         b = big_text(BIG, b"held")
         z = self.connect(daemon=self.d)
         self.hello(z, "deflate")
@@ -605,6 +607,14 @@ class HeldInputIsNotIdleTests(OneWorkerBase):
         cmd, payload = z.recv_frame(timeout(1))
         self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(mp.STATS), mp.describe(cmd, b""))
         self.assertEqual(z.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
+        released = time.monotonic()
+        # Then a whole idle_timeout of its own before it is closed as idle
+        # (not what was left of one that began during the hold).
+        cmd, payload = z.recv_frame(timeout(1))
+        self.assertEqual(cmd, mp.CONN_ERROR, mp.describe(cmd, payload))
+        self.assertEqual(struct.unpack(">I", payload[:4])[0], mp.IDLE_TIMEOUT)
+        self.assertGreater(time.monotonic() - released, 0.8, "closed as idle too soon after "
+                           "its input was let go")
 
 
 PUSH_BACK, MODULE_PUSH = 1110, 1199  # tests/modules/apitest.c

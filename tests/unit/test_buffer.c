@@ -698,6 +698,32 @@ TEST(pool_set_bounds_applies_to_later_puts)
     CHECK_EQ(p.bytes, 0);
 }
 
+/* Smaller bounds free what they no longer allow at once, and the pool stays
+ * within them after (no wrap-around of max_bytes - bytes). */
+TEST(pool_smaller_bounds_free_the_excess)
+{
+    struct buffer_pool p;
+    buffer_pool_init(&p, 1 << 20, 1 << 18);
+    for (int i = 0; i < 3; i++) {
+        struct buffer b = grown(1 << 18);
+        CHECK_EQ(buffer_pool_put(&p, &b), 1);
+    }
+    struct buffer s = grown(4096);
+    CHECK_EQ(buffer_pool_put(&p, &s), 1);
+    CHECK_EQ(buffer_pool_count(&p), 4);
+    buffer_pool_set_bounds(&p, 1 << 16, 1 << 15);    /* the 256 KiB ones are too big */
+    CHECK_EQ(buffer_pool_count(&p), 1);
+    CHECK_EQ(p.bytes, 4096);
+    for (int i = 0; i < 40; i++) {
+        struct buffer b = grown(1 << 14);
+        CHECK_EQ(buffer_pool_put(&p, &b), 1);
+        CHECK(p.bytes <= p.max_bytes);
+    }
+    buffer_pool_set_bounds(&p, 8192, 1 << 15);       /* too many bytes: largest go first */
+    CHECK(p.bytes <= 8192);
+    buffer_pool_free(&p);
+}
+
 TEST(pool_null_frees_what_it_is_given)
 {
     struct buffer b = grown(4096);
