@@ -718,7 +718,7 @@ static void timer_intervals(const struct conn_host *h, int i, ev_tstamp *hb, ev_
  * Past BUFFER_POOL_ITEM_MAX they are not kept. */
 static void pool_bounds(const struct conn_host *h, size_t *bytes, size_t *item)
 {
-    size_t need = (size_t)h->env.cfg->max_frame + MSG_HEADER_LEN + BUFFER_PREPEND;
+    size_t need = (size_t)h->env.cfg->max_frame + MSG_HEADER_LEN + BUFFER_PREPEND + CONN_READ_MIN;
     size_t frame = CONN_POOL_ITEM / 4;
     while (frame < need && frame < BUFFER_POOL_ITEM_MAX)
         frame *= 2;
