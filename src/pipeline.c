@@ -15,10 +15,20 @@ static struct buffer_pool *pool_of(const struct pipeline *pl)
     return pl->env ? pl->env->bufs : NULL;
 }
 
-/* What a new output buffer should hold: as much as the last one did. */
+/* The largest output buffer made beforehand (its capacity). A burst of
+ * pushes grows its buffer to about CONN_WRITE_EARLY before it is written;
+ * a bigger buffer was one big frame, sized for it alone, and a connection
+ * that once sent 4 MiB should not take 8 MiB for each small reply after. */
+#define OUT_WANT_MAX ((size_t)256 * 1024)
+
+/* What a new output buffer should hold: as much as the last one did, up to
+ * OUT_WANT_MAX. */
 static size_t out_want(const struct pipeline *pl)
 {
-    return pl->out_class ? buffer_class_cap(pl->out_class) - BUFFER_PREPEND : 0;
+    if (!pl->out_class)
+        return 0;
+    size_t cap = buffer_class_cap(pl->out_class);
+    return (cap < OUT_WANT_MAX ? cap : OUT_WANT_MAX) - BUFFER_PREPEND;
 }
 
 /* Appends two pieces to b, with memory from pool (room for want bytes when

@@ -544,6 +544,24 @@ TEST(held_push_keeps_data_pushes_in_order)
     pipeline_free(&pl);
 }
 
+/* A new output buffer starts as big as the last one, but a connection whose
+ * last one held one huge frame does not take that much for a small reply. */
+TEST(output_buffer_remembers_size_up_to_a_bound)
+{
+    struct pipeline pl;
+    pl_init(&pl);
+    pl.out_class = (uint8_t)buffer_class(64 * 1024);
+    write_str(&pl, "small");
+    CHECK_EQ(pl.out.cap, 64 * 1024);
+    pipeline_free(&pl);
+    pl_init(&pl);
+    pl.out_class = (uint8_t)buffer_class(8u << 20); /* after a 4 MiB reply */
+    write_str(&pl, "small");
+    CHECK_EQ(pl.out.cap, 256 * 1024);
+    check_out(&pl, "small");
+    pipeline_free(&pl);
+}
+
 /* ---- randomized run against a model ---- */
 
 static uint64_t rng_state;
