@@ -50,7 +50,7 @@ TIMEOUT_SCALE_tsan := 6
 TIMEOUT_SCALE := $(or $(TIMEOUT_SCALE_$(SAN)),1)
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 
 .PHONY: all run test tsan check unit integration deps install uninstall clean
 .DEFAULT_GOAL := all
