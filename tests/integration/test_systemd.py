@@ -576,6 +576,9 @@ class ThreadNameTests(MsgdTestCase):
 
     def test_thread_names(self):
         d = self.start_daemon({"server": {"reactors": "2", "workers": "2"}})
+        with open("/proc/%d/maps" % d.pid) as f:
+            tsan = "libtsan" in f.read()
+
         def names():
             out = []
             for tid in os.listdir("/proc/%d/task" % d.pid):
@@ -584,6 +587,10 @@ class ThreadNameTests(MsgdTestCase):
                         out.append(f.read().strip())
                 except FileNotFoundError:
                     pass
+            # ThreadSanitizer starts a thread of its own (when it first
+            # needs it), named after the thread that started it.
+            if tsan and out.count("msgd-main") > 1:
+                out.remove("msgd-main")
             return sorted(out)
         want = sorted(["msgd-main", "msgd-log", "msgd-r0", "msgd-r1", "msgd-r0-w0",
                        "msgd-r0-w1", "msgd-r1-w0", "msgd-r1-w1"])
