@@ -121,14 +121,25 @@ static bool direct_alone(const struct pipeline_env *env)
 }
 
 /* Delivers f, whose reply has slot seq of conn_id: here at once, on the
- * other reactors through their mailboxes. Reactor thread. */
+ * other reactors through their mailboxes. Alone (direct_alone), the counts
+ * are known at once: the reply to req when it is given (no slot was
+ * reserved), else in the slot. Reactor thread. */
 static void direct_run(const struct pipeline_env *env, struct fanout *f, uint64_t conn_id,
-                       uint32_t seq)
+                       uint32_t seq, msgd_req *req)
 {
-    if (direct_alone(env))
-        direct_reply(env, conn_id, seq, (uint32_t)fanout_run_alone(f, env), 0);
-    else
+    if (!direct_alone(env)) {
         fanout_start_here(f, env);
+        return;
+    }
+    uint32_t local = (uint32_t)fanout_run_alone(f, env);
+    if (!req) {
+        direct_reply(env, conn_id, seq, local, 0);
+        return;
+    }
+    uint8_t counts[8];
+    msg_put_u32(counts, local);
+    msg_put_u32(counts + 4, 0);
+    msgd_reply(req, counts, sizeof counts);
 }
 
 /* A big DIRECT's frames came back from the workers (data: the target, then
@@ -144,7 +155,7 @@ static void direct_ready(const struct pipeline_env *env, uint64_t conn_id, uint3
         return;
     }
     memcpy(deliver, data + off, len - off);
-    direct_run(env, f, conn_id, seq);
+    direct_run(env, f, conn_id, seq, NULL);
 }
 
 /* Sends a big DIRECT (the target, then its DELIVER payload: from's length,
@@ -153,22 +164,12 @@ static void direct_ready(const struct pipeline_env *env, uint64_t conn_id, uint3
 static bool direct_offload(struct pipeline *pl, uint32_t seq, const uint8_t *p, const char *from,
                            size_t from_len, const uint8_t *msg, size_t mlen)
 {
-    const struct pipeline_env *env = pl->env;
-    size_t off = 1 + (size_t)p[0], len = off + 1 + from_len + mlen;
-    struct buffer data = BUFFER_INIT; /* from the reactor's pool, and back */
-    bool sent = false;
-    if (buffer_pool_reserve(env->bufs, &data, len) == 0) {
-        uint8_t n8 = (uint8_t)from_len;
-        buffer_append(&data, p, off);
-        buffer_append(&data, &n8, 1);
-        buffer_append(&data, from, from_len);
-        buffer_append(&data, msg, mlen);
-        sent = proto_msg_frames_offload(pl, seq, buffer_peek(&data), len, off, direct_ready);
-        buffer_consume(&data, len);
-        buffer_pool_put(env->bufs, &data);
-    }
-    buffer_free(&data);
-    return sent;
+    uint8_t n8 = (uint8_t)from_len;
+    size_t off = 1 + (size_t)p[0];
+    const struct iovec data[] = {{(void *)(uintptr_t)p, off}, {&n8, 1},
+                                 {(void *)(uintptr_t)from, from_len},
+                                 {(void *)(uintptr_t)msg, mlen}};
+    return proto_msg_frames_offload(pl, seq, data, 4, off, direct_ready);
 }
 
 /* DIRECT: u8 identity length (1..255), the identity, the message. A message
@@ -223,14 +224,7 @@ static void cmd_direct(msgd_req *req, const uint8_t *p, size_t len)
     *d++ = (uint8_t)from_len;
     memcpy(d, from, from_len);
     memcpy(d + from_len, msg, mlen);
-    if (alone && !big) {
-        uint8_t counts[8];
-        msg_put_u32(counts, (uint32_t)fanout_run_alone(f, env));
-        msg_put_u32(counts + 4, 0);
-        msgd_reply(req, counts, sizeof counts);
-    } else {
-        direct_run(env, f, pl->conn_id, (uint32_t)seq);
-    }
+    direct_run(env, f, pl->conn_id, (uint32_t)seq, alone && !big ? req : NULL);
 }
 
 static int direct_init(const struct msgd_module *self, char *err, size_t errlen)

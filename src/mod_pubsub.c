@@ -104,17 +104,22 @@ static struct fanout *publish_fanout(const struct pipeline_env *env, uint64_t co
 }
 
 /* Delivers f, whose reply has slot seq of conn_id: here at once, and on
- * the other reactors through their mailboxes. Reactor thread. */
+ * the other reactors through their mailboxes. With one reactor the count
+ * is known at once: the reply to req when it is given (no slot was
+ * reserved), else in the slot. Reactor thread. */
 static void publish_run(const struct pipeline_env *env, struct fanout *f, uint64_t conn_id,
-                        uint32_t seq)
+                        uint32_t seq, msgd_req *req)
 {
-    if (env->nreactors == 1) {
-        uint8_t count[4];
-        msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
-        proto_msg_reply_late(env, conn_id, seq, MSG_CMD_PUBLISH, count, sizeof count);
-    } else {
+    if (env->nreactors != 1) {
         fanout_start_here(f, env);
+        return;
     }
+    uint8_t count[4];
+    msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
+    if (req)
+        msgd_reply(req, count, sizeof count);
+    else
+        proto_msg_reply_late(env, conn_id, seq, MSG_CMD_PUBLISH, count, sizeof count);
 }
 
 /* A big PUBLISH's frames came back from the workers (the sender's input
@@ -125,7 +130,7 @@ static void publish_ready(const struct pipeline_env *env, uint64_t conn_id, uint
 {
     struct fanout *f = publish_fanout(env, conn_id, seq, p, len, fr);
     if (f)
-        publish_run(env, f, conn_id, seq);
+        publish_run(env, f, conn_id, seq, NULL);
     else
         proto_msg_fail(env, conn_id);
 }
@@ -151,27 +156,19 @@ static void cmd_publish(msgd_req *req, const uint8_t *p, size_t len)
     long seq = alone && !big ? 0 : proto_msg_req_reserve(req);
     if (seq < 0)
         return; /* out of memory: the pipeline is marked failed */
-    struct fanout *f = NULL;
-    if (big && proto_msg_frames_offload(pl, (uint32_t)seq, p, len, 0, publish_ready)) {
-        stats_add(env->stats, STATS_PUBLISHED, 1);
-    } else {
+    const struct iovec data = {(void *)(uintptr_t)p, len};
+    if (!big || !proto_msg_frames_offload(pl, (uint32_t)seq, &data, 1, 0, publish_ready)) {
         struct proto_msg_frames fr;
         proto_msg_frames_prepare(env, &fr, p, len);
-        f = publish_fanout(env, pl->conn_id, (uint32_t)seq, p, len, &fr);
+        struct fanout *f = publish_fanout(env, pl->conn_id, (uint32_t)seq, p, len, &fr);
         proto_msg_frames_free(env, &fr);
         if (!f) {
             pl->flags |= PIPELINE_FAILED; /* its reserved slot goes with it */
             return;
         }
-        stats_add(env->stats, STATS_PUBLISHED, 1);
-        if (alone && !big) {
-            uint8_t count[4];
-            msg_put_u32(count, (uint32_t)fanout_run_alone(f, env));
-            msgd_reply(req, count, sizeof count);
-        } else {
-            publish_run(env, f, pl->conn_id, (uint32_t)seq);
-        }
+        publish_run(env, f, pl->conn_id, (uint32_t)seq, alone && !big ? req : NULL);
     }
+    stats_add(env->stats, STATS_PUBLISHED, 1);
     /* The other nodes get it once, in the order this connection sent it. */
     if (env->backplane)
         env->backplane->ops->publish(env->backplane->ctx, BACKPLANE_TOPIC, p + 1, p[0], p, len,

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "cmdtab.h"
 #include "codec.h"
@@ -203,16 +204,17 @@ typedef void (*proto_msg_frames_ready_fn)(const struct pipeline_env *env, uint64
  * as for replies): then proto_msg_frames_offload is worth it. */
 bool proto_msg_frames_big(const struct pipeline_env *env, size_t len);
 
-/* For a fan-out whose payload (data's bytes from off on) is big
- * (proto_msg_frames_big): copies data (len bytes) into a worker job that
- * compresses the payload once for each codec in use, and returns true.
- * ready then runs on pl's reactor, and until it has run pl's input is held (PIPELINE_HOLD: nothing more it sent is handled), so the
- * sender's later requests keep their order behind this one. Returns false
- * when it cannot be done now (no workers, a full queue, no memory): the
- * caller prepares the frames inline. seq is pl's reply slot
- * for the request, reserved by the caller. Reactor thread. */
-bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *data, size_t len,
-                              size_t off, proto_msg_frames_ready_fn ready);
+/* For a fan-out whose payload (the bytes from off on of data's ndata
+ * pieces, taken in order) is big (proto_msg_frames_big): copies the pieces
+ * into a worker job that compresses the payload once for each codec in use,
+ * and returns true. ready then runs on pl's reactor with the pieces as one
+ * block, and until it has run pl's input is held (PIPELINE_HOLD: nothing
+ * more it sent is handled), so the sender's later requests keep their order
+ * behind this one. Returns false when it cannot be done now (no workers, a
+ * full queue, no memory): the caller prepares the frames inline. seq is
+ * pl's reply slot for the request, reserved by the caller. Reactor thread. */
+bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const struct iovec *data,
+                              int ndata, size_t off, proto_msg_frames_ready_fn ready);
 
 /* Reads a block back: the frame for each codec. Any thread. */
 void proto_msg_frames_view(const uint8_t *block, struct pubsub_frames *out);

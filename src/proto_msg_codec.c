@@ -294,8 +294,8 @@ bool proto_msg_frames_big(const struct pipeline_env *env, size_t len)
     return false;
 }
 
-bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *data, size_t len,
-                              size_t off, proto_msg_frames_ready_fn ready)
+bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const struct iovec *data,
+                              int ndata, size_t off, proto_msg_frames_ready_fn ready)
 {
     const struct pipeline_env *env = pl->env;
     if (!env->pool)
@@ -303,12 +303,19 @@ bool proto_msg_frames_offload(struct pipeline *pl, uint32_t seq, const void *dat
     struct fjob_args a = {.ready = ready, .off = off, .level = env->cfg->compress_level};
     for (unsigned id = 1; id < CODEC_COUNT; id++)
         a.codec[id] = atomic_load_explicit(&users[id], memory_order_relaxed) > 0;
+    size_t len = 0;
+    for (int i = 0; i < ndata; i++)
+        len += data[i].iov_len;
     struct worker_job *job = worker_job_new(pl->conn_id, seq, 0, fjob_run, fjob_back, NULL,
                                             sizeof a + len);
     if (!job)
         return false;
     memcpy(job->payload, &a, sizeof a);
-    memcpy(job->payload + sizeof a, data, len);
+    uint8_t *w = job->payload + sizeof a;
+    for (int i = 0; i < ndata; i++) {
+        memcpy(w, data[i].iov_base, data[i].iov_len);
+        w += data[i].iov_len;
+    }
     if (worker_submit(env->pool, job) < 0) {
         worker_job_free(job);
         return false;
