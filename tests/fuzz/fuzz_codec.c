@@ -17,7 +17,9 @@
  *    compressed again by codec.c it round-trips;
  *  - -EFBIG means more than the bound: with a bound 4 times larger (up to
  *    4 MiB) the input is never a success of at most the bound;
- *  - a success stays a success with any larger bound.
+ *  - a success stays a success with any larger bound;
+ *  - codec_size_hint: a size it calls declared (zstd only) is the size a
+ *    success decompresses to; otherwise it is 4 times the input.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -71,8 +73,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *p = data + 1;
     size_t n = size - 1;
 
+    /* The size hint (which decides where a big request is decompressed)
+     * reads the same bytes: a size it says was declared is the true one. */
+    bool declared;
+    size_t hint = codec_size_hint(id, p, n, &declared);
+    FUZZ_CHECK(declared || hint == (n <= SIZE_MAX / 4 ? n * 4 : SIZE_MAX),
+               "an undeclared hint of %zu for %zu bytes", hint, n);
+    FUZZ_CHECK(!declared || id == CODEC_ZSTD, "a declared size for deflate");
+
     struct buffer out = BUFFER_INIT;
     long r = run(ctx, id, p, n, max, &out);
+    FUZZ_CHECK(!declared || r < 0 || (size_t)r == hint, "declared %zu, decompressed %ld", hint, r);
     if (r >= 0) {
         struct buffer again = BUFFER_INIT, z = BUFFER_INIT, back = BUFFER_INIT;
         FUZZ_CHECK(run(ctx2, id, p, n, max, &again) == r, "a fresh context disagrees");
