@@ -61,6 +61,18 @@ def poll_pause(i):
     threading.Event().wait(min(0.002 * (2 ** min(i, 5)), 0.05))
 
 
+def recv_exact(s, n, what="the reply"):
+    """Exactly n bytes from socket s (its own timeout applies); an end of
+    stream before them fails with what was being waited for."""
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            raise AssertionError("end of stream after %d of %d bytes of %s" % (len(got), n, what))
+        got += chunk
+    return got
+
+
 def read_to_end(s, wait=None, resets_ok=False):
     """Everything socket s receives until the peer closes (within wait, the
     standard wait by default). A reset raises, unless resets_ok: then it

@@ -13,7 +13,7 @@ import struct
 import unittest
 
 import msgproto as mp
-from harness import MsgdTestCase, timeout, wait_until
+from harness import MsgdTestCase, recv_exact, timeout, wait_until
 from redisproc import RedisServer
 
 
@@ -279,12 +279,8 @@ class ClusterScaleTests(ClusterCase):
         # Every SUBSCRIBE answered, then every node subscribed at Redis.
         want_reply = mp.encode(mp.reply_cmd(mp.SUBSCRIBE), b"")
         for s in subs:
-            got = b""
-            while len(got) < len(want_reply):
-                chunk = s.recv(len(want_reply) - len(got))
-                self.assertTrue(chunk, "a subscriber was closed")
-                got += chunk
-            self.assertEqual(got, want_reply)
+            self.assertEqual(recv_exact(s, len(want_reply), "a subscriber's SUBSCRIBE reply"),
+                             want_reply)
         self.wait_numsub("msgd:t:wide", 3)
         for i in range(msgs):
             for k, p in enumerate(pubs):

@@ -380,6 +380,19 @@ class OneWorkerBase(MsgdTestCase):
         cmd, p = c.call(mp.HELLO, b"compress=" + codec.encode(), timeout(1))
         self.assertEqual(parse_hello(p)["compress"], codec)
 
+    def first_the_holders(self, holders, others, what):
+        """what was handed to the workers behind the holders' DELAYs, not done
+        on the reactor: the reactor still answers others (the probe), and
+        none of others is readable before a holder (it may be too by the
+        time we look, never alone). Reads the holders' DELAY replies."""
+        self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
+                         (mp.reply_cmd(mp.PING), b"free"))
+        r, _, _ = select.select(holders + others, [], [], timeout(2))
+        self.assertTrue(set(r) & set(holders), "%s came before the DELAY holding the "
+                        "worker: done on the reactor?" % what)
+        for h in holders:
+            self.assertEqual(h.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
+
 
 class BigCompressionOffReactorTests(OneWorkerBase):
     """Big replies: compressed on the worker pool, off the reactor."""
@@ -402,16 +415,7 @@ class BigCompressionOffReactorTests(OneWorkerBase):
                 a = self.hold_worker(300)
                 b = big_text(BIG, codec.encode())
                 z = self.send_big(codec, b, mp.encode(mp.PING, b"behind"))
-                # The reactor is not held: other connections are answered...
-                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
-                                 (mp.reply_cmd(mp.PING), b"free"))
-                # ...and z's reply waits for the worker, so it cannot come
-                # before the DELAY's (z may be readable too by the time we
-                # look, never alone).
-                r, _, _ = select.select([a, z], [], [], timeout(2))
-                self.assertIn(a, r, "the big ECHO was answered before the DELAY holding the "
-                              "only worker: compressed on the reactor?")
-                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                self.first_the_holders([a], [z], "the big ECHO's reply")
                 cmd, payload = z.recv_frame(timeout(2))
                 self.assertEqual(cmd, mp.reply_cmd(mp.ECHO) | mp.COMPRESSED)
                 self.assertTrue(decompress(codec, payload) == b)
@@ -485,12 +489,7 @@ class BigDecompressionOffReactorTests(OneWorkerBase):
                 # so only the decompression can make it wait.
                 z = self.send_compressed(codec, mp.encode(mp.STATS | mp.COMPRESSED, squeeze(b)) +
                                          mp.encode(mp.PING, b"behind"))
-                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
-                                 (mp.reply_cmd(mp.PING), b"free"))
-                r, _, _ = select.select([a, z], [], [], timeout(2))
-                self.assertIn(a, r, "the big STATS was answered before the DELAY holding the "
-                              "only worker: decompressed on the reactor?")
-                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                self.first_the_holders([a], [z], "the big STATS's reply")
                 cmd, payload = z.recv_frame(timeout(2))
                 self.assertEqual(cmd & ~mp.COMPRESSED, mp.reply_cmd(mp.STATS))
                 if cmd & mp.COMPRESSED:
@@ -644,12 +643,7 @@ class BigModulePushOffReactorTests(OneWorkerBase):
                 message = bytes([len(topic)]) + topic + b"after"
                 self.assertEqual(pub.call(mp.PUBLISH, message, timeout(1)),
                                  (mp.reply_cmd(mp.PUBLISH), struct.pack(">I", 1)))
-                self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
-                                 (mp.reply_cmd(mp.PING), b"free"))
-                r, _, _ = select.select([a, c], [], [], timeout(2))
-                self.assertIn(a, r, "the big push came before the DELAY holding the only "
-                              "worker: compressed on the reactor?")
-                self.assertEqual(a.recv_frame(timeout(1)), (mp.reply_cmd(mp.DELAY), b"held"))
+                self.first_the_holders([a], [c], "the big push")
                 got = [c.recv_frame(timeout(2)) for _ in range(4)]
                 cmds = [cmd for cmd, _ in got]
                 self.assertEqual(cmds[0], MODULE_PUSH | mp.COMPRESSED, cmds)
@@ -681,15 +675,6 @@ class BigFanoutOffReactorTests(OneWorkerBase):
         """Every reactor's only worker held (connections go round robin)."""
         return [self.hold_worker(300) for _ in range(self.REACTORS)]
 
-    def first_the_holders(self, holders, others):
-        # The fan-out cannot be readable before a DELAY's reply (it may be
-        # too by the time we look, never alone).
-        r, _, _ = select.select(holders + others, [], [], timeout(2))
-        self.assertTrue(set(r) & set(holders), "the fan-out came before the DELAYs holding "
-                        "the workers: compressed on the reactor?")
-        for h in holders:
-            self.assertEqual(h.recv_frame(timeout(2)), (mp.reply_cmd(mp.DELAY), b"held"))
-
     def expect_message(self, c, codec, want, compressed):
         cmd, payload = c.recv_frame(timeout(3))
         self.assertEqual(cmd & ~mp.COMPRESSED, mp.MESSAGE, mp.describe(cmd, b""))
@@ -710,10 +695,7 @@ class BigFanoutOffReactorTests(OneWorkerBase):
                      mp.encode(mp.PING, b"behind"))
         wait_until(lambda: self.stat("compressions") >= before + 2, timeout(),
                    "the PUBLISH's two compressions to be handed over")
-        # The reactor is not held: others are answered meanwhile.
-        self.assertEqual(self.probe.call(mp.PING, b"free", timeout(1)),
-                         (mp.reply_cmd(mp.PING), b"free"))
-        self.first_the_holders(holders, [pub] + list(subs.values()))
+        self.first_the_holders(holders, [pub] + list(subs.values()), "the fan-out")
         for want in (b"\x00\x00\x00\x03", b"\x00\x00\x00\x03"):
             self.assertEqual(pub.recv_frame(timeout(3)), (mp.reply_cmd(mp.PUBLISH), want))
         self.assertEqual(pub.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))
@@ -731,7 +713,7 @@ class BigFanoutOffReactorTests(OneWorkerBase):
         wait_until(lambda: self.stat("compressions") >= before + 2, timeout(),
                    "the PUBLISH's compressions to be handed over")
         pub.close_rst()
-        self.first_the_holders(holders, list(subs.values()))
+        self.first_the_holders(holders, list(subs.values()), "the fan-out")
         for codec, c in subs.items():
             self.expect_message(c, codec, big, codec is not None)
 
@@ -747,7 +729,7 @@ class BigFanoutOffReactorTests(OneWorkerBase):
         snd.send_raw(mp.encode(mp.DIRECT, b"\x03rcv" + body) + mp.encode(mp.PING, b"behind"))
         wait_until(lambda: self.stat("compressions") > before, timeout(),
                    "the DIRECT's compression to be handed over")
-        self.first_the_holders(holders, [snd, rcv])
+        self.first_the_holders(holders, [snd, rcv], "the DELIVER")
         self.assertEqual(snd.recv_frame(timeout(3)),
                          (mp.reply_cmd(mp.DIRECT), struct.pack(">II", 1, 0)))
         self.assertEqual(snd.recv_frame(timeout(1)), (mp.reply_cmd(mp.PING), b"behind"))

@@ -26,8 +26,8 @@ import unittest
 
 import msgproto as mp
 import harness
-from harness import (HOST, SCALE, Daemon, MsgdTestCase, merge_config, timeout,
-                     wait_until)
+from harness import (HOST, SCALE, Daemon, MsgdTestCase, merge_config, recv_exact,
+                     timeout, wait_until)
 
 sys.path.insert(0, os.path.join(harness.REPO, "tests", "soak"))
 import soak  # noqa: E402  (EchoLoad: self-checking ECHO traffic, used by F5)
@@ -458,13 +458,8 @@ class ConnectChurnTests(FaultCase):
                 if mode == 3:
                     for j, s in enumerate(socks):
                         want = mp.encode(mp.REPLY | mp.PING, b"c%d" % j)
-                        got = b""
-                        while len(got) < len(want):
-                            chunk = s.recv(len(want) - len(got))
-                            self.assertTrue(chunk, "cycle %d: EOF before the PING reply"
-                                            % (b * width + j))
-                            got += chunk
-                        self.assertEqual(got, want)
+                        self.assertEqual(recv_exact(s, len(want), "cycle %d's PING reply"
+                                                    % (b * width + j)), want)
                         verified += 1
             finally:
                 for s in socks:

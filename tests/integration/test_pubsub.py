@@ -7,7 +7,7 @@ import time
 import unittest
 
 import msgproto as mp
-from harness import SCALE, MsgdTestCase, timeout, wait_until
+from harness import SCALE, MsgdTestCase, recv_exact, timeout, wait_until
 
 
 def pub_payload(topic, message):
@@ -151,12 +151,8 @@ class SlowSubscriberTests(MsgdTestCase):
         # another reactor first) must count it.
         slow.settimeout(timeout(1))
         want = mp.encode(mp.reply_cmd(mp.SUBSCRIBE), b"")
-        got = b""
-        while len(got) < len(want):
-            chunk = slow.recv(len(want) - len(got))
-            self.assertTrue(chunk, "the slow subscriber was closed before its SUBSCRIBE reply")
-            got += chunk
-        self.assertEqual(got, want)
+        self.assertEqual(recv_exact(slow, len(want), "the slow subscriber's SUBSCRIBE reply"),
+                         want)
         fast = self.connect()
         self.assert_frame(fast.call(mp.SUBSCRIBE, b"firehose"), mp.REPLY | mp.SUBSCRIBE, b"")
         pub = self.connect()
